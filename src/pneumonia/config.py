@@ -1,0 +1,129 @@
+"""Configuration: pydantic models, YAML files under `configs/`, and `key=value` overrides.
+
+Resolution order: the models' defaults, then a YAML file, then command-line overrides.
+Unknown keys anywhere are an error. `configs/default.yaml` spells out every default; a test
+keeps it equal to the models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pneumonia.errors import ConfigError
+from pneumonia.preprocess import Preprocessing
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AugmentConfig(_Strict):
+    """X-ray-appropriate training augmentation (geometry and exposure, no mirror by default)."""
+
+    rotation_degrees: float = Field(7.0, ge=0, le=45)
+    translate: float = Field(0.05, ge=0, le=0.5, description="max shift, fraction of the side")
+    scale_min: float = Field(0.9, gt=0)
+    scale_max: float = Field(1.1, gt=0)
+    brightness: float = Field(0.1, ge=0, le=1)
+    contrast: float = Field(0.1, ge=0, le=1)
+    hflip: bool = Field(False, description="mirror left-right; off: the heart is on one side")
+
+
+class DataConfig(_Strict):
+    """Where the data is, how validation is carved, how batches are drawn."""
+
+    manifest: Path = Path("work/manifest.csv")
+    cache_dir: Path = Path("work/cache")
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    seed: int = 42
+    official_val: Literal["fold", "keep"] = Field(
+        "fold", description="fold the dataset's own val/ into training, or keep it as validation"
+    )
+    balance: Literal["none", "class_weights", "sampler", "undersample"] = "class_weights"
+    batch_size: int = Field(32, ge=1)
+    num_workers: int = Field(2, ge=0)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
+class Config(_Strict):
+    """The whole resolved configuration of a run."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    preprocess: Preprocessing = Field(default_factory=Preprocessing)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`["data.seed=3", "preprocess.resize=crop"]` -> nested dict; values parsed as YAML."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier one")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return loaded
+
+
+def _format_validation(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problems.append(f"{where}: {msg}")
+    return f"{source}: invalid configuration: " + "; ".join(problems)
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Resolve defaults <- YAML file <- `key=value` overrides into a validated `Config`."""
+    raw: dict[str, Any] = _read_yaml(path) if path else {}
+    raw = _merge(raw, parse_overrides(overrides or []))
+    source = str(path) if path else "overrides"
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source)) from exc
+
+
+def dump_config(cfg: Config, path: Path) -> Path:
+    """Write the resolved configuration as YAML (what a command actually ran with)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = cfg.model_dump(mode="json")
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path

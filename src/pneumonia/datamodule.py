@@ -1,0 +1,172 @@
+"""A Lightning `DataModule` over a split manifest and its prepared cache.
+
+Training batches get X-ray-appropriate augmentation (small rotations, scale/translate,
+brightness/contrast; no mirror unless asked) and one of the three standard answers to class
+imbalance: class-weighted loss (`class_weights`), a weighted sampler, or undersampling.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from sklearn.utils.class_weight import compute_class_weight
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+from torchvision.transforms import v2
+
+from pneumonia import LABELS
+from pneumonia.cache import cache_dir_for, cached_array_path, read_failed
+from pneumonia.config import AugmentConfig, DataConfig
+from pneumonia.errors import DataError
+from pneumonia.preprocess import Preprocessing
+from pneumonia.split import Row, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+def build_augment(cfg: AugmentConfig) -> v2.Compose:
+    """Training augmentation on a 1xHxW float tensor in [0, 1]."""
+    steps: list[torch.nn.Module] = [
+        v2.RandomAffine(
+            degrees=cfg.rotation_degrees,
+            translate=(cfg.translate, cfg.translate),
+            scale=(cfg.scale_min, cfg.scale_max),
+            fill=0.0,
+        ),
+        v2.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast),
+    ]
+    if cfg.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)
+
+
+class CachedImages(Dataset[tuple[torch.Tensor, int]]):
+    """Manifest rows read from the cache: (normalised 1xHxW tensor, label index)."""
+
+    def __init__(
+        self,
+        rows: list[Row],
+        cache_dir: Path,
+        contract: Preprocessing,
+        augment: v2.Compose | None = None,
+    ) -> None:
+        self.rows = rows
+        self.paths = [cached_array_path(cache_dir, r.sha256) for r in rows]
+        self.labels = [LABELS.index(r.label) for r in rows]
+        self.contract = contract
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = torch.from_numpy(np.load(self.paths[i])).float().div_(255.0).unsqueeze(0)
+        if self.augment is not None:
+            x = self.augment(x).clamp_(0.0, 1.0)
+        return (x - self.contract.mean) / self.contract.std, self.labels[i]
+
+
+class UndersampleSampler(Sampler[int]):
+    """Each epoch: every minority-class index plus an equal random draw of each other class."""
+
+    def __init__(self, labels: list[int], seed: int = 0) -> None:
+        self.by_class = [np.flatnonzero(np.asarray(labels) == c) for c in range(len(LABELS))]
+        self.per_class = min(len(ix) for ix in self.by_class)
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.per_class * len(self.by_class)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        chosen = np.concatenate(
+            [rng.choice(ix, self.per_class, replace=False) for ix in self.by_class]
+        )
+        yield from rng.permutation(chosen).tolist()
+
+
+class XrayDataModule(LightningDataModule):
+    """Train/val/test loaders from the manifest and cache named in the config."""
+
+    def __init__(self, data: DataConfig, contract: Preprocessing) -> None:
+        super().__init__()
+        self.cfg = data
+        self.contract = contract
+        self.cache_dir = cache_dir_for(data.cache_dir, contract)
+        self.rows: dict[str, list[Row]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the manifest, keep the rows the cache holds, drop (and log) failed images."""
+        if self.rows:
+            return
+        rows = read_manifest(self.cfg.manifest)
+        failed = read_failed(self.cache_dir)
+        usable, missing = [], []
+        for r in rows:
+            if cached_array_path(self.cache_dir, r.sha256).is_file():
+                usable.append(r)
+            elif r.path in failed:
+                log.warning("excluded %s: %s", r.path, failed[r.path])
+            else:
+                missing.append(r)
+        if missing:
+            raise DataError(
+                f"{self.cache_dir}: {len(missing)} manifest images are not cached (first: "
+                f"{missing[0].path}); run `pneumonia data prepare` with the same settings"
+            )
+        for split in ("train", "val", "test"):
+            self.rows[split] = [r for r in usable if r.split == split]
+        if not self.rows["train"]:
+            raise DataError(f"{self.cfg.manifest}: no training images")
+
+    def class_weights(self) -> torch.Tensor:
+        """'balanced' loss weights per class (n / (classes * count)), for `class_weights`."""
+        y = np.array([LABELS.index(r.label) for r in self.rows["train"]])
+        weights = compute_class_weight("balanced", classes=np.arange(len(LABELS)), y=y)
+        return torch.tensor(weights, dtype=torch.float32)
+
+    def dataset(self, split: str, augment: bool = False) -> CachedImages:
+        """The dataset of one split, optionally with training augmentation."""
+        aug = build_augment(self.cfg.augment) if augment else None
+        return CachedImages(self.rows[split], self.cache_dir, self.contract, aug)
+
+    def _loader(self, ds: CachedImages, **kwargs: object) -> DataLoader:
+        workers = self.cfg.num_workers
+        return DataLoader(
+            ds,
+            batch_size=self.cfg.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Augmented training batches, balanced as `data.balance` says."""
+        ds = self.dataset("train", augment=True)
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        if self.cfg.balance == "sampler":
+            counts = np.bincount(ds.labels, minlength=len(LABELS))
+            weights = [1.0 / counts[y] for y in ds.labels]
+            sampler: Sampler[int] = WeightedRandomSampler(weights, len(ds), generator=generator)
+            return self._loader(ds, sampler=sampler)
+        if self.cfg.balance == "undersample":
+            return self._loader(ds, sampler=UndersampleSampler(ds.labels, self.cfg.seed))
+        return self._loader(ds, shuffle=True, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in manifest order, no augmentation."""
+        if not self.rows["val"]:
+            raise DataError(f"{self.cfg.manifest}: no validation images")
+        return self._loader(self.dataset("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in manifest order, no augmentation."""
+        if not self.rows["test"]:
+            raise DataError(f"{self.cfg.manifest}: no test images")
+        return self._loader(self.dataset("test"))

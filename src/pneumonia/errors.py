@@ -1,0 +1,30 @@
+"""Exceptions that carry a message meant for the user: the CLI prints them as one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PneumoniaError(Exception):
+    """Base class for every error the user should see as one clear line."""
+
+
+class ConfigError(PneumoniaError):
+    """A configuration file or override is invalid."""
+
+
+class DataError(PneumoniaError):
+    """A dataset folder, manifest or cache cannot be used."""
+
+
+class ImageError(PneumoniaError):
+    """One image cannot be read; names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class OfflineError(PneumoniaError):
+    """Something needs the network and there is none."""

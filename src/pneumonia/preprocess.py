@@ -1,0 +1,88 @@
+"""The one preprocessing contract: grayscale, aspect-preserving resize, recorded normalisation.
+
+Every image that reaches a model goes through `fit_to_square` (done once, when the cache is
+prepared, or at prediction time) and then `to_tensor`. The contract's fields travel with every
+model bundle, so inference repeats exactly what training did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import torch
+
+CACHE_FORMAT = 1
+"""Bump when the cached array layout changes, so old caches are rebuilt."""
+
+
+class Preprocessing(BaseModel):
+    """How a decoded grayscale image becomes a model input tensor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image_size: int = Field(224, ge=8, le=2048, description="side of the square model input")
+    resize: Literal["pad", "crop"] = Field(
+        "pad", description="pad: keep the whole image, letterbox; crop: fill, cut the long side"
+    )
+    mean: float = Field(0.449, description="subtracted after scaling uint8 to [0, 1]")
+    std: float = Field(0.226, gt=0, description="divisor after subtracting mean")
+
+    def cache_key(self) -> str:
+        """Short hash of the settings that change the cached pixels (not the normalisation)."""
+        payload = {"v": CACHE_FORMAT, "size": self.image_size, "resize": self.resize}
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return f"{self.image_size}-{self.resize}-{digest[:10]}"
+
+    def describe(self) -> dict[str, object]:
+        """The contract as plain data, for bundles and reports."""
+        return {
+            "channels": 1,
+            "color": "grayscale (luminance), uint8 0..255 before scaling",
+            "size": [self.image_size, self.image_size],
+            "resize": self.resize,
+            "value_range": "x / 255 in [0, 1], then (x - mean) / std",
+            "mean": self.mean,
+            "std": self.std,
+        }
+
+
+def fit_to_square(gray: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
+    """Resize a 2-D uint8 image to `size`x`size` without distorting its aspect ratio.
+
+    `pad` scales the long side to `size` and centres the image on black (air is black on a
+    chest X-ray, so padding reads as background); `crop` scales the short side to `size` and
+    cuts the centre.
+    """
+    if gray.ndim != 2 or gray.dtype != np.uint8:
+        raise ValueError(f"expected a 2-D uint8 array, got {gray.dtype} with shape {gray.shape}")
+    h, w = gray.shape
+    scale = size / max(h, w) if mode == "pad" else size / min(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = np.asarray(
+        Image.fromarray(gray).resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    )
+    if mode == "pad":
+        out = np.zeros((size, size), dtype=np.uint8)
+        top, left = (size - new_h) // 2, (size - new_w) // 2
+        out[top : top + new_h, left : left + new_w] = resized
+        return out
+    if mode == "crop":
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        return np.ascontiguousarray(resized[top : top + size, left : left + size])
+    raise ValueError(f"unknown resize mode {mode!r}; use 'pad' or 'crop'")
+
+
+def to_tensor(square: np.ndarray, contract: Preprocessing) -> torch.Tensor:
+    """uint8 HxW (or NxHxW) array -> float tensor 1xHxW (or Nx1xHxW), normalised."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(square)).float().div_(255.0)
+    x = x.unsqueeze(-3)
+    return (x - contract.mean) / contract.std
