@@ -121,19 +121,20 @@ def data_check(
 ) -> None:
     """Sanity report: counts, balance, sizes, modes, unreadable files, duplicates, leaks."""
     from pneumonia.check import build_report, write_report
+    from pneumonia.errors import DataError
     from pneumonia.outputs import fresh_dir
 
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder")
     out_dir = fresh_dir(out, force)
     report = build_report(root, workers)
     path = write_report(report, out_dir)
     dump_config(load_config(), out_dir / "config.yaml")
     console.print(f"layout: {report['layout']}   images: {report['images']}")
     console.print(_counts_table("Images per split and class", report["counts"]))
-    sizes = report["sizes"]
-    console.print(
-        f"width {sizes['width']}  height {sizes['height']}  modes {report['modes']}",
-        highlight=False,
-    )
+    for key, s in report["sizes"].items():
+        console.print(f"{key}: {s['min']}..{s['max']} px (median {s['median']})", highlight=False)
+    console.print("modes: " + ", ".join(f"{m} {n}" for m, n in report["modes"].items()))
     _print_list(
         "Unreadable images, excluded", [f"{u['path']}: {u['reason']}" for u in report["unreadable"]]
     )
