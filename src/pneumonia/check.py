@@ -17,7 +17,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from pneumonia import LABELS
-from pneumonia.discover import Problem, Sample, discover
+from pneumonia.discover import SPLITS, Problem, Sample, discover
 from pneumonia.errors import ImageError
 from pneumonia.image_io import read_image
 from pneumonia.progress import parallel_map
@@ -95,7 +95,10 @@ def build_report(root: str | Path, workers: int | None = None, show: bool = True
             unreadable.append({"path": r.path, "reason": r.message})
         else:
             facts[s.path] = r
-    good = [s for s in found.samples if s.path in facts]
+    order = {name: i for i, name in enumerate(SPLITS)}
+    good = sorted(
+        (s for s in found.samples if s.path in facts), key=lambda s: (order.get(s.split, 9), s.path)
+    )
     counts: dict[str, dict[str, int]] = {}
     for s in good:
         counts.setdefault(_split_name(s.split), dict.fromkeys(LABELS, 0))[s.label] += 1

@@ -98,7 +98,8 @@ def carve_validation(pool: list[Row], val_fraction: float, seed: int) -> list[Ro
     if per_class_groups < n_splits:
         raise DataError(
             f"too few patients ({per_class_groups} in the smaller class) to carve a "
-            f"validation split of {val_fraction:.0%}; raise data.val_fraction or add data"
+            f"validation split of {val_fraction:.0%}; set data.val_fraction to at least "
+            f"{1 / max(per_class_groups, 1):.2f} (below 0.5) or add data"
         )
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, val_idx = next(folds.split(np.zeros(len(pool)), labels, groups))
