@@ -175,9 +175,10 @@ def _lite0_package_weights() -> dict[str, torch.Tensor]:
 
 def _hub_cache_weights(timm_name: str) -> dict[str, torch.Tensor]:
     from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
 
-    cfg: dict[str, Any] = dict(getattr(timm.create_model(timm_name), "pretrained_cfg", {}))
-    repo = cfg.get("hf_hub_id")
+    cfg = get_pretrained_cfg(timm_name)
+    repo = cfg.hf_hub_id if cfg else None
     for filename in ("model.safetensors", "pytorch_model.bin"):
         found = try_to_load_from_cache(repo, filename) if repo else None
         if isinstance(found, str):

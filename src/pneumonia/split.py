@@ -96,10 +96,14 @@ def carve_validation(pool: list[Row], val_fraction: float, seed: int) -> list[Ro
     n_splits = max(2, round(1 / val_fraction))
     per_class_groups = min(len(set(groups[labels == i])) for i in range(len(LABELS)))
     if per_class_groups < n_splits:
+        fix = (
+            f"set data.val_fraction to at least {1 / per_class_groups:.2f} or add data"
+            if per_class_groups > 2
+            else "add data: each class needs at least 3 patients"
+        )
         raise DataError(
             f"too few patients ({per_class_groups} in the smaller class) to carve a "
-            f"validation split of {val_fraction:.0%}; set data.val_fraction to at least "
-            f"{1 / max(per_class_groups, 1):.2f} (below 0.5) or add data"
+            f"validation split of {val_fraction:.0%}; {fix}"
         )
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, val_idx = next(folds.split(np.zeros(len(pool)), labels, groups))
