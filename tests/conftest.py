@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from pneumonia.cache import prepare_cache
+from pneumonia.config import Config, load_config
+from pneumonia.split import make_manifest, write_manifest
+from pneumonia.synthetic import make_dataset
+from pneumonia.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PNEUMONIA_SHARED", REPO.parent / "shared"))
@@ -18,3 +26,59 @@ def shared_chest_xray() -> Path:
     if not (SHARED_TRAIN / "train").is_dir():
         pytest.skip(f"{SHARED_TRAIN} is absent")
     return SHARED_TRAIN
+
+
+def tiny_config(tmp: Path, *overrides: str) -> Config:
+    """The real default config, shrunk: small CNN, 32-pixel images, a few CPU batches."""
+    return load_config(
+        None,
+        [
+            f"data.manifest={tmp / 'manifest.csv'}",
+            f"data.cache_dir={tmp / 'cache'}",
+            "data.batch_size=16",
+            "data.num_workers=0",
+            "data.val_fraction=0.25",
+            "preprocess.image_size=32",
+            "model.name=cnn_small",
+            "model.pretrained=false",
+            "train.epochs=2",
+            "train.freeze_epochs=0",
+            "train.frozen_stages=0",
+            "train.progress=false",
+            f"train.out_dir={tmp / 'runs'}",
+            "train.run_name=tiny",
+            *overrides,
+        ],
+    )
+
+
+def prepare_tiny(tmp: Path, cfg: Config, seed: int = 0) -> Path:
+    """A synthetic Kaggle-layout dataset, split and cached as `cfg` says; returns its root."""
+    per = {"train": {"NORMAL": 24, "PNEUMONIA": 40}, "test": {"NORMAL": 8, "PNEUMONIA": 8}}
+    root = make_dataset(tmp / "data", "kaggle", per, size_range=(32, 48), seed=seed)
+    rows, _ = make_manifest(root, cfg.data.val_fraction, cfg.data.seed, workers=1, show=False)
+    write_manifest(rows, cfg.data.manifest, force=True)
+    prepare_cache(rows, cfg.data.cache_dir, cfg.preprocess, workers=1, show=False)
+    return root
+
+
+@dataclass
+class TinyRun:
+    """A model trained once per test session on synthetic data."""
+
+    cfg: Config
+    data: Path
+    summary: dict[str, Any]
+
+    @property
+    def bundle(self) -> Path:
+        return Path(self.summary["bundle"])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """Read-only: copy its bundle before changing it."""
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    cfg = tiny_config(tmp)
+    root = prepare_tiny(tmp, cfg)
+    return TinyRun(cfg, root, train(cfg, command="pytest"))

@@ -11,6 +11,8 @@ DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
 def test_default_yaml_matches_code_defaults() -> None:
     assert load_config(DEFAULT) == Config()
+    written = yaml.safe_load(DEFAULT.read_text())
+    assert written == Config().model_dump(mode="json"), "default.yaml must spell out every key"
 
 
 def test_overrides_are_typed_and_nested() -> None:

@@ -40,4 +40,4 @@ def test_cache_key_follows_pixel_settings_only() -> None:
     assert base.cache_key() == Preprocessing(mean=0.1).cache_key()
     assert base.cache_key() != Preprocessing(image_size=128).cache_key()
     assert base.cache_key() != Preprocessing(resize="crop").cache_key()
-    assert base.describe()["size"] == [224, 224]
+    assert base.describe()["size"] == [base.image_size, base.image_size]

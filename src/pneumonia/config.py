@@ -49,11 +49,52 @@ class DataConfig(_Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
 
+class ModelConfig(_Strict):
+    """Which registry model to build (`pneumonia.models.create_model`)."""
+
+    name: str = Field("efficientnet_lite0", description="a name from `pneumonia models`")
+    pretrained: bool = Field(True, description="start from ImageNet weights (local files only)")
+    weights: Path | None = Field(None, description="pretrained weights file instead of the cache")
+
+
+class TrainConfig(_Strict):
+    """The Lightning training loop: optimiser, schedule, stages, stopping, hardware."""
+
+    out_dir: Path = Field(Path("runs"), description="one folder per run is made here")
+    run_name: str | None = Field(None, description="run folder name; default <model>-<time>")
+    epochs: int = Field(4, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0, description="peak learning rate of the head")
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    lr_find: bool = Field(False, description="run Lightning's LR finder and use its suggestion")
+    freeze_epochs: int = Field(1, ge=0, description="stage 1: only the classifier head trains")
+    backbone_lr_scale: float = Field(
+        0.1, gt=0, le=1, description="stage 2: backbone LR = lr * this (unfrozen)"
+    )
+    frozen_stages: int = Field(
+        4, ge=0, description="the first N stages (stem first) stay frozen through the whole run"
+    )
+    early_stopping_patience: int = Field(3, ge=1, description="epochs without val AUC gain")
+    seed: int = 42
+    threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold on P(PNEUMONIA)")
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    accelerator: str = Field("auto", description="auto: a GPU when there is one, else CPU")
+    devices: int | str = "auto"
+    channels_last: bool = Field(True, description="NHWC memory layout, faster convolutions")
+    limit_train_batches: int | float = Field(1.0, gt=0, description="batches or fraction")
+    limit_val_batches: int | float = Field(1.0, gt=0, description="batches or fraction")
+    progress: bool = Field(True, description="rich progress bars")
+
+
 class Config(_Strict):
     """The whole resolved configuration of a run."""
 
     data: DataConfig = Field(default_factory=DataConfig)
     preprocess: Preprocessing = Field(default_factory=Preprocessing)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

@@ -77,6 +77,14 @@ class PlainCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.features(x)))
 
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """timm-style stage groups: each conv layer (and its norm) after the first is one."""
+        return {"stem": r"^features\.0\.", "blocks": r"^features\.(\d+)\."}
+
+    def get_classifier(self) -> nn.Module:
+        """The final linear layer (timm's name for it)."""
+        return self.head[-1]
+
 
 def _timm_builder(timm_name: str, **kwargs: Any) -> Callable[[int, int], nn.Module]:
     def build(in_chans: int, num_classes: int) -> nn.Module:
@@ -127,7 +135,8 @@ def list_models() -> list[str]:
     return sorted(REGISTRY)
 
 
-def _spec(name: str) -> ModelSpec:
+def get_spec(name: str) -> ModelSpec:
+    """The registry entry of `name`, or a `ModelError` listing the valid names."""
     if name not in REGISTRY:
         raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     return REGISTRY[name]
@@ -213,6 +222,19 @@ def load_pretrained(model: nn.Module, state: dict[str, torch.Tensor], in_chans: 
         )
 
 
+def init_head(model: nn.Module) -> None:
+    """Small-normal weights, zero bias for the classifier: logits start near 0 (p near 0.5).
+
+    timm scales some heads by 1/sqrt(num_classes); with one output that gives logits of
+    +-10 at the start and a first epoch spent unlearning them.
+    """
+    head = model.get_classifier()  # type: ignore[operator]
+    if isinstance(head, nn.Linear):
+        nn.init.normal_(head.weight, std=0.01)
+        if head.bias is not None:
+            nn.init.zeros_(head.bias)
+
+
 def create_model(
     name: str,
     pretrained: bool = False,
@@ -221,8 +243,9 @@ def create_model(
     weights: str | Path | None = None,
 ) -> nn.Module:
     """Build a registered model; `pretrained` loads ImageNet weights from local files only."""
-    spec = _spec(name)
+    spec = get_spec(name)
     model = spec.build(in_chans, num_classes)
+    init_head(model)
     if weights is not None or pretrained:
         if spec.timm_name is None:
             raise ModelError(f"{name} has no pretrained weights; use pretrained=false")

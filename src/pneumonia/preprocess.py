@@ -27,7 +27,7 @@ class Preprocessing(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    image_size: int = Field(224, ge=8, le=2048, description="side of the square model input")
+    image_size: int = Field(192, ge=8, le=2048, description="side of the square model input")
     resize: Literal["pad", "crop"] = Field(
         "pad", description="pad: keep the whole image, letterbox; crop: fill, cut the long side"
     )

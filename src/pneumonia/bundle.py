@@ -1,0 +1,242 @@
+"""Model bundles: a folder with `model.safetensors` and `model.json`, nothing else needed.
+
+`MODEL_CARD.md` is written beside them from `model.json`, for people; loading ignores it.
+
+`model.json` says everything a user of the weights must know: the registry architecture and
+its arguments, the label order, the preprocessing contract, the decision threshold and the
+rule that chose it, validation metrics, the data manifest's hash, package versions and the
+training command. No pickle anywhere: weights are safetensors, metadata is JSON.
+
+Tampering is detected both ways: `model.json` records the sha256 of the weights file, and the
+weights file's own metadata records the architecture, labels and preprocessing, which must
+match `model.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+from pneumonia import LABELS, __version__
+from pneumonia.errors import PneumoniaError
+from pneumonia.models import ModelError, create_model
+from pneumonia.preprocess import Preprocessing
+
+log = logging.getLogger(__name__)
+WEIGHTS, META, CARD = "model.safetensors", "model.json", "MODEL_CARD.md"
+FORMAT_VERSION = 1
+DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default"
+
+
+class BundleError(PneumoniaError):
+    """A bundle is missing, incomplete, altered or unreadable."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Architecture(_Strict):
+    """Arguments of `create_model` that rebuild the network."""
+
+    name: str
+    in_chans: int = 1
+    num_classes: int = 1
+
+
+class Threshold(_Strict):
+    """The decision threshold on P(PNEUMONIA) and how it was chosen."""
+
+    value: float = Field(gt=0, lt=1)
+    rule: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class FileRecord(_Strict):
+    sha256: str
+    bytes: int
+
+
+class BundleMeta(_Strict):
+    """The schema of `model.json`."""
+
+    format: Literal["pneumonia-bundle"] = "pneumonia-bundle"
+    format_version: int = FORMAT_VERSION
+    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    architecture: Architecture
+    labels: list[str] = Field(default_factory=lambda: list(LABELS))
+    output: str = "one logit; sigmoid(logit) = P(PNEUMONIA); label PNEUMONIA when P >= threshold"
+    preprocessing: Preprocessing
+    threshold: Threshold
+    validation: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=lambda: package_versions())
+    files: dict[str, FileRecord] = Field(default_factory=dict)
+
+    def contract_record(self) -> str:
+        """What the weights file carries to tie it to this metadata."""
+        part = self.model_dump(mode="json", include={"architecture", "labels", "preprocessing"})
+        return json.dumps(part, sort_keys=True)
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: its metadata and the network in eval mode on CPU."""
+
+    path: Path
+    meta: BundleMeta
+    model: nn.Module
+
+    @property
+    def threshold(self) -> float:
+        return self.meta.threshold.value
+
+    @property
+    def contract(self) -> Preprocessing:
+        return self.meta.preprocessing
+
+
+def package_versions() -> dict[str, str]:
+    """Versions that shaped a model: Python and the main packages."""
+    out = {"python": platform.python_version(), "pneumonia": __version__}
+    for name in ("torch", "timm", "lightning", "numpy", "pillow", "scikit-learn", "safetensors"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:  # pragma: no cover - all are dependencies
+            continue
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_bundle(model: nn.Module, meta: BundleMeta, folder: Path) -> Path:
+    """Write weights and metadata into `folder` (created; files inside are replaced)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / WEIGHTS
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(weights), metadata={"pneumonia": meta.contract_record()})
+    meta = meta.model_copy(
+        update={
+            "files": {WEIGHTS: FileRecord(sha256=_sha256(weights), bytes=weights.stat().st_size)}
+        }
+    )
+    write_meta(meta, folder)
+    log.info("bundle written: %s", folder)
+    return folder
+
+
+def write_meta(meta: BundleMeta, folder: Path) -> Path:
+    """Write `model.json` (atomically) and the model card made from it."""
+    from pneumonia.card import model_card
+
+    target = folder / META
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(target)
+    (folder / CARD).write_text(model_card(meta), encoding="utf-8")
+    return target
+
+
+def _bundle_dir(path: str | Path | None) -> Path:
+    if path is None:
+        if not (DEFAULT_BUNDLE / META).is_file():
+            raise BundleError(
+                f"no default model in this installation ({DEFAULT_BUNDLE}); pass a BUNDLE folder"
+            )
+        return DEFAULT_BUNDLE
+    folder = Path(path)
+    if folder.is_file() and folder.name in (META, WEIGHTS):
+        folder = folder.parent
+    if not folder.exists():
+        raise BundleError(f"{folder}: no such bundle folder")
+    if not folder.is_dir():
+        raise BundleError(f"{folder}: not a bundle folder (expected {META} and {WEIGHTS})")
+    return folder
+
+
+def read_meta(path: str | Path | None = None) -> tuple[Path, BundleMeta]:
+    """The bundle folder and its validated `model.json` (the default bundle when None)."""
+    folder = _bundle_dir(path)
+    meta_path = folder / META
+    if not meta_path.is_file():
+        raise BundleError(f"{folder}: not a model bundle ({META} is missing)")
+    try:
+        raw = json.loads(meta_path.read_text(encoding="utf-8"))
+        return folder, BundleMeta.model_validate(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{meta_path}: not valid JSON ({exc})") from None
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BundleError(f"{meta_path}: not a valid bundle description ({where})") from None
+
+
+def _check_weights(folder: Path, meta: BundleMeta) -> Path:
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise BundleError(f"{folder}: {WEIGHTS} is missing")
+    record = meta.files.get(WEIGHTS)
+    if record is None:
+        raise BundleError(f"{folder / META}: records no hash for {WEIGHTS}; cannot verify it")
+    found = _sha256(weights)
+    if found != record.sha256:
+        raise BundleError(
+            f"{weights}: altered since the bundle was written (sha256 {found[:12]}..., "
+            f"{META} expects {record.sha256[:12]}...); the files no longer belong together"
+        )
+    return weights
+
+
+def load_bundle(path: str | Path | None = None) -> Bundle:
+    """Verify and load a bundle folder; the model comes back in eval mode on CPU."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    folder, meta = read_meta(path)
+    weights = _check_weights(folder, meta)
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            record = (fh.metadata() or {}).get("pneumonia")
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"{weights}: cannot read weights ({exc})") from None
+    if record != meta.contract_record():
+        raise BundleError(
+            f"{folder / META}: architecture, labels or preprocessing were edited and no longer "
+            f"match the weights; restore the original {META}"
+        )
+    if tuple(meta.labels) != LABELS:
+        raise BundleError(f"{folder}: label order {meta.labels} is not {list(LABELS)}")
+    arch = meta.architecture
+    try:
+        model = create_model(arch.name, in_chans=arch.in_chans, num_classes=arch.num_classes)
+        model.load_state_dict(state)
+    except (ModelError, RuntimeError) as exc:
+        raise BundleError(f"{folder}: weights do not fit {arch.name} ({exc})") from None
+    model.eval()
+    return Bundle(folder, meta, model)
+
+
+def bundle_probabilities(bundle: Bundle, x: torch.Tensor) -> torch.Tensor:
+    """P(PNEUMONIA) for a batch of contract tensors (Nx1xHxW)."""
+    with torch.inference_mode():
+        return torch.sigmoid(bundle.model(x).reshape(-1)).float()

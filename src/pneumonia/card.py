@@ -1,0 +1,95 @@
+"""Model cards written from a bundle's own metadata, so the card never disagrees with it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pneumonia.bundle import BundleMeta
+
+INTENDED_USE = (
+    "Research and teaching: comparing methods, studying failure modes, building tools. "
+    "It screens a frontal pediatric chest X-ray for signs of pneumonia and returns a "
+    "probability and a label at a stored threshold."
+)
+LIMITS = [
+    "Not a medical device and not validated for clinical use; never use it to decide care.",
+    "Trained on one centre's data (Guangzhou Women and Children's Medical Center, children "
+    "aged 1 to 5, Kermany et al. 2018). Other hospitals, scanners, adults, lateral views or "
+    "portable films may behave differently; check on your own data before trusting it.",
+    "Labels are NORMAL vs PNEUMONIA only (bacterial and viral are merged); other findings "
+    "are out of scope.",
+    "Validation metrics come from a patient-grouped split of the training images; they are "
+    "optimistic for data from elsewhere. The official test split's NORMAL images are known "
+    "to differ from the training ones.",
+]
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _metrics_rows(validation: dict[str, Any]) -> list[str]:
+    keys = ["roc_auc", "pr_auc", "sensitivity", "specificity", "precision", "npv"]
+    keys += ["accuracy", "balanced_accuracy", "f1"]
+    rows = ["| metric | value |", "| --- | ---: |"]
+    rows += [f"| {k} | {_fmt(validation.get(k))} |" for k in keys if k in validation]
+    return rows
+
+
+def _patients(patients: Any) -> str:
+    if not isinstance(patients, dict):
+        return "not recorded"
+    return ", ".join(f"{split} {n}" for split, n in patients.items())
+
+
+def model_card(meta: BundleMeta) -> str:
+    """Markdown model card: model, data, validation metrics, operating point, use, limits."""
+    t, v, d = meta.training, meta.validation, meta.data
+    counts = d.get("counts", {})
+    split_line = ", ".join(
+        f"{split}: {c.get('NORMAL', 0)} NORMAL / {c.get('PNEUMONIA', 0)} PNEUMONIA"
+        for split, c in counts.items()
+    )
+    cm = v.get("confusion_matrix", {})
+    p = meta.preprocessing
+    lines = [
+        f"# Model card: {meta.architecture.name}",
+        "",
+        f"Created {meta.created} by pneumonia {meta.versions.get('pneumonia', '?')}. "
+        "Generated from `model.json`; edit that, not this file.",
+        "",
+        "## Model",
+        f"- Architecture: `{meta.architecture.name}` (registry name), "
+        f"{meta.architecture.in_chans} input channel(s).",
+        f"- Output: {meta.output}.",
+        f"- Input contract: grayscale, {p.image_size}x{p.image_size}, resize `{p.resize}`, "
+        f"x/255 then (x - {p.mean}) / {p.std}.",
+        f"- Threshold: {meta.threshold.value:.4g} (rule: {meta.threshold.rule}).",
+        "",
+        "## Data",
+        f"- Manifest `{d.get('manifest', '?')}` "
+        f"(sha256 `{str(d.get('manifest_sha256', '?'))[:16]}...`).",
+        f"- Images per split: {split_line or 'not recorded'}.",
+        f"- Patients: {_patients(d.get('patients'))}; validation is grouped by patient.",
+        "",
+        f"## Validation metrics ({v.get('n', '?')} images, threshold {_fmt(v.get('threshold'))})",
+        *_metrics_rows(v),
+        "",
+        f"Confusion matrix: TN {cm.get('tn')}, FP {cm.get('fp')}, FN {cm.get('fn')}, "
+        f"TP {cm.get('tp')}.",
+        "",
+        "## Training",
+        f"- Command: `{t.get('command') or 'not recorded'}`",
+        f"- Epochs run {t.get('epochs_run')}, best epoch {t.get('best_epoch')}, "
+        f"{t.get('duration_s')} s on {t.get('device')}.",
+        f"- Versions: {', '.join(f'{k} {v}' for k, v in meta.versions.items())}.",
+        "",
+        "## Intended use",
+        INTENDED_USE,
+        "",
+        "## Limits",
+        *(f"- {line}" for line in LIMITS),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""Shared pieces of the command line: consoles, option types, error handling, tables."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pneumonia import LABELS
+from pneumonia.config import Config, load_config
+from pneumonia.errors import PneumoniaError
+
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml).")
+]
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Config overrides, e.g. data.seed=3 preprocess.resize=crop."),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", help="Worker processes (default: all cores).")
+]
+
+
+def user_errors(fn: F) -> F:
+    """Print a `PneumoniaError` as one red line and exit 1 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PneumoniaError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_config(config: Path | None, overrides: list[str] | None, *extra: str) -> Config:
+    """Defaults <- `--config` file <- overrides <- `extra` (flags turned into overrides)."""
+    return load_config(config, [*(overrides or []), *extra])
+
+
+def counts_table(title: str, counts: dict[str, dict[str, int]]) -> Table:
+    """Images per split and class, with the share of PNEUMONIA."""
+    table = Table(title=title)
+    table.add_column("split")
+    for lab in LABELS:
+        table.add_column(lab, justify="right")
+    table.add_column("total", justify="right")
+    table.add_column(f"% {LABELS[1]}", justify="right")
+    for split, c in counts.items():
+        total = sum(c.values())
+        pct = f"{100 * c[LABELS[1]] / total:.1f}" if total else "-"
+        table.add_row(split or "(no split)", *(str(c[lab]) for lab in LABELS), str(total), pct)
+    return table
+
+
+def print_list(title: str, lines: list[str], limit: int = 20) -> None:
+    """A titled, truncated list (the rest is in the JSON output)."""
+    if not lines:
+        return
+    console.print(f"[bold yellow]{title}[/] ({len(lines)})")
+    for line in lines[:limit]:
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    if len(lines) > limit:
+        console.print(f"  ... and {len(lines) - limit} more (see the JSON report)")

@@ -1,0 +1,199 @@
+"""`pneumonia train | evaluate | predict | models | demo`: thin wrappers over the package."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from pneumonia.cli.common import (
+    ConfigOpt,
+    ForceOpt,
+    OverridesArg,
+    WorkersOpt,
+    console,
+    print_list,
+    resolve_config,
+    user_errors,
+)
+
+BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder (model.json + weights).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+
+
+def _command_line(*args: object) -> str:
+    return shlex.join(["pneumonia", *(str(a) for a in args)])
+
+
+def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    from pneumonia.metrics import HEADLINE
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in HEADLINE:
+        value = metrics.get(key)
+        table.add_row(key, "n/a" if value is None else f"{value:.4f}")
+    return table
+
+
+@user_errors
+def train_command(
+    overrides: OverridesArg = None,
+    config: ConfigOpt = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Run folder to continue from its last checkpoint.")
+    ] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Train a model from the split manifest and cache; writes a run folder with a bundle."""
+    from pneumonia.train import train
+
+    if resume is not None and (overrides or config):
+        raise typer.BadParameter("--resume continues a run with its own config.yaml; drop the rest")
+    cfg = resolve_config(config, overrides)
+    given = [*(overrides or []), *(["--config", config] if config else [])]
+    command = _command_line("train", *given, *(["--resume", resume] if resume else []))
+    summary = train(cfg, resume=resume, force=force, command=command)
+    console.print(_metrics_table("Validation (best epoch)", summary["validation"]))
+    console.print(
+        f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
+        f"{summary['duration_s']:.0f} s on {summary['device']}"
+    )
+    console.print(f"run: {summary['run_dir']}\nbundle: {summary['bundle']}")
+
+
+@user_errors
+def evaluate_command(
+    bundle: BundleArg,
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="Dataset folder, .npz, CSV, or split manifest.")
+    ],
+    split: Annotated[str, typer.Option(help="Split to score (train, val or test).")] = "test",
+    out: OutOpt = Path("reports/evaluate"),
+    workers: WorkersOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Metrics of a bundle at its threshold on one split: JSON, CSV, ROC/PR/confusion figures."""
+    from pneumonia.bundle import load_bundle
+    from pneumonia.evaluate import evaluate
+    from pneumonia.outputs import fresh_dir
+
+    loaded = load_bundle(bundle)
+    out_dir = fresh_dir(out, force)
+    result = evaluate(loaded, data, split, out_dir, workers)
+    m = result["metrics"]
+    console.print(
+        f"data: {result['data']}  images: {m['n']}  "
+        f"threshold: {m['threshold']:.3g} (rule: {result['threshold_rule']})",
+        highlight=False,
+    )
+    console.print(_metrics_table("Evaluation", m))
+    cm = m["confusion_matrix"]
+    console.print(f"confusion: TN {cm['tn']}  FP {cm['fp']}  FN {cm['fn']}  TP {cm['tp']}")
+    print_list(
+        "Unreadable, excluded", [f"{u['path']}: {u['reason']}" for u in result["unreadable"]]
+    )
+    console.print(f"report: {out_dir / 'metrics.json'} (figures beside it)")
+
+
+def _split_bundle(items: list[str]) -> tuple[str | None, list[str]]:
+    first = Path(items[0])
+    if first.is_dir() and (first / "model.json").is_file():
+        return items[0], items[1:]
+    return None, items
+
+
+@user_errors
+def predict_command(
+    inputs: Annotated[
+        list[str], typer.Argument(help="[BUNDLE] then image files, folders or globs.")
+    ],
+    out: OutOpt = Path("reports/predict"),
+    show: Annotated[
+        bool, typer.Option("--show", help="Also save each image with its prediction on it.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    workers: WorkersOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """P(PNEUMONIA) and label for images; without a BUNDLE the shipped default model."""
+    from pneumonia.bundle import load_bundle
+    from pneumonia.inference import expand_inputs, predict_paths
+    from pneumonia.outputs import fresh_dir
+    from pneumonia.predict import annotate_all, write_tables
+
+    bundle_path, patterns = _split_bundle(inputs)
+    if not patterns:
+        raise typer.BadParameter("give at least one image, folder or glob after the bundle")
+    bundle = load_bundle(bundle_path)
+    paths = expand_inputs(patterns)
+    out_dir = fresh_dir(out, force)
+    predictions = predict_paths(bundle, paths, batch_size, workers)
+    table = Table(title=f"{bundle.meta.architecture.name}, threshold {bundle.threshold:.3g}")
+    table.add_column("image", overflow="fold")
+    table.add_column("P(PNEUMONIA)", justify="right")
+    table.add_column("label")
+    for p in predictions:
+        prob = "-" if p.probability is None else f"{p.probability:.3f}"
+        table.add_row(p.path, prob, p.label or f"[red]error: {p.error}[/]")
+    console.print(table)
+    csv_path, _ = write_tables(predictions, bundle, out_dir)
+    if show:
+        shown = annotate_all(predictions, bundle.threshold, out_dir / "images")
+        console.print(f"images with predictions: {out_dir / 'images'} ({len(shown)})")
+    console.print(f"predictions: {csv_path} and predictions.json")
+    if all(p.probability is None for p in predictions):
+        raise typer.Exit(1)
+
+
+@user_errors
+def models_command() -> None:
+    """List the model registry."""
+    from pneumonia.models import REGISTRY
+
+    table = Table(title="Models (pneumonia.models.create_model)")
+    for col in ("name", "pretrained weights", "description"):
+        table.add_column(col)
+    for name, spec in sorted(REGISTRY.items()):
+        weights = "no" if spec.timm_name is None else "yes (local only)"
+        table.add_row(name, weights, spec.description)
+    console.print(table)
+
+
+@user_errors
+def demo_command(
+    workdir: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = Path(
+        "demo"
+    ),
+    force: ForceOpt = False,
+) -> None:
+    """Run split -> prepare -> train -> evaluate -> predict on SYNTHETIC data, offline."""
+    from pneumonia.demo import run_demo
+
+    console.print(
+        "[bold yellow]DEMO ON SYNTHETIC DATA:[/] the images are drawn shapes, not X-rays; "
+        "the numbers below show the pipeline works, not how a model does on patients."
+    )
+    result = run_demo(workdir, force, say=lambda msg: console.print(msg, highlight=False))
+    console.print(_metrics_table("Synthetic test split", result["evaluate"]["metrics"]))
+    for p in result["predict"][:5]:
+        console.print(f"  {Path(p.path).name}: {p.label} (P={p.probability:.3f})", highlight=False)
+    console.print(
+        f"everything is in {workdir}/: manifest.csv, cache/, runs/demo/ (bundle, curves), "
+        f"evaluate/, predict/.\nnext, on real data: pneumonia data split DIR && "
+        "pneumonia data prepare && pneumonia train"
+    )
+
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "train": train_command,
+    "evaluate": evaluate_command,
+    "predict": predict_command,
+    "models": models_command,
+    "demo": demo_command,
+}

@@ -1,0 +1,256 @@
+"""`train(cfg) -> summary`: the whole training run as one plain function.
+
+A run folder holds everything about one run: the resolved `config.yaml`, Lightning's raw log
+(`logs/`), `metrics.csv` (one row per epoch), `curves.png`, `checkpoints/` (best by validation
+ROC-AUC, and last, for resuming), `lr_find.png` when the LR finder ran, `summary.json`, and
+`bundle/`, the self-describing model. Seeds are fixed for Python, NumPy, torch and the loader
+workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning import Trainer, seed_everything
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    ModelCheckpoint,
+    RichProgressBar,
+)
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from pneumonia import LABELS
+from pneumonia.bundle import Architecture, BundleMeta, Threshold, save_bundle
+from pneumonia.classifier import XrayClassifier
+from pneumonia.config import Config, dump_config, load_config
+from pneumonia.datamodule import XrayDataModule
+from pneumonia.errors import DataError, PneumoniaError
+from pneumonia.metrics import binary_metrics, headline, jsonable
+from pneumonia.models import create_model, get_spec
+from pneumonia.outputs import fresh_dir
+from pneumonia.plots import read_epoch_metrics, training_curves
+from pneumonia.split import manifest_digest, summarize
+
+log = logging.getLogger(__name__)
+EPOCH_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr")
+
+for _pattern in (".*does not have many workers.*", ".*srun.*", ".*LeafSpec.*"):
+    warnings.filterwarnings("ignore", message=_pattern)
+
+
+def run_folder(cfg: Config) -> Path:
+    """`train.out_dir / (train.run_name or <model>-<timestamp>)`."""
+    name = cfg.train.run_name or f"{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    return cfg.train.out_dir / name
+
+
+def _callbacks(cfg: Config, run: Path) -> tuple[ModelCheckpoint, list[Callback]]:
+    best = ModelCheckpoint(
+        dirpath=run / "checkpoints",
+        filename="best-epoch{epoch:02d}-auc{val_auc:.4f}",
+        auto_insert_metric_name=False,
+        monitor="val_auc",
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+    )
+    stop = EarlyStopping(monitor="val_auc", mode="max", patience=cfg.train.early_stopping_patience)
+    callbacks: list[Callback] = [best, stop]
+    if cfg.train.progress:
+        callbacks.append(RichProgressBar(leave=False))
+    return best, callbacks
+
+
+def _trainer(cfg: Config, run: Path, callbacks: list[Callback]) -> Trainer:
+    t = cfg.train
+    return Trainer(
+        default_root_dir=run,
+        max_epochs=t.epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=t.precision,
+        callbacks=callbacks,
+        logger=CSVLogger(save_dir=run, name="logs", version=f"part{len(log_files(run)) + 1}"),
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        enable_progress_bar=t.progress,
+        enable_model_summary=False,
+    )
+
+
+def _find_lr(trainer: Trainer, module: XrayClassifier, dm: XrayDataModule, run: Path) -> float:
+    from lightning.pytorch.tuner import Tuner
+
+    finder = Tuner(trainer).lr_find(module, datamodule=dm, num_training=100)
+    if finder is None or finder.suggestion() is None:
+        raise PneumoniaError(
+            "the LR finder found no suggestion (it needs a few dozen training batches and a "
+            "loss that falls); set train.lr yourself and train.lr_find=false"
+        )
+    fig = finder.plot(suggest=True)
+    fig.savefig(run / "lr_find.png", dpi=100)  # type: ignore[union-attr]
+    lr = float(finder.suggestion())  # type: ignore[arg-type]
+    log.info("LR finder suggests lr=%.3g (figure: %s)", lr, run / "lr_find.png")
+    module.lr = lr
+    return lr
+
+
+def _check_data(dm: XrayDataModule) -> None:
+    for split in ("train", "val"):
+        labels = {r.label for r in dm.rows[split]}
+        if labels != set(LABELS):
+            raise DataError(
+                f"{dm.cfg.manifest}: the {split} split needs both classes, has {sorted(labels)}"
+            )
+
+
+def validation_probabilities(
+    module: XrayClassifier, dm: XrayDataModule
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, P(PNEUMONIA)) of the whole validation split, no augmentation."""
+    ds = dm.dataset("val")
+    module.eval()
+    probs = []
+    with torch.inference_mode():
+        for x, _ in DataLoader(ds, batch_size=dm.cfg.batch_size):
+            probs.append(torch.sigmoid(module(x.to(module.device))).float().cpu().numpy())
+    return np.asarray(ds.labels), np.concatenate(probs)
+
+
+def log_files(run: Path) -> list[Path]:
+    """Lightning's CSV logs of a run, one per start or resume, oldest first."""
+    return sorted((run / "logs").glob("part*/metrics.csv"))
+
+
+def write_epoch_table(log_csvs: list[Path], out: Path) -> Path:
+    """Lightning's sparse logs -> one row per epoch with every metric."""
+    series = read_epoch_metrics(log_csvs)
+    epochs = sorted({e for values in series.values() for e, _ in values})
+    with out.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["epoch", *EPOCH_COLUMNS])
+        for e in epochs:
+            row = [dict(series.get(k, [])).get(e) for k in EPOCH_COLUMNS]
+            writer.writerow([e, *("" if v is None else f"{v:.6g}" for v in row)])
+    return out
+
+
+def _bundle_meta(
+    cfg: Config, dm: XrayDataModule, metrics: dict[str, Any], info: dict[str, Any]
+) -> BundleMeta:
+    return BundleMeta(
+        architecture=Architecture(name=cfg.model.name),
+        preprocessing=cfg.preprocess,
+        threshold=Threshold(
+            value=cfg.train.threshold,
+            rule="fixed",
+            detail={"note": "train.threshold, not tuned on validation"},
+        ),
+        validation={"split": "val", **jsonable(headline(metrics)), **_counts(metrics)},
+        data={
+            "manifest": str(cfg.data.manifest),
+            "manifest_sha256": manifest_digest(cfg.data.manifest),
+            "counts": summarize([r for rows in dm.rows.values() for r in rows]),
+            "patients": {s: len({r.patient for r in dm.rows[s]}) for s in ("train", "val")},
+        },
+        training={"config": cfg.model_dump(mode="json"), **info},
+    )
+
+
+def _counts(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("n", "positives", "threshold", "confusion_matrix")
+    return {k: metrics[k] for k in keys}
+
+
+def _start(cfg: Config, resume: Path | None, force: bool) -> tuple[Config, Path, Path | None]:
+    if resume is None:
+        get_spec(cfg.model.name)  # an unknown model fails before anything is written
+        run = fresh_dir(run_folder(cfg), force)
+        dump_config(cfg, run / "config.yaml")
+        return cfg, run, None
+    last = resume / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise PneumoniaError(f"{resume}: no checkpoints/last.ckpt to resume from")
+    return load_config(resume / "config.yaml"), resume, last
+
+
+def train(
+    cfg: Config, resume: Path | None = None, force: bool = False, command: str = ""
+) -> dict[str, Any]:
+    """Train one model as `cfg` says (or resume a run folder); returns the run's summary."""
+    cfg, run, ckpt = _start(cfg, resume, force)
+    seed_everything(cfg.train.seed, workers=True, verbose=False)
+    dm = XrayDataModule(cfg.data, cfg.preprocess)
+    dm.setup("fit")
+    _check_data(dm)
+    model = create_model(cfg.model.name, cfg.model.pretrained, weights=cfg.model.weights)
+    weights = dm.class_weights()
+    pos_weight = float(weights[1] / weights[0]) if cfg.data.balance == "class_weights" else None
+    module = XrayClassifier(model, cfg.train, pos_weight)
+    best, callbacks = _callbacks(cfg, run)
+    trainer = _trainer(cfg, run, callbacks)
+    if cfg.train.lr_find and ckpt is None:
+        _find_lr(trainer, module, dm, run)
+    log.info("run folder: %s", run)
+    started = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+    except SystemExit:  # Lightning's answer to Ctrl+C, after saving what it could
+        raise PneumoniaError(
+            f"interrupted; continue with `pneumonia train --resume {run}`"
+        ) from None
+    duration = time.perf_counter() - started
+    return _finish(cfg, run, dm, module, best, trainer, duration, command)
+
+
+def _finish(
+    cfg: Config,
+    run: Path,
+    dm: XrayDataModule,
+    module: XrayClassifier,
+    best: ModelCheckpoint,
+    trainer: Trainer,
+    duration: float,
+    command: str,
+) -> dict[str, Any]:
+    best_path = (
+        Path(best.best_model_path) if best.best_model_path else run / "checkpoints/last.ckpt"
+    )
+    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    labels, probs = validation_probabilities(module, dm)
+    metrics = binary_metrics(labels, probs, cfg.train.threshold)
+    write_epoch_table(log_files(run), run / "metrics.csv")
+    training_curves(log_files(run), run / "curves.png")
+    best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=True)["epoch"])
+    info = {
+        "command": command,
+        "epochs_run": trainer.current_epoch,
+        "best_epoch": best_epoch,
+        "duration_s": round(duration, 1),
+        "lr": module.lr,
+        "device": str(trainer.strategy.root_device),
+        "precision": cfg.train.precision,
+    }
+    bundle = save_bundle(module.model.cpu(), _bundle_meta(cfg, dm, metrics, info), run / "bundle")
+    summary = {
+        "run_dir": str(run),
+        "bundle": str(bundle),
+        **info,
+        "validation": jsonable(headline(metrics)),
+    }
+    (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

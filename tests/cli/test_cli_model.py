@@ -1,0 +1,136 @@
+"""train, evaluate, predict, models and demo as a user types them, bad input included."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import TinyRun, prepare_tiny, tiny_config
+from pneumonia import bundle as bundle_module
+from pneumonia.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: object) -> object:
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def overrides(tmp: Path) -> list[str]:
+    cfg = tiny_config(tmp)
+    return [
+        f"data.manifest={cfg.data.manifest}",
+        f"data.cache_dir={cfg.data.cache_dir}",
+        "data.num_workers=0",
+        "preprocess.image_size=32",
+        "model.name=cnn_small",
+        "model.pretrained=false",
+        "train.epochs=1",
+        "train.progress=false",
+        f"train.out_dir={tmp / 'runs'}",
+        "train.run_name=cli",
+    ]
+
+
+def test_train_then_evaluate(tmp_path: Path) -> None:
+    prepare_tiny(tmp_path, tiny_config(tmp_path))
+    result = invoke("train", *overrides(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "roc_auc" in result.output and "bundle:" in result.output
+    bundle = tmp_path / "runs" / "cli" / "bundle"
+    meta = json.loads((bundle / "model.json").read_text())
+    assert meta["training"]["command"].startswith("pneumonia train data.manifest=")
+
+    out = tmp_path / "eval"
+    result = invoke("evaluate", bundle, "--data", tmp_path / "data", "--out", out, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["metrics"]["n"] == 16 and f"{saved['metrics']['roc_auc']:.4f}" in result.output
+    again = invoke("evaluate", bundle, "--data", tmp_path / "data", "--out", out)
+    assert again.exit_code == 1 and "--force" in again.output
+
+
+def test_predict_writes_tables_and_pictures(tiny_run: TinyRun, tmp_path: Path) -> None:
+    test_dir = tiny_run.data / "chest_xray" / "test"
+    bad = tmp_path / "bad.jpeg"
+    bad.write_text("this is text")
+    out = tmp_path / "p"
+    args = [tiny_run.bundle, f"{test_dir}/NORMAL/*", bad, "--out", out, "--show", "--workers", 1]
+    result = invoke("predict", *args)
+    assert result.exit_code == 0, result.output
+    assert "not an image" in result.output
+    with (out / "predictions.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 9 and sum(bool(r["error"]) for r in rows) == 1
+    payload = json.loads((out / "predictions.json").read_text())
+    assert payload["threshold"] == 0.5 and len(payload["predictions"]) == 9
+    pictures = sorted((out / "images").iterdir())
+    assert len(pictures) == 8
+    first = Image.open(pictures[0])
+    assert first.mode == "RGB" and first.size[0] >= 32
+
+
+def test_predict_without_bundle_uses_the_default(
+    tiny_run: TinyRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bundle_module, "DEFAULT_BUNDLE", tiny_run.bundle)
+    image = next((tiny_run.data / "chest_xray" / "test" / "NORMAL").iterdir())
+    result = invoke("predict", image, "--out", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "p" / "predictions.json").read_text())["bundle"] == str(
+        tiny_run.bundle
+    )
+
+
+def test_models_lists_the_registry() -> None:
+    result = invoke("models")
+    assert all(name in result.output for name in ("cnn_small", "efficientnet_lite0", "vit_tiny"))
+
+
+@pytest.fixture
+def tampered(tiny_run: TinyRun, tmp_path: Path) -> Path:
+    copy = Path(shutil.copytree(tiny_run.bundle, tmp_path / "tampered"))
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "model.name=resnet19"], "unknown model 'resnet19'"),
+        (["train", "--resume", "{tmp}"], "no checkpoints/last.ckpt"),
+        (["evaluate", "{tampered}", "--data", "{data}"], "altered since the bundle"),
+        (["evaluate", "{bundle}", "--data", "{tmp}"], "unrecognised dataset layout"),
+        (["evaluate", "{tmp}/nope", "--data", "{data}"], "no such bundle folder"),
+        (["predict", "{bundle}", "{tmp}/*.png"], "no files match"),
+        (["predict", "{bundle}", "{tmp}/gone.png", "--out", "{tmp}/p"], "file not found"),
+    ],
+)
+def test_bad_input_is_a_clear_message(
+    tiny_run: TinyRun, tampered: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    fill = {"tmp": tmp_path / "empty", "bundle": tiny_run.bundle, "tampered": tampered}
+    filled = [a.format(**fill, data=tiny_run.data) for a in args]
+    result = runner.invoke(app, filled)
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_demo_runs_every_stage_offline(tmp_path: Path) -> None:
+    result = invoke("demo", "--workdir", tmp_path / "demo")
+    assert result.exit_code == 0, result.output
+    assert "SYNTHETIC" in result.output
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
+        assert step in result.output
+    metrics = json.loads((tmp_path / "demo" / "evaluate" / "metrics.json").read_text())
+    assert metrics["metrics"]["n"] == 80 and metrics["metrics"]["roc_auc"] > 0.9
+    assert (tmp_path / "demo" / "runs" / "demo" / "bundle" / "model.safetensors").is_file()
+    assert (tmp_path / "demo" / "predict" / "predictions.csv").is_file()

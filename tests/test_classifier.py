@@ -1,0 +1,75 @@
+"""The LightningModule: two-stage fine-tuning freezes what it says, and only that."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning import Trainer
+
+from conftest import prepare_tiny, tiny_config
+from pneumonia.classifier import XrayClassifier, freeze_stages, safe_auc, split_parameters
+from pneumonia.datamodule import XrayDataModule
+from pneumonia.models import create_model
+
+
+def _snapshot(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in params]
+
+
+def _changed(before: list[torch.Tensor], params: list[torch.nn.Parameter]) -> list[bool]:
+    return [not torch.equal(b, p.detach()) for b, p in zip(before, params, strict=True)]
+
+
+def _fit(tmp_path: Path, module: XrayClassifier, epochs: int) -> None:
+    cfg = tiny_config(tmp_path)
+    dm = XrayDataModule(cfg.data, cfg.preprocess)
+    trainer = Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=dm)
+
+
+def test_stage_one_trains_only_the_head(tmp_path: Path) -> None:
+    prepare_tiny(tmp_path, tiny_config(tmp_path))
+    cfg = tiny_config(tmp_path, "train.freeze_epochs=1").train
+    model = create_model("cnn_deep")
+    backbone, head = split_parameters(model)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    stats = bn.running_mean.clone()  # type: ignore[union-attr]
+    before_bb, before_head = _snapshot(backbone), _snapshot(head)
+    module = XrayClassifier(model, cfg, pos_weight=None)
+    _fit(tmp_path, module, epochs=1)
+    assert not any(_changed(before_bb, backbone))
+    assert all(_changed(before_head, head))
+    assert torch.equal(stats, bn.running_mean)  # type: ignore[arg-type]
+
+    model = create_model("cnn_deep")
+    backbone, _ = split_parameters(model)
+    before_bb = _snapshot(backbone)
+    _fit(tmp_path, XrayClassifier(model, cfg, pos_weight=None), epochs=2)  # stage 2 in epoch 1
+    assert all(_changed(before_bb, backbone))
+
+
+def test_frozen_stages_stay_frozen(tmp_path: Path) -> None:
+    prepare_tiny(tmp_path, tiny_config(tmp_path))
+    cfg = tiny_config(tmp_path, "train.frozen_stages=2").train
+    model = create_model("cnn_small")
+    module = XrayClassifier(model, cfg, pos_weight=2.0)
+    params = list(model.parameters())
+    before = _snapshot(params)
+    _fit(tmp_path, module, epochs=1)
+    assert _changed(before, params) == [False] * 4 + [True] * (len(params) - 4)
+    with pytest.raises(ValueError, match="has 5 stages"):
+        freeze_stages(create_model("cnn_small"), 5)
+
+
+def test_auc_is_nan_for_one_class() -> None:
+    import numpy as np
+
+    assert np.isnan(safe_auc(np.ones(3), np.array([0.1, 0.5, 0.9])))
+    assert safe_auc(np.array([0, 1]), np.array([0.2, 0.8])) == 1.0

@@ -1,0 +1,69 @@
+"""Prediction through the input door: batches, globs, folders, and bad files that stay rows."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TinyRun
+from pneumonia.bundle import load_bundle
+from pneumonia.errors import DataError
+from pneumonia.inference import expand_inputs, load_square, predict_paths
+from pneumonia.preprocess import fit_to_square, to_tensor
+from pneumonia.synthetic import save_image, synthetic_xray
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    for i, mode in enumerate(("L", "RGB", "RGBA", "I;16")):
+        suffix = ".png" if mode in ("RGBA", "I;16") else ".jpg"
+        save_image(synthetic_xray("PNEUMONIA", 40, 50, rng), tmp_path / f"img{i}{suffix}", mode)
+    (tmp_path / "corrupt.jpeg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    (tmp_path / "notes.txt").write_text("not an image, not picked up from a folder")
+    return tmp_path
+
+
+def test_mixed_folder_with_a_corrupt_file(tiny_run: TinyRun, mixed: Path) -> None:
+    bundle = load_bundle(tiny_run.bundle)
+    results = predict_paths(
+        bundle, expand_inputs([str(mixed)]), batch_size=2, workers=1, show=False
+    )
+    by_name = {Path(r.path).name: r for r in results}
+    assert set(by_name) == {"img0.jpg", "img1.jpg", "img2.png", "img3.png", "corrupt.jpeg"}
+    assert by_name["corrupt.jpeg"].probability is None and by_name["corrupt.jpeg"].error
+    good = [r for r in results if r.error is None]
+    assert len(good) == 4 and all(0 <= r.probability <= 1 for r in good)  # type: ignore[operator]
+    for r in good:
+        expected = "PNEUMONIA" if r.probability >= bundle.threshold else "NORMAL"  # type: ignore[operator]
+        assert r.label == expected
+
+
+def test_probabilities_equal_the_model_on_the_contract(tiny_run: TinyRun, mixed: Path) -> None:
+    bundle = load_bundle(tiny_run.bundle)
+    path = str(mixed / "img0.jpg")
+    [result] = predict_paths(bundle, [path], workers=1, show=False)
+    square = load_square((path, 32, "pad"))
+    assert isinstance(square, np.ndarray) and square.shape == (32, 32)
+    with torch.inference_mode():
+        direct = torch.sigmoid(bundle.model(to_tensor(square[None], bundle.contract))).item()
+    assert result.probability == pytest.approx(direct, abs=1e-6)
+
+
+def test_missing_file_is_a_row_not_a_crash(tiny_run: TinyRun, tmp_path: Path) -> None:
+    bundle = load_bundle(tiny_run.bundle)
+    [row] = predict_paths(bundle, [str(tmp_path / "gone.png")], workers=1, show=False)
+    assert row.error == "file not found"
+
+
+def test_expand_inputs(mixed: Path) -> None:
+    assert len(expand_inputs([str(mixed / "*.png")])) == 2
+    both = expand_inputs([str(mixed / "img0.jpg"), str(mixed)])
+    assert len(both) == len(set(both)) == 5
+    with pytest.raises(DataError, match="no files match"):
+        expand_inputs([str(mixed / "*.dcm")])
+    (mixed / "empty").mkdir()
+    with pytest.raises(DataError, match="no image files"):
+        expand_inputs([str(mixed / "empty")])
+    assert fit_to_square(np.zeros((10, 20), np.uint8), 8).shape == (8, 8)

@@ -1,0 +1,107 @@
+"""`train(cfg)`: the run folder, seeds, resume after an interruption, the LR finder."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from lightning.pytorch.callbacks import Callback
+from PIL import Image
+
+from conftest import TinyRun, prepare_tiny, tiny_config
+from pneumonia import train as train_module
+from pneumonia.config import Config
+from pneumonia.errors import DataError, PneumoniaError
+from pneumonia.models import ModelError
+from pneumonia.train import train
+
+
+def test_run_folder_holds_everything(tiny_run: TinyRun) -> None:
+    run = Path(tiny_run.summary["run_dir"])
+    assert Config.model_validate(yaml.safe_load((run / "config.yaml").read_text())) == tiny_run.cfg
+    with (run / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert all(0 <= float(r["val_auc"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
+    assert Image.open(run / "curves.png").size[0] > 500
+    checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
+    assert "last.ckpt" in checkpoints and any(n.startswith("best-") for n in checkpoints)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary == tiny_run.summary
+    assert summary["epochs_run"] == 2 and summary["best_epoch"] in (0, 1)
+    best_auc = max(float(r["val_auc"]) for r in rows)
+    assert summary["validation"]["roc_auc"] == pytest.approx(best_auc, abs=1e-6)
+    meta = json.loads((run / "bundle" / "model.json").read_text())
+    assert meta["training"]["command"] == "pytest"
+    assert meta["data"]["patients"]["val"] > 0
+
+
+def test_same_seed_same_model(tmp_path: Path, tiny_run: TinyRun) -> None:
+    cfg = tiny_config(tiny_run.cfg.train.out_dir.parent, "train.run_name=again")
+    assert train(cfg)["validation"] == tiny_run.summary["validation"]
+
+
+def test_existing_run_is_not_overwritten(tiny_run: TinyRun) -> None:
+    with pytest.raises(PneumoniaError, match="--force"):
+        train(tiny_run.cfg)
+
+
+def test_unknown_model_fails_before_writing(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "model.name=resnet19")
+    with pytest.raises(ModelError, match="unknown model 'resnet19'"):
+        train(cfg)
+    assert not cfg.train.out_dir.exists()
+
+
+def test_one_class_validation_is_refused(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    prepare_tiny(tmp_path, cfg)
+    rows = (tmp_path / "manifest.csv").read_text().splitlines()
+    kept = [r for r in rows if not (",val," in r and ",NORMAL," in r)]
+    (tmp_path / "manifest.csv").write_text("\n".join(kept) + "\n")
+    with pytest.raises(DataError, match="val split needs both classes"):
+        train(cfg)
+
+
+class Crash(Callback):
+    """Stands in for a killed process: fails when the second epoch starts."""
+
+    def on_train_epoch_start(self, trainer: object, module: object) -> None:
+        if getattr(trainer, "current_epoch", 0) == 1:
+            raise RuntimeError("power cut")
+
+
+def test_resume_after_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny_config(tmp_path, "train.epochs=3", "train.early_stopping_patience=5")
+    prepare_tiny(tmp_path, cfg)
+    original = train_module._callbacks
+
+    def crashing(*args: object) -> object:
+        best, callbacks = original(*args)  # type: ignore[arg-type]
+        return best, [*callbacks, Crash()]
+
+    monkeypatch.setattr(train_module, "_callbacks", crashing)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(cfg)
+    run = tmp_path / "runs" / "tiny"
+    assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "bundle").exists()
+    monkeypatch.setattr(train_module, "_callbacks", original)
+    summary = train(cfg, resume=run)
+    assert summary["epochs_run"] == 3
+    with (run / "metrics.csv").open() as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1, 2]
+    assert (run / "bundle" / "model.safetensors").is_file()
+
+
+def test_resume_needs_a_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(PneumoniaError, match=r"last\.ckpt"):
+        train(tiny_config(tmp_path), resume=tmp_path)
+
+
+def test_lr_finder_sets_the_learning_rate(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "train.lr_find=true", "data.batch_size=4")
+    prepare_tiny(tmp_path, cfg)
+    summary = train(cfg)
+    assert summary["lr"] != cfg.train.lr
+    assert Image.open(Path(summary["run_dir"]) / "lr_find.png").size[0] > 100
