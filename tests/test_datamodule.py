@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny_config
 from pneumonia.cache import prepare_cache
 from pneumonia.config import Config, load_config
 from pneumonia.datamodule import UndersampleSampler, XrayDataModule, build_augment
@@ -16,18 +17,7 @@ from pneumonia.synthetic import make_dataset
 
 
 def _config(tmp_path: Path, *overrides: str) -> Config:
-    return load_config(
-        None,
-        [
-            f"data.manifest={tmp_path / 'm.csv'}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "data.batch_size=8",
-            "data.num_workers=0",
-            "data.val_fraction=0.2",
-            "preprocess.image_size=32",
-            *overrides,
-        ],
-    )
+    return tiny_config(tmp_path, "data.batch_size=8", "data.val_fraction=0.2", *overrides)
 
 
 @pytest.fixture

@@ -229,18 +229,19 @@ def _finish(
     best_path = (
         Path(best.best_model_path) if best.best_model_path else run / "checkpoints/last.ckpt"
     )
-    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
+    checkpoint = torch.load(best_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(checkpoint["state_dict"])
+    if not trainer.is_global_zero:  # under DDP, one process writes the outputs
+        return {"run_dir": str(run)}
     labels, probs = validation_probabilities(module, dm)
     metrics = binary_metrics(labels, probs, cfg.train.threshold)
     write_epoch_table(log_files(run), run / "metrics.csv")
     training_curves(log_files(run), run / "curves.png")
-    best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=True)["epoch"])
     info = {
         "command": command,
         "epochs_run": trainer.current_epoch,
-        "best_epoch": best_epoch,
-        "duration_s": round(duration, 1),
+        "best_epoch": int(checkpoint["epoch"]),
+        "duration_s": round(duration, 1),  # of this process: a resumed run counts its own part
         "lr": module.lr,
         "device": str(trainer.strategy.root_device),
         "precision": cfg.train.precision,
