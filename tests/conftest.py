@@ -44,6 +44,7 @@ def tiny_config(tmp: Path, *overrides: str) -> Config:
             "train.epochs=2",
             "train.freeze_epochs=0",
             "train.frozen_stages=0",
+            "operating.rule=youden",
             "train.progress=false",
             f"train.out_dir={tmp / 'runs'}",
             "train.run_name=tiny",

@@ -30,7 +30,8 @@ def test_bundle_describes_itself(tiny_run: TinyRun) -> None:
     assert "Not a medical device" in card and "cnn_small" in card
     assert meta.architecture.name == "cnn_small" and meta.labels == list(LABELS)
     assert meta.preprocessing == tiny_run.cfg.preprocess
-    assert meta.threshold.value == tiny_run.cfg.train.threshold
+    assert meta.threshold.rule == "youden" and 0 < meta.threshold.value < 1
+    assert meta.calibration is not None and meta.calibration.temperature > 0
     assert meta.validation["roc_auc"] == tiny_run.summary["validation"]["roc_auc"]
     assert len(meta.data["manifest_sha256"]) == 64
     assert {"torch", "timm", "lightning", "pneumonia"} <= set(meta.versions)

@@ -19,7 +19,9 @@ from pneumonia.split import read_manifest
 
 def test_round_trip_gives_the_training_metrics(tiny_run: TinyRun, tmp_path: Path) -> None:
     bundle = load_bundle(tiny_run.bundle)
-    result = evaluate(bundle, tiny_run.cfg.data.manifest, "val", tmp_path, workers=1, show=False)
+    result = evaluate(
+        bundle, tiny_run.cfg.data.manifest, "val", tmp_path, workers=1, show=False, n_boot=0
+    )
     stored = bundle.meta.validation
     for key, value in headline(result["metrics"]).items():
         assert value == pytest.approx(stored[key], abs=1e-9), key
@@ -31,7 +33,7 @@ def test_round_trip_gives_the_training_metrics(tiny_run: TinyRun, tmp_path: Path
 
 def test_outputs_carry_the_numbers(tiny_run: TinyRun, tmp_path: Path) -> None:
     bundle = load_bundle(tiny_run.bundle)
-    result = evaluate(bundle, tiny_run.data, "test", tmp_path, workers=1, show=False)
+    result = evaluate(bundle, tiny_run.data, "test", tmp_path, workers=1, show=False, n_boot=100)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(result))
     with (tmp_path / "predictions.csv").open() as fh:
@@ -41,7 +43,11 @@ def test_outputs_carry_the_numbers(tiny_run: TinyRun, tmp_path: Path) -> None:
     probs = np.array([float(r["probability"]) for r in rows])
     recomputed = jsonable(headline(binary_metrics(labels, probs, bundle.threshold)))
     assert recomputed == pytest.approx(headline(saved["metrics"]), abs=1e-6)
-    for name in ("roc.png", "pr.png", "confusion_matrix.png"):
+    for key, (low, high) in saved["intervals"]["bootstrap"].items():
+        assert low <= saved["metrics"][key] <= high, key
+    assert saved["intervals"]["resampled"] == "patients"
+    assert 0 <= saved["calibration"]["ece"] <= 1 and 0 <= saved["calibration"]["brier"] <= 1
+    for name in ("roc.png", "pr.png", "confusion_matrix.png", "reliability.png"):
         assert Image.open(tmp_path / name).size[0] > 200
 
 
@@ -49,7 +55,9 @@ def test_a_folder_with_only_test(tiny_run: TinyRun, tmp_path: Path) -> None:
     only = Path(shutil.copytree(tiny_run.data / "chest_xray" / "test", tmp_path / "x" / "test"))
     (only / "NORMAL" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     bundle = load_bundle(tiny_run.bundle)
-    result = evaluate(bundle, tmp_path / "x", "test", tmp_path / "out", workers=1, show=False)
+    result = evaluate(
+        bundle, tmp_path / "x", "test", tmp_path / "out", workers=1, show=False, n_boot=0
+    )
     assert result["metrics"]["n"] == 16
     assert [u["path"].endswith("broken.jpeg") for u in result["unreadable"]] == [True]
     flat = shutil.copytree(only, tmp_path / "flat")

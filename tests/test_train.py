@@ -14,6 +14,7 @@ from pneumonia import train as train_module
 from pneumonia.config import Config
 from pneumonia.errors import DataError, PneumoniaError
 from pneumonia.models import ModelError
+from pneumonia.operating import OperatingPointError
 from pneumonia.train import train
 
 
@@ -62,6 +63,24 @@ def test_one_class_validation_is_refused(tmp_path: Path) -> None:
     (tmp_path / "manifest.csv").write_text("\n".join(kept) + "\n")
     with pytest.raises(DataError, match="val split needs both classes"):
         train(cfg)
+
+
+def test_too_few_validation_positives_fail_before_training(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "operating.rule=target_sensitivity")
+    prepare_tiny(tmp_path, cfg)
+    with pytest.raises(OperatingPointError, match=r"needs at least 100"):
+        train(cfg)
+    assert not (tmp_path / "runs" / "tiny" / "checkpoints").exists()
+
+
+def test_target_sensitivity_rule_is_met_on_validation(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path, "operating.rule=target_sensitivity", "operating.target_sensitivity=0.9"
+    )
+    prepare_tiny(tmp_path, cfg)
+    summary = train(cfg)
+    assert summary["threshold_rule"] == "target_sensitivity"
+    assert summary["validation"]["sensitivity"] >= 0.9
 
 
 class Crash(Callback):

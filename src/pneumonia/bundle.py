@@ -24,7 +24,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
@@ -63,6 +62,17 @@ class Threshold(_Strict):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class Calibration(_Strict):
+    """Temperature scaling: P(PNEUMONIA) = sigmoid(logit / temperature)."""
+
+    temperature: float = Field(gt=0)
+    fitted_on: str = "validation"
+    ece_before: float | None = None
+    ece_after: float | None = None
+    brier_before: float | None = None
+    brier_after: float | None = None
+
+
 class FileRecord(_Strict):
     sha256: str
     bytes: int
@@ -76,9 +86,13 @@ class BundleMeta(_Strict):
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     architecture: Architecture
     labels: list[str] = Field(default_factory=lambda: list(LABELS))
-    output: str = "one logit; sigmoid(logit) = P(PNEUMONIA); label PNEUMONIA when P >= threshold"
+    output: str = (
+        "one logit; P(PNEUMONIA) = sigmoid(logit / calibration.temperature); "
+        "label PNEUMONIA when P >= threshold"
+    )
     preprocessing: Preprocessing
     threshold: Threshold
+    calibration: Calibration | None = None
     validation: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
@@ -106,6 +120,10 @@ class Bundle:
     @property
     def contract(self) -> Preprocessing:
         return self.meta.preprocessing
+
+    @property
+    def temperature(self) -> float:
+        return self.meta.calibration.temperature if self.meta.calibration else 1.0
 
 
 def package_versions() -> dict[str, str]:
@@ -234,9 +252,3 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         raise BundleError(f"{folder}: weights do not fit {arch.name} ({exc})") from None
     model.eval()
     return Bundle(folder, meta, model)
-
-
-def bundle_probabilities(bundle: Bundle, x: torch.Tensor) -> torch.Tensor:
-    """P(PNEUMONIA) for a batch of contract tensors (Nx1xHxW)."""
-    with torch.inference_mode():
-        return torch.sigmoid(bundle.model(x).reshape(-1)).float()

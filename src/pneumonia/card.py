@@ -37,6 +37,29 @@ def _metrics_rows(validation: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _rule(meta: BundleMeta) -> str:
+    t = meta.threshold
+    parts = [f"rule {t.rule}"]
+    if "target_sensitivity" in t.detail:
+        parts.append(f"target sensitivity {t.detail['target_sensitivity']}")
+    if "cost_ratio" in t.detail:
+        parts.append(f"cost ratio {t.detail['cost_ratio']}")
+    if "data" in t.detail:
+        parts.append(f"chosen on {t.detail['data']}")
+    return ", ".join(parts)
+
+
+def _calibration(meta: BundleMeta) -> str:
+    c = meta.calibration
+    if c is None:
+        return "none (raw sigmoid of the logit)"
+    line = f"temperature {c.temperature:.3f} fitted on {c.fitted_on}"
+    if c.ece_before is not None and c.ece_after is not None:
+        line += f" (ECE {c.ece_before:.4f} -> {c.ece_after:.4f}"
+        line += f", Brier {c.brier_before:.4f} -> {c.brier_after:.4f})"
+    return line
+
+
 def _patients(patients: Any) -> str:
     if not isinstance(patients, dict):
         return "not recorded"
@@ -65,7 +88,8 @@ def model_card(meta: BundleMeta) -> str:
         f"- Output: {meta.output}.",
         f"- Input contract: grayscale, {p.image_size}x{p.image_size}, resize `{p.resize}`, "
         f"x/255 then (x - {p.mean}) / {p.std}.",
-        f"- Threshold: {meta.threshold.value:.4g} (rule: {meta.threshold.rule}).",
+        f"- Threshold: {meta.threshold.value:.4g} ({_rule(meta)}).",
+        f"- Calibration: {_calibration(meta)}.",
         "",
         "## Data",
         f"- Manifest `{d.get('manifest', '?')}` "

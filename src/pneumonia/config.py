@@ -78,7 +78,6 @@ class TrainConfig(_Strict):
     )
     early_stopping_patience: int = Field(3, ge=1, description="epochs without val AUC gain")
     seed: int = 42
-    threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold on P(PNEUMONIA)")
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     accelerator: str = Field("auto", description="auto: a GPU when there is one, else CPU")
     devices: int | str = "auto"
@@ -88,6 +87,18 @@ class TrainConfig(_Strict):
     progress: bool = Field(True, description="rich progress bars")
 
 
+class OperatingConfig(_Strict):
+    """How the bundle's decision threshold is chosen, on validation data only."""
+
+    rule: Literal["target_sensitivity", "youden", "cost", "fixed"] = Field(
+        "target_sensitivity", description="see pneumonia.operating"
+    )
+    target_sensitivity: float = Field(0.99, gt=0, le=1)
+    cost_ratio: float = Field(10.0, gt=0, description="cost of a missed pneumonia / false alarm")
+    fixed: float = Field(0.5, gt=0, lt=1, description="the threshold when rule is fixed")
+    calibrate: bool = Field(True, description="fit temperature scaling on validation first")
+
+
 class Config(_Strict):
     """The whole resolved configuration of a run."""
 
@@ -95,6 +106,7 @@ class Config(_Strict):
     preprocess: Preprocessing = Field(default_factory=Preprocessing)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    operating: OperatingConfig = Field(default_factory=OperatingConfig)
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ def demo_config(workdir: Path, *overrides: str) -> Config:
             "train.epochs=8",
             "train.freeze_epochs=0",
             "train.frozen_stages=0",
+            "operating.target_sensitivity=0.95",
             "train.lr=0.003",
             f"train.out_dir={workdir / 'runs'}",
             "train.run_name=demo",
@@ -76,7 +77,7 @@ def run_demo(
     summary = train(cfg, command="pneumonia demo")
     bundle = load_bundle(summary["bundle"])
     say("[5/5] evaluate on the synthetic test split, then predict a few test images")
-    result = evaluate(bundle, root, "test", workdir / "evaluate", show=show)
+    result = evaluate(bundle, root, "test", workdir / "evaluate", show=show, n_boot=200)
     sample = expand_inputs([str(root / "chest_xray" / "test")])[::10]
     predictions = predict_paths(bundle, sample, show=show)
     write_tables(predictions, bundle, workdir / "predict")

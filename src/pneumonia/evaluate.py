@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import brier_score_loss
 
 from pneumonia import LABELS
 from pneumonia.bundle import Bundle
+from pneumonia.calibration import expected_calibration_error, reliability_figure
 from pneumonia.discover import discover
 from pneumonia.errors import DataError
 from pneumonia.inference import load_squares, probabilities
 from pneumonia.metrics import binary_metrics, jsonable
 from pneumonia.plots import confusion_figure, pr_figure, roc_figure
 from pneumonia.split import COLUMNS, read_manifest
+from pneumonia.uncertainty import metric_intervals
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +77,13 @@ def evaluate(
     out: Path,
     workers: int | None = None,
     show: bool = True,
+    n_boot: int = 1000,
 ) -> dict[str, Any]:
-    """Score `bundle` on `split` of `data` at its threshold; write JSON, CSV and figures."""
+    """Score `bundle` on `split` of `data` at its threshold; write JSON, CSV and figures.
+
+    Every headline metric gets a 95% bootstrap interval (patients resampled), sensitivity and
+    specificity also an exact Clopper-Pearson one; calibration is measured by ECE and Brier.
+    """
     items, source = select_items(data, split)
     loaded = load_squares([it.path for it in items], bundle.contract, workers, show)
     good = [i for i, sq in enumerate(loaded) if not isinstance(sq, str)]
@@ -86,6 +94,7 @@ def evaluate(
         raise DataError(f"{source}: none of the {len(items)} images could be read")
     probs = probabilities(bundle, [loaded[i] for i in good], show=show)  # type: ignore[misc]
     labels = np.array([LABELS.index(items[i].label) for i in good])
+    patients = [items[i].patient for i in good]
     metrics = binary_metrics(labels, probs, bundle.threshold)
     if len(np.unique(labels)) < 2:
         log.warning(
@@ -97,7 +106,10 @@ def evaluate(
         "data": source,
         "split": split,
         "threshold_rule": bundle.meta.threshold.rule,
+        "temperature": bundle.temperature,
         "metrics": jsonable(metrics),
+        "intervals": jsonable(_intervals(labels, probs, bundle.threshold, patients, n_boot)),
+        "calibration": _calibration(labels, probs),
         "unreadable": unreadable,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -106,8 +118,24 @@ def evaluate(
     if len(np.unique(labels)) == 2:
         roc_figure(labels, probs, bundle.threshold, out / "roc.png")
         pr_figure(labels, probs, out / "pr.png")
+        reliability_figure(labels, {bundle.meta.architecture.name: probs}, out / "reliability.png")
     confusion_figure(metrics["confusion_matrix"], out / "confusion_matrix.png")
     return result
+
+
+def _intervals(
+    labels: np.ndarray, probs: np.ndarray, threshold: float, patients: list[str], n_boot: int
+) -> dict[str, Any]:
+    if n_boot <= 0:
+        return {}
+    return metric_intervals(labels, probs, threshold, patients, n_boot)
+
+
+def _calibration(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    return {
+        "ece": expected_calibration_error(labels, probs),
+        "brier": float(brier_score_loss(labels, probs)),
+    }
 
 
 def _write_predictions(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from pneumonia import LABELS
 from pneumonia.bundle import Bundle
@@ -51,10 +52,10 @@ def load_squares(
     return parallel_map(load_square, jobs, "reading images", workers, show)
 
 
-def probabilities(
+def logits(
     bundle: Bundle, squares: list[np.ndarray], batch_size: int = 32, show: bool = False
 ) -> np.ndarray:
-    """P(PNEUMONIA) for contract squares, in batches."""
+    """The network's raw logits for contract squares, in batches."""
     if not squares:
         return np.zeros(0, dtype=np.float32)
     starts = range(0, len(squares), batch_size)
@@ -62,8 +63,20 @@ def probabilities(
     with torch.inference_mode():
         for i in track(starts, len(starts), "predicting", show):
             x = to_tensor(np.stack(squares[i : i + batch_size]), bundle.contract)
-            out.append(torch.sigmoid(bundle.model(x).reshape(-1)).float().numpy())
+            out.append(bundle.model(x).reshape(-1).float().numpy())
     return np.concatenate(out)
+
+
+def to_probability(raw_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """P(PNEUMONIA) = sigmoid(logit / temperature), in float64."""
+    return np.asarray(expit(np.asarray(raw_logits, dtype=np.float64) / temperature))
+
+
+def probabilities(
+    bundle: Bundle, squares: list[np.ndarray], batch_size: int = 32, show: bool = False
+) -> np.ndarray:
+    """Calibrated P(PNEUMONIA) for contract squares (the bundle's temperature applied)."""
+    return to_probability(logits(bundle, squares, batch_size, show), bundle.temperature)
 
 
 def predict_paths(

@@ -27,14 +27,19 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else math.nan
 
 
-def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Every headline metric at `threshold`; ranking metrics are NaN with one class only."""
+def binary_metrics(
+    labels: np.ndarray, probs: np.ndarray, threshold: float, report: bool = True
+) -> dict[str, Any]:
+    """Every headline metric at `threshold`; ranking metrics are NaN with one class only.
+
+    `report=False` leaves out scikit-learn's classification report (for fast resampling).
+    """
     y = np.asarray(labels, dtype=int)
     p = np.asarray(probs, dtype=float)
     pred = (p >= threshold).astype(int)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, pred, labels=[0, 1]).ravel())
     both = len(np.unique(y)) == 2
-    return {
+    out: dict[str, Any] = {
         "n": len(y),
         "positives": int(y.sum()),
         "threshold": float(threshold),
@@ -48,10 +53,12 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> d
         "roc_auc": float(roc_auc_score(y, p)) if both else math.nan,
         "pr_auc": float(average_precision_score(y, p)) if both else math.nan,
         "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
-        "classification_report": classification_report(
-            y, pred, labels=[0, 1], target_names=list(LABELS), output_dict=True, zero_division=0.0
-        ),
     }
+    if report:
+        out["classification_report"] = classification_report(
+            y, pred, labels=[0, 1], target_names=list(LABELS), output_dict=True, zero_division=0.0
+        )
+    return out
 
 
 HEADLINE = (

@@ -31,13 +31,14 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from pneumonia import LABELS
-from pneumonia.bundle import Architecture, BundleMeta, Threshold, save_bundle
+from pneumonia.bundle import Architecture, BundleMeta, Calibration, Threshold, save_bundle
 from pneumonia.classifier import XrayClassifier
 from pneumonia.config import Config, dump_config, load_config
 from pneumonia.datamodule import XrayDataModule
 from pneumonia.errors import DataError, PneumoniaError
 from pneumonia.metrics import binary_metrics, headline, jsonable
 from pneumonia.models import create_model, get_spec
+from pneumonia.operating import check_validation, fit_operating_point
 from pneumonia.outputs import fresh_dir
 from pneumonia.plots import read_epoch_metrics, training_curves
 from pneumonia.split import manifest_digest, summarize
@@ -108,26 +109,25 @@ def _find_lr(trainer: Trainer, module: XrayClassifier, dm: XrayDataModule, run: 
     return lr
 
 
-def _check_data(dm: XrayDataModule) -> None:
+def _check_data(dm: XrayDataModule, cfg: Config) -> None:
     for split in ("train", "val"):
         labels = {r.label for r in dm.rows[split]}
         if labels != set(LABELS):
             raise DataError(
                 f"{dm.cfg.manifest}: the {split} split needs both classes, has {sorted(labels)}"
             )
+    check_validation(np.array([LABELS.index(r.label) for r in dm.rows["val"]]), cfg.operating)
 
 
-def validation_probabilities(
-    module: XrayClassifier, dm: XrayDataModule
-) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, P(PNEUMONIA)) of the whole validation split, no augmentation."""
+def validation_logits(module: XrayClassifier, dm: XrayDataModule) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, raw logits) of the whole validation split, no augmentation."""
     ds = dm.dataset("val")
     module.eval()
-    probs = []
+    out = []
     with torch.inference_mode():
         for x, _ in DataLoader(ds, batch_size=dm.cfg.batch_size):
-            probs.append(torch.sigmoid(module(x.to(module.device))).float().cpu().numpy())
-    return np.asarray(ds.labels), np.concatenate(probs)
+            out.append(module(x.to(module.device)).float().cpu().numpy())
+    return np.asarray(ds.labels), np.concatenate(out)
 
 
 def log_files(run: Path) -> list[Path]:
@@ -149,16 +149,17 @@ def write_epoch_table(log_csvs: list[Path], out: Path) -> Path:
 
 
 def _bundle_meta(
-    cfg: Config, dm: XrayDataModule, metrics: dict[str, Any], info: dict[str, Any]
+    cfg: Config,
+    dm: XrayDataModule,
+    operating: tuple[Threshold, Calibration | None],
+    metrics: dict[str, Any],
+    info: dict[str, Any],
 ) -> BundleMeta:
     return BundleMeta(
         architecture=Architecture(name=cfg.model.name),
         preprocessing=cfg.preprocess,
-        threshold=Threshold(
-            value=cfg.train.threshold,
-            rule="fixed",
-            detail={"note": "train.threshold, not tuned on validation"},
-        ),
+        threshold=operating[0],
+        calibration=operating[1],
         validation={"split": "val", **jsonable(headline(metrics)), **_counts(metrics)},
         data={
             "manifest": str(cfg.data.manifest),
@@ -195,7 +196,7 @@ def train(
     seed_everything(cfg.train.seed, workers=True, verbose=False)
     dm = XrayDataModule(cfg.data, cfg.preprocess)
     dm.setup("fit")
-    _check_data(dm)
+    _check_data(dm, cfg)
     model = create_model(cfg.model.name, cfg.model.pretrained, weights=cfg.model.weights)
     weights = dm.class_weights()
     pos_weight = float(weights[1] / weights[0]) if cfg.data.balance == "class_weights" else None
@@ -233,8 +234,9 @@ def _finish(
     module.load_state_dict(checkpoint["state_dict"])
     if not trainer.is_global_zero:  # under DDP, one process writes the outputs
         return {"run_dir": str(run)}
-    labels, probs = validation_probabilities(module, dm)
-    metrics = binary_metrics(labels, probs, cfg.train.threshold)
+    labels, raw = validation_logits(module, dm)
+    threshold, calibration, probs = fit_operating_point(labels, raw, cfg.operating)
+    metrics = binary_metrics(labels, probs, threshold.value)
     write_epoch_table(log_files(run), run / "metrics.csv")
     training_curves(log_files(run), run / "curves.png")
     info = {
@@ -246,11 +248,15 @@ def _finish(
         "device": str(trainer.strategy.root_device),
         "precision": cfg.train.precision,
     }
-    bundle = save_bundle(module.model.cpu(), _bundle_meta(cfg, dm, metrics, info), run / "bundle")
+    meta = _bundle_meta(cfg, dm, (threshold, calibration), metrics, info)
+    bundle = save_bundle(module.model.cpu(), meta, run / "bundle")
     summary = {
         "run_dir": str(run),
         "bundle": str(bundle),
         **info,
+        "threshold": threshold.value,
+        "threshold_rule": threshold.rule,
+        "temperature": calibration.temperature if calibration else None,
         "validation": jsonable(headline(metrics)),
     }
     (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -33,6 +33,7 @@ def overrides(tmp: Path) -> list[str]:
         "train.progress=false",
         f"train.out_dir={tmp / 'runs'}",
         "train.run_name=cli",
+        "operating.rule=youden",
     ]
 
 
@@ -46,12 +47,20 @@ def test_train_then_evaluate(tmp_path: Path) -> None:
     assert meta["training"]["command"].startswith("pneumonia train data.manifest=")
 
     out = tmp_path / "eval"
-    result = invoke("evaluate", bundle, "--data", tmp_path / "data", "--out", out, "--workers", 1)
+    args = ["--data", tmp_path / "data", "--out", out, "--workers", 1, "--bootstrap", 50]
+    result = invoke("evaluate", bundle, *args)
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["metrics"]["n"] == 16 and f"{saved['metrics']['roc_auc']:.4f}" in result.output
+    assert "95% CI" in result.output and "ECE" in result.output
     again = invoke("evaluate", bundle, "--data", tmp_path / "data", "--out", out)
     assert again.exit_code == 1 and "--force" in again.output
+
+    manifest = tmp_path / "manifest.csv"
+    args = ["--data", manifest, "--rule", "youden", "--out", tmp_path / "b2", "--workers", 1]
+    result = invoke("threshold", bundle, *args)
+    assert result.exit_code == 0, result.output
+    assert "rule youden" in result.output and (tmp_path / "b2" / "model.safetensors").is_file()
 
 
 def test_predict_writes_tables_and_pictures(tiny_run: TinyRun, tmp_path: Path) -> None:
@@ -67,7 +76,7 @@ def test_predict_writes_tables_and_pictures(tiny_run: TinyRun, tmp_path: Path) -
         rows = list(csv.DictReader(fh))
     assert len(rows) == 9 and sum(bool(r["error"]) for r in rows) == 1
     payload = json.loads((out / "predictions.json").read_text())
-    assert payload["threshold"] == 0.5 and len(payload["predictions"]) == 9
+    assert 0 < payload["threshold"] < 1 and len(payload["predictions"]) == 9
     pictures = sorted((out / "images").iterdir())
     assert len(pictures) == 8
     first = Image.open(pictures[0])
@@ -109,6 +118,7 @@ def tampered(tiny_run: TinyRun, tmp_path: Path) -> Path:
         (["evaluate", "{bundle}", "--data", "{tmp}"], "unrecognised dataset layout"),
         (["evaluate", "{tmp}/nope", "--data", "{data}"], "no such bundle folder"),
         (["predict", "{bundle}", "{tmp}/*.png"], "no files match"),
+        (["threshold", "{bundle}", "--data", "{data}", "--in-place", "--rule", "x"], "rule"),
         (["predict", "{bundle}", "{tmp}/gone.png", "--out", "{tmp}/p"], "file not found"),
     ],
 )

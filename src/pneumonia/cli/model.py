@@ -29,15 +29,30 @@ def _command_line(*args: object) -> str:
     return shlex.join(["pneumonia", *(str(a) for a in args)])
 
 
-def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _metrics_table(
+    title: str, metrics: dict[str, Any], intervals: dict[str, Any] | None = None
+) -> Table:
     from pneumonia.metrics import HEADLINE
 
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
+    boot = (intervals or {}).get("bootstrap", {})
+    exact = (intervals or {}).get("clopper_pearson", {})
+    if boot:
+        table.add_column("95% CI (bootstrap)", justify="right")
+        table.add_column("95% CI (exact)", justify="right")
     for key in HEADLINE:
-        value = metrics.get(key)
-        table.add_row(key, "n/a" if value is None else f"{value:.4f}")
+        row = [key, _fmt(metrics.get(key))]
+        if boot:
+            for source in (boot, exact):
+                low, high = source.get(key, (None, None))
+                row.append("" if low is None else f"{_fmt(low)} - {_fmt(high)}")
+        table.add_row(*row)
     return table
 
 
@@ -75,30 +90,88 @@ def evaluate_command(
     ],
     split: Annotated[str, typer.Option(help="Split to score (train, val or test).")] = "test",
     out: OutOpt = Path("reports/evaluate"),
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Bootstrap resamples for the intervals (0: none).")
+    ] = 1000,
     workers: WorkersOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Metrics of a bundle at its threshold on one split: JSON, CSV, ROC/PR/confusion figures."""
+    """Metrics with 95% intervals at the bundle's threshold; JSON, CSV and figures."""
     from pneumonia.bundle import load_bundle
     from pneumonia.evaluate import evaluate
     from pneumonia.outputs import fresh_dir
 
     loaded = load_bundle(bundle)
     out_dir = fresh_dir(out, force)
-    result = evaluate(loaded, data, split, out_dir, workers)
+    result = evaluate(loaded, data, split, out_dir, workers, n_boot=bootstrap)
     m = result["metrics"]
     console.print(
         f"data: {result['data']}  images: {m['n']}  "
         f"threshold: {m['threshold']:.3g} (rule: {result['threshold_rule']})",
         highlight=False,
     )
-    console.print(_metrics_table("Evaluation", m))
+    console.print(_metrics_table("Evaluation", m, result["intervals"]))
+    cal = result["calibration"]
+    console.print(f"calibration: ECE {cal['ece']:.4f}, Brier {cal['brier']:.4f}")
     cm = m["confusion_matrix"]
     console.print(f"confusion: TN {cm['tn']}  FP {cm['fp']}  FN {cm['fn']}  TP {cm['tp']}")
     print_list(
         "Unreadable, excluded", [f"{u['path']}: {u['reason']}" for u in result["unreadable"]]
     )
     console.print(f"report: {out_dir / 'metrics.json'} (figures beside it)")
+
+
+@user_errors
+def threshold_command(
+    bundle: BundleArg,
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="Validation data: manifest, folder, .npz, CSV.")
+    ],
+    split: Annotated[str, typer.Option(help="Validation split (never test).")] = "val",
+    rule: Annotated[
+        str, typer.Option(help="target_sensitivity | youden | cost | fixed.")
+    ] = "target_sensitivity",
+    target_sensitivity: Annotated[float, typer.Option(min=0.5, max=1.0)] = 0.99,
+    cost_ratio: Annotated[float, typer.Option(help="A missed pneumonia / a false alarm.")] = 10.0,
+    fixed: Annotated[float, typer.Option(help="Threshold for --rule fixed.")] = 0.5,
+    calibrate: Annotated[bool, typer.Option(help="Fit temperature scaling first.")] = True,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write a new bundle.")] = None,
+    in_place: Annotated[
+        bool, typer.Option("--in-place", help="Rewrite BUNDLE's model.json.")
+    ] = False,
+    workers: WorkersOpt = None,
+) -> None:
+    """Re-tune a bundle's calibration and decision threshold on validation data."""
+    from pydantic import ValidationError
+
+    from pneumonia.bundle import load_bundle
+    from pneumonia.config import OperatingConfig
+    from pneumonia.errors import ConfigError
+    from pneumonia.tune import retune
+
+    try:
+        cfg = OperatingConfig(
+            rule=rule,
+            target_sensitivity=target_sensitivity,
+            cost_ratio=cost_ratio,
+            fixed=fixed,
+            calibrate=calibrate,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"invalid option {first['loc'][0]}: {first['msg']}") from None
+    result = retune(load_bundle(bundle), data, split, cfg, out, in_place, workers)
+    t, c, v = result["operating_point"], result["calibration"], result["validation"]
+    console.print(
+        f"threshold {t.value:.4g} (rule {t.rule}, was {t.detail['previous']['value']:.4g})"
+    )
+    if c is not None:
+        console.print(
+            f"temperature {c.temperature:.3f}: ECE {c.ece_before:.4f} -> {c.ece_after:.4f}, "
+            f"Brier {c.brier_before:.4f} -> {c.brier_after:.4f}"
+        )
+    console.print(_metrics_table(f"On {v['data']} ({v['n']} images)", v))
+    console.print(f"bundle: {result['bundle']}")
 
 
 def _split_bundle(items: list[str]) -> tuple[str | None, list[str]]:
@@ -194,6 +267,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "train": train_command,
     "evaluate": evaluate_command,
     "predict": predict_command,
+    "threshold": threshold_command,
     "models": models_command,
     "demo": demo_command,
 }

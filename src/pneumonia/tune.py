@@ -1,0 +1,84 @@
+"""`pneumonia threshold`: re-tune an existing bundle's calibration and threshold on validation.
+
+The weights are untouched (their hash still verifies); only `model.json` and the model card
+change. The new threshold records the data it was chosen on and the one it replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumonia import LABELS
+from pneumonia.bundle import CARD, META, WEIGHTS, Bundle, BundleMeta, write_meta
+from pneumonia.config import OperatingConfig
+from pneumonia.errors import DataError, PneumoniaError
+from pneumonia.evaluate import select_items
+from pneumonia.inference import load_squares, logits
+from pneumonia.metrics import binary_metrics, headline, jsonable
+from pneumonia.operating import fit_operating_point
+
+log = logging.getLogger(__name__)
+
+
+def _target(bundle: Bundle, out: Path | None, in_place: bool) -> Path:
+    if in_place == (out is not None):
+        raise PneumoniaError("say where the re-tuned bundle goes: --out NEW_FOLDER or --in-place")
+    if out is None:
+        return bundle.path
+    if out.exists():
+        raise PneumoniaError(f"{out}: already exists; choose a new folder for the bundle")
+    out.mkdir(parents=True)
+    for name in (WEIGHTS, META, CARD):
+        if (bundle.path / name).is_file():
+            shutil.copy2(bundle.path / name, out / name)
+    return out
+
+
+def retune(
+    bundle: Bundle,
+    data: str | Path,
+    split: str,
+    cfg: OperatingConfig,
+    out: Path | None = None,
+    in_place: bool = False,
+    workers: int | None = None,
+    show: bool = True,
+) -> dict[str, Any]:
+    """Fit calibration and threshold on `split` of `data`; write the bundle; return a summary."""
+    if split == "test":
+        raise DataError("the operating point is chosen on validation data, never on test")
+    items, source = select_items(data, split)
+    squares = load_squares([it.path for it in items], bundle.contract, workers, show)
+    good = [i for i, sq in enumerate(squares) if not isinstance(sq, str)]
+    for i in sorted(set(range(len(items))) - set(good)):
+        log.warning("%s: %s (left out)", items[i].path, squares[i])
+    labels = np.array([LABELS.index(items[i].label) for i in good])
+    raw = logits(bundle, [squares[i] for i in good], show=show)  # type: ignore[misc]
+    threshold, calibration, probs = fit_operating_point(labels, raw, cfg)
+    threshold.detail.update({"data": source, "previous": bundle.meta.threshold.model_dump()})
+    metrics = binary_metrics(labels, probs, threshold.value)
+    validation = {"split": split, "data": source, **jsonable(headline(metrics))}
+    validation.update({k: metrics[k] for k in ("n", "positives", "threshold")})
+    validation["confusion_matrix"] = metrics["confusion_matrix"]
+    output = BundleMeta.model_fields["output"].default
+    meta = bundle.meta.model_copy(
+        update={
+            "threshold": threshold,
+            "calibration": calibration,
+            "validation": validation,
+            "output": output,
+        }
+    )
+    folder = _target(bundle, out, in_place)
+    write_meta(meta, folder)
+    return {
+        "bundle": str(folder),
+        "operating_point": threshold,
+        "calibration": calibration,
+        "validation": validation,
+    }

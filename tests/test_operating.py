@@ -1,0 +1,73 @@
+"""Threshold rules on scores whose answers are known in advance."""
+
+import numpy as np
+import pytest
+
+from pneumonia.operating import (
+    OperatingPointError,
+    choose_threshold,
+    cost_threshold,
+    rates,
+    threshold_for_sensitivity,
+    youden_threshold,
+)
+
+
+def _scores(n_pos: int, n_neg: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    probs = np.concatenate([rng.beta(5, 2, n_pos), rng.beta(2, 5, n_neg)])
+    labels = np.concatenate([np.ones(n_pos, int), np.zeros(n_neg, int)])
+    return labels, probs
+
+
+@pytest.mark.parametrize(("target", "hits"), [(0.99, 198), (0.95, 190), (1.0, 200)])
+def test_target_sensitivity_is_hit_exactly(target: float, hits: int) -> None:
+    labels, probs = _scores(200, 300)
+    t = threshold_for_sensitivity(labels, probs, target)
+    assert int((probs[labels == 1] >= t).sum()) == hits
+    # best specificity: any higher threshold loses a positive below the target
+    higher = np.sort(probs[probs >= t])
+    assert rates(labels, probs, higher[1] + 1e-12)["sensitivity"] < target or hits == 200
+    assert rates(labels, probs, t)["specificity"] == rates(labels, probs, higher[0])["specificity"]
+
+
+def test_threshold_sits_between_scores() -> None:
+    labels = np.array([0, 0, 1, 1])
+    probs = np.array([0.1, 0.4, 0.6, 0.9])
+    assert threshold_for_sensitivity(labels, probs, 1.0) == pytest.approx(0.5)
+    assert youden_threshold(labels, probs) == pytest.approx(0.5)
+
+
+def test_youden_and_cost_on_a_known_case() -> None:
+    labels = np.array([0, 0, 0, 0, 1, 0, 1, 1, 1])
+    probs = np.array([0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.6, 0.7, 0.8])
+    j = youden_threshold(labels, probs)  # J: 0.8 at 0.325 beats 0.75 at 0.5
+    assert j == pytest.approx(0.325)
+    assert rates(labels, probs, j) == {
+        "sensitivity": 1.0,
+        "specificity": 0.8,
+        "positives": 4,
+        "negatives": 5,
+    }
+    assert cost_threshold(labels, probs, cost_ratio=0.1) == pytest.approx(0.5)  # misses are cheap
+    assert cost_threshold(labels, probs, cost_ratio=100) == pytest.approx(0.325)
+
+
+def test_too_few_positives_is_refused_with_the_number_needed() -> None:
+    labels, probs = _scores(40, 100)
+    with pytest.raises(OperatingPointError, match=r"only 40 PNEUMONIA.*at least 100"):
+        threshold_for_sensitivity(labels, probs, 0.99)
+    assert threshold_for_sensitivity(labels, probs, 0.95) > 0
+
+
+@pytest.mark.parametrize("rule", ["target_sensitivity", "youden", "cost", "fixed"])
+def test_one_class_is_refused(rule: str) -> None:
+    with pytest.raises(OperatingPointError, match="no NORMAL images"):
+        choose_threshold(np.ones(200, int), np.linspace(0, 1, 200), rule)  # type: ignore[arg-type]
+
+
+def test_choose_records_how() -> None:
+    labels, probs = _scores(200, 300)
+    value, detail = choose_threshold(labels, probs, "target_sensitivity", 0.98)
+    assert detail["target_sensitivity"] == 0.98 and detail["sensitivity"] >= 0.98
+    assert detail["on"] == "validation" and 0 < value < 1

@@ -1,0 +1,46 @@
+"""Re-tuning a bundle: new threshold and calibration from validation, weights untouched."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import TinyRun
+from pneumonia.bundle import load_bundle
+from pneumonia.config import OperatingConfig
+from pneumonia.errors import DataError, PneumoniaError
+from pneumonia.evaluate import evaluate
+from pneumonia.tune import retune
+
+
+def test_retune_writes_a_new_bundle_that_evaluate_agrees_with(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    bundle = load_bundle(tiny_run.bundle)
+    manifest = tiny_run.cfg.data.manifest
+    cfg = OperatingConfig(rule="target_sensitivity", target_sensitivity=0.9)
+    result = retune(bundle, manifest, "val", cfg, out=tmp_path / "b", workers=1, show=False)
+    new = load_bundle(tmp_path / "b")  # the weights' hash still verifies
+    assert new.meta.threshold.rule == "target_sensitivity"
+    assert new.meta.threshold.detail["previous"]["rule"] == "youden"
+    assert new.meta.validation["sensitivity"] >= 0.9
+    assert new.temperature == result["calibration"].temperature
+    scored = evaluate(new, manifest, "val", tmp_path / "e", workers=1, show=False, n_boot=0)
+    assert scored["metrics"]["confusion_matrix"] == new.meta.validation["confusion_matrix"]
+    assert load_bundle(tiny_run.bundle).meta == bundle.meta  # the original is unchanged
+
+
+def test_retune_in_place_and_refusals(tiny_run: TinyRun, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(tiny_run.bundle, tmp_path / "copy"))
+    bundle = load_bundle(copy)
+    manifest = tiny_run.cfg.data.manifest
+    cfg = OperatingConfig(rule="fixed", fixed=0.3, calibrate=False)
+    with pytest.raises(PneumoniaError, match="--out NEW_FOLDER or --in-place"):
+        retune(bundle, manifest, "val", cfg, workers=1, show=False)
+    with pytest.raises(DataError, match="never on test"):
+        retune(bundle, manifest, "test", cfg, in_place=True, workers=1, show=False)
+    retune(bundle, manifest, "val", cfg, in_place=True, workers=1, show=False)
+    meta = json.loads((copy / "model.json").read_text())
+    assert meta["threshold"]["value"] == 0.3 and meta["calibration"] is None
+    assert "rule fixed" in (copy / "MODEL_CARD.md").read_text()
