@@ -22,7 +22,7 @@ from pneumonia.bundle import Bundle
 from pneumonia.calibration import expected_calibration_error, reliability_figure
 from pneumonia.discover import discover
 from pneumonia.errors import DataError
-from pneumonia.inference import load_squares, probabilities
+from pneumonia.inference import load_squares, logits, to_probability
 from pneumonia.metrics import binary_metrics, jsonable
 from pneumonia.plots import confusion_figure, pr_figure, roc_figure
 from pneumonia.split import COLUMNS, read_manifest
@@ -70,6 +70,36 @@ def select_items(data: str | Path, split: str) -> tuple[list[Item], str]:
     return items, f"{data} split {split!r}"
 
 
+@dataclass
+class Scored:
+    """The readable images of a split with their labels and the network's raw logits."""
+
+    source: str
+    items: list[Item]
+    labels: np.ndarray
+    logits: np.ndarray
+    unreadable: list[dict[str, str]]
+
+
+def score_split(
+    bundle: Bundle, data: str | Path, split: str, workers: int | None = None, show: bool = True
+) -> Scored:
+    """Read `split` of `data` through the input door and run the network on every image."""
+    items, source = select_items(data, split)
+    loaded = load_squares([it.path for it in items], bundle.contract, workers, show)
+    good = [i for i, sq in enumerate(loaded) if not isinstance(sq, str)]
+    unreadable = [
+        {"path": items[i].path, "reason": sq} for i, sq in enumerate(loaded) if isinstance(sq, str)
+    ]
+    for u in unreadable:
+        log.warning("%s: %s (left out)", u["path"], u["reason"])
+    if not good:
+        raise DataError(f"{source}: none of the {len(items)} images could be read")
+    raw = logits(bundle, [loaded[i] for i in good], show=show)  # type: ignore[misc]
+    labels = np.array([LABELS.index(items[i].label) for i in good])
+    return Scored(source, [items[i] for i in good], labels, raw, unreadable)
+
+
 def evaluate(
     bundle: Bundle,
     data: str | Path,
@@ -84,17 +114,10 @@ def evaluate(
     Every headline metric gets a 95% bootstrap interval (patients resampled), sensitivity and
     specificity also an exact Clopper-Pearson one; calibration is measured by ECE and Brier.
     """
-    items, source = select_items(data, split)
-    loaded = load_squares([it.path for it in items], bundle.contract, workers, show)
-    good = [i for i, sq in enumerate(loaded) if not isinstance(sq, str)]
-    unreadable = [
-        {"path": items[i].path, "reason": sq} for i, sq in enumerate(loaded) if isinstance(sq, str)
-    ]
-    if not good:
-        raise DataError(f"{source}: none of the {len(items)} images could be read")
-    probs = probabilities(bundle, [loaded[i] for i in good], show=show)  # type: ignore[misc]
-    labels = np.array([LABELS.index(items[i].label) for i in good])
-    patients = [items[i].patient for i in good]
+    scored = score_split(bundle, data, split, workers, show)
+    source, labels = scored.source, scored.labels
+    probs = to_probability(scored.logits, bundle.temperature)
+    patients = [it.patient for it in scored.items]
     metrics = binary_metrics(labels, probs, bundle.threshold)
     if len(np.unique(labels)) < 2:
         log.warning(
@@ -110,11 +133,11 @@ def evaluate(
         "metrics": jsonable(metrics),
         "intervals": jsonable(_intervals(labels, probs, bundle.threshold, patients, n_boot)),
         "calibration": _calibration(labels, probs),
-        "unreadable": unreadable,
+        "unreadable": scored.unreadable,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    _write_predictions(out / "predictions.csv", [items[i] for i in good], labels, probs, bundle)
+    _write_predictions(out / "predictions.csv", scored.items, labels, probs, bundle)
     if len(np.unique(labels)) == 2:
         roc_figure(labels, probs, bundle.threshold, out / "roc.png")
         pr_figure(labels, probs, out / "pr.png")

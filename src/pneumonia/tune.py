@@ -11,14 +11,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from pneumonia import LABELS
 from pneumonia.bundle import CARD, META, WEIGHTS, Bundle, BundleMeta, write_meta
 from pneumonia.config import OperatingConfig
 from pneumonia.errors import DataError, PneumoniaError
-from pneumonia.evaluate import select_items
-from pneumonia.inference import load_squares, logits
+from pneumonia.evaluate import score_split
 from pneumonia.metrics import binary_metrics, headline, jsonable
 from pneumonia.operating import fit_operating_point
 
@@ -52,14 +48,9 @@ def retune(
     """Fit calibration and threshold on `split` of `data`; write the bundle; return a summary."""
     if split == "test":
         raise DataError("the operating point is chosen on validation data, never on test")
-    items, source = select_items(data, split)
-    squares = load_squares([it.path for it in items], bundle.contract, workers, show)
-    good = [i for i, sq in enumerate(squares) if not isinstance(sq, str)]
-    for i in sorted(set(range(len(items))) - set(good)):
-        log.warning("%s: %s (left out)", items[i].path, squares[i])
-    labels = np.array([LABELS.index(items[i].label) for i in good])
-    raw = logits(bundle, [squares[i] for i in good], show=show)  # type: ignore[misc]
-    threshold, calibration, probs = fit_operating_point(labels, raw, cfg)
+    scored = score_split(bundle, data, split, workers, show)
+    source, labels = scored.source, scored.labels
+    threshold, calibration, probs = fit_operating_point(labels, scored.logits, cfg)
     threshold.detail.update({"data": source, "previous": bundle.meta.threshold.model_dump()})
     metrics = binary_metrics(labels, probs, threshold.value)
     validation = {"split": split, "data": source, **jsonable(headline(metrics))}
