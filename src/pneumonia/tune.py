@@ -21,13 +21,16 @@ from pneumonia.operating import fit_operating_point
 log = logging.getLogger(__name__)
 
 
-def _target(bundle: Bundle, out: Path | None, in_place: bool) -> Path:
+def _check_target(out: Path | None, in_place: bool) -> None:
     if in_place == (out is not None):
         raise PneumoniaError("say where the re-tuned bundle goes: --out NEW_FOLDER or --in-place")
+    if out is not None and out.exists():
+        raise PneumoniaError(f"{out}: already exists; choose a new folder for the bundle")
+
+
+def _target(bundle: Bundle, out: Path | None) -> Path:
     if out is None:
         return bundle.path
-    if out.exists():
-        raise PneumoniaError(f"{out}: already exists; choose a new folder for the bundle")
     out.mkdir(parents=True)
     for name in (WEIGHTS, META, CARD):
         if (bundle.path / name).is_file():
@@ -48,6 +51,7 @@ def retune(
     """Fit calibration and threshold on `split` of `data`; write the bundle; return a summary."""
     if split == "test":
         raise DataError("the operating point is chosen on validation data, never on test")
+    _check_target(out, in_place)
     scored = score_split(bundle, data, split, workers, show)
     source, labels = scored.source, scored.labels
     threshold, calibration, probs = fit_operating_point(labels, scored.logits, cfg)
@@ -65,7 +69,7 @@ def retune(
             "output": output,
         }
     )
-    folder = _target(bundle, out, in_place)
+    folder = _target(bundle, out)
     write_meta(meta, folder)
     return {
         "bundle": str(folder),
