@@ -93,6 +93,12 @@ def test_predict_without_bundle_uses_the_default(
     assert json.loads((tmp_path / "p" / "predictions.json").read_text())["bundle"] == str(
         tiny_run.bundle
     )
+    args = ["--data", tiny_run.data, "--out", tmp_path / "e", "--bootstrap", 0, "--workers", 1]
+    result = invoke("evaluate", *args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["bundle"] == str(
+        tiny_run.bundle
+    )
 
 
 def test_models_lists_the_registry() -> None:

@@ -84,10 +84,12 @@ def train_command(
 
 @user_errors
 def evaluate_command(
-    bundle: BundleArg,
     data: Annotated[
         Path, typer.Option("--data", "-d", help="Dataset folder, .npz, CSV, or split manifest.")
     ],
+    bundle: Annotated[
+        Path | None, typer.Argument(help="Model bundle folder (default: the shipped model).")
+    ] = None,
     split: Annotated[str, typer.Option(help="Split to score (train, val or test).")] = "test",
     out: OutOpt = Path("reports/evaluate"),
     bootstrap: Annotated[
