@@ -152,17 +152,16 @@ def fit_operating_point(
     Takes the network's raw validation logits. Returns the threshold, the calibration, and
     the validation probabilities as inference will compute them.
     """
-    from scipy.special import expit
-
     from pneumonia.bundle import Calibration, Threshold
     from pneumonia.calibration import calibration_summary, fit_temperature
+    from pneumonia.inference import to_probability
 
     labels = np.asarray(labels, dtype=int)
     z = np.asarray(logits, dtype=np.float64)
-    calibration, probs = None, expit(z)
+    calibration, probs = None, to_probability(z)
     if cfg.calibrate:
         temperature = fit_temperature(z, labels)
-        calibrated = expit(z / temperature)
+        calibrated = to_probability(z, temperature)
         summary = calibration_summary(labels, probs, calibrated)
         calibration, probs = Calibration(temperature=temperature, **summary), calibrated
     value, detail = choose_threshold(

@@ -6,7 +6,6 @@ change. The new threshold records the data it was chosen on and the one it repla
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,6 @@ from pneumonia.errors import DataError, PneumoniaError
 from pneumonia.evaluate import score_split
 from pneumonia.metrics import binary_metrics, headline, jsonable
 from pneumonia.operating import fit_operating_point
-
-log = logging.getLogger(__name__)
 
 
 def _check_target(out: Path | None, in_place: bool) -> None:
