@@ -48,6 +48,7 @@ def tiny_config(tmp: Path, *overrides: str) -> Config:
             "train.progress=false",
             f"train.out_dir={tmp / 'runs'}",
             "train.run_name=tiny",
+            "tracking.enabled=false",
             *overrides,
         ],
     )
@@ -74,6 +75,15 @@ class TinyRun:
     @property
     def bundle(self) -> Path:
         return Path(self.summary["bundle"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Runs that track without naming a store land in a temporary one, never in the repo."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlruns.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
 
 
 @pytest.fixture(scope="session")

@@ -98,6 +98,7 @@ class BundleMeta(_Strict):
     training: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=lambda: package_versions())
     files: dict[str, FileRecord] = Field(default_factory=dict)
+    exports: dict[str, Any] = Field(default_factory=dict)  # e.g. onnx: file, opset, parity
 
     def contract_record(self) -> str:
         """What the weights file carries to tie it to this metadata."""
@@ -137,6 +138,28 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def file_record(path: Path) -> FileRecord:
+    """sha256 and size of a bundle file, for `BundleMeta.files`."""
+    return FileRecord(sha256=_sha256(path), bytes=path.stat().st_size)
+
+
+def verify_file(folder: Path, meta: BundleMeta, name: str) -> Path:
+    """`folder/name`, after checking it matches the sha256 that `model.json` records."""
+    path = folder / name
+    if not path.is_file():
+        raise BundleError(f"{folder}: {name} is missing")
+    record = meta.files.get(name)
+    if record is None:
+        raise BundleError(f"{folder / META}: records no hash for {name}; cannot verify it")
+    found = _sha256(path)
+    if found != record.sha256:
+        raise BundleError(
+            f"{path}: altered since the bundle was written (sha256 {found[:12]}..., "
+            f"{META} expects {record.sha256[:12]}...); the files no longer belong together"
+        )
+    return path
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -153,11 +176,7 @@ def save_bundle(model: nn.Module, meta: BundleMeta, folder: Path) -> Path:
     weights = folder / WEIGHTS
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights), metadata={"pneumonia": meta.contract_record()})
-    meta = meta.model_copy(
-        update={
-            "files": {WEIGHTS: FileRecord(sha256=_sha256(weights), bytes=weights.stat().st_size)}
-        }
-    )
+    meta = meta.model_copy(update={"files": {WEIGHTS: file_record(weights)}})
     write_meta(meta, folder)
     log.info("bundle written: %s", folder)
     return folder
@@ -208,29 +227,13 @@ def read_meta(path: str | Path | None = None) -> tuple[Path, BundleMeta]:
         raise BundleError(f"{meta_path}: not a valid bundle description ({where})") from None
 
 
-def _check_weights(folder: Path, meta: BundleMeta) -> Path:
-    weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise BundleError(f"{folder}: {WEIGHTS} is missing")
-    record = meta.files.get(WEIGHTS)
-    if record is None:
-        raise BundleError(f"{folder / META}: records no hash for {WEIGHTS}; cannot verify it")
-    found = _sha256(weights)
-    if found != record.sha256:
-        raise BundleError(
-            f"{weights}: altered since the bundle was written (sha256 {found[:12]}..., "
-            f"{META} expects {record.sha256[:12]}...); the files no longer belong together"
-        )
-    return weights
-
-
 def load_bundle(path: str | Path | None = None) -> Bundle:
     """Verify and load a bundle folder; the model comes back in eval mode on CPU."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     folder, meta = read_meta(path)
-    weights = _check_weights(folder, meta)
+    weights = verify_file(folder, meta, WEIGHTS)
     try:
         with safe_open(str(weights), framework="pt") as fh:
             record = (fh.metadata() or {}).get("pneumonia")

@@ -46,7 +46,20 @@ def _rule(meta: BundleMeta) -> str:
         parts.append(f"cost ratio {t.detail['cost_ratio']}")
     if "data" in t.detail:
         parts.append(f"chosen on {t.detail['data']}")
+    if t.detail.get("tta"):
+        parts.append("on test-time-augmented scores: apply with --tta")
     return ", ".join(parts)
+
+
+def _exports(meta: BundleMeta) -> list[str]:
+    onnx = meta.exports.get("onnx")
+    if not onnx:
+        return []
+    return [
+        f"- ONNX: `{onnx['file']}` (opset {onnx['opset']}, dynamic batch); largest probability "
+        f"difference from PyTorch {onnx['max_abs_diff_probability']:.1e} on "
+        f"{onnx['images']} check images."
+    ]
 
 
 def _calibration(meta: BundleMeta) -> str:
@@ -108,6 +121,7 @@ def model_card(meta: BundleMeta) -> str:
         f"- Epochs run {t.get('epochs_run')}, best epoch {t.get('best_epoch')}, "
         f"{t.get('duration_s')} s on {t.get('device')}.",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in meta.versions.items())}.",
+        *_exports(meta),
         "",
         "## Intended use",
         INTENDED_USE,

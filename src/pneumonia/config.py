@@ -99,6 +99,16 @@ class OperatingConfig(_Strict):
     calibrate: bool = Field(True, description="fit temperature scaling on validation first")
 
 
+class TrackingConfig(_Strict):
+    """MLflow experiment tracking of `train` and `evaluate` runs (pneumonia.tracking)."""
+
+    enabled: bool = Field(True, description="log runs to MLflow; false: no tracking at all")
+    uri: str | None = Field(
+        None, description="tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db"
+    )
+    experiment: str = Field("pneumonia", min_length=1, description="MLflow experiment name")
+
+
 class Config(_Strict):
     """The whole resolved configuration of a run."""
 
@@ -107,6 +117,7 @@ class Config(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     operating: OperatingConfig = Field(default_factory=OperatingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

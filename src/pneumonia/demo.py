@@ -50,6 +50,7 @@ def demo_config(workdir: Path, *overrides: str) -> Config:
             "train.lr=0.003",
             f"train.out_dir={workdir / 'runs'}",
             "train.run_name=demo",
+            f"tracking.uri=sqlite:///{workdir.resolve() / 'mlruns.db'}",
             *overrides,
         ],
     )
@@ -77,7 +78,9 @@ def run_demo(
     summary = train(cfg, command="pneumonia demo")
     bundle = load_bundle(summary["bundle"])
     say("[5/5] evaluate on the synthetic test split, then predict a few test images")
-    result = evaluate(bundle, root, "test", workdir / "evaluate", show=show, n_boot=200)
+    result = evaluate(
+        bundle, root, "test", workdir / "evaluate", show=show, n_boot=200, tracking=cfg.tracking
+    )
     sample = expand_inputs([str(root / "chest_xray" / "test")])[::10]
     predictions = predict_paths(bundle, sample, show=show)
     write_tables(predictions, bundle, workdir / "predict")

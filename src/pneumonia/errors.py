@@ -26,5 +26,9 @@ class ImageError(PneumoniaError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class ImageTooLargeError(ImageError):
+    """An image over a size limit (bytes or decoded pixels); refused before decoding."""
+
+
 class OfflineError(PneumoniaError):
     """Something needs the network and there is none."""

@@ -20,12 +20,14 @@ from sklearn.metrics import brier_score_loss
 from pneumonia import LABELS
 from pneumonia.bundle import Bundle
 from pneumonia.calibration import expected_calibration_error, reliability_figure
+from pneumonia.config import TrackingConfig
 from pneumonia.discover import discover
 from pneumonia.errors import DataError
-from pneumonia.inference import load_squares, logits, to_probability
-from pneumonia.metrics import binary_metrics, jsonable
+from pneumonia.inference import check_tta, load_squares, logits, to_probability
+from pneumonia.metrics import binary_metrics, headline, jsonable
 from pneumonia.plots import confusion_figure, pr_figure, roc_figure
 from pneumonia.split import COLUMNS, read_manifest
+from pneumonia.tracking import RunHandle, end_run, log_outputs, start_run
 from pneumonia.uncertainty import metric_intervals
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,12 @@ class Scored:
 
 
 def score_split(
-    bundle: Bundle, data: str | Path, split: str, workers: int | None = None, show: bool = True
+    bundle: Bundle,
+    data: str | Path,
+    split: str,
+    workers: int | None = None,
+    show: bool = True,
+    tta: bool = False,
 ) -> Scored:
     """Read `split` of `data` through the input door and run the network on every image."""
     items, source = select_items(data, split)
@@ -95,7 +102,7 @@ def score_split(
         log.warning("%s: %s (left out)", u["path"], u["reason"])
     if not good:
         raise DataError(f"{source}: none of the {len(items)} images could be read")
-    raw = logits(bundle, [loaded[i] for i in good], show=show)  # type: ignore[misc]
+    raw = logits(bundle, [loaded[i] for i in good], show=show, tta=tta)  # type: ignore[misc]
     labels = np.array([LABELS.index(items[i].label) for i in good])
     return Scored(source, [items[i] for i in good], labels, raw, unreadable)
 
@@ -108,13 +115,48 @@ def evaluate(
     workers: int | None = None,
     show: bool = True,
     n_boot: int = 1000,
+    tta: bool = False,
+    tracking: TrackingConfig | None = None,
 ) -> dict[str, Any]:
     """Score `bundle` on `split` of `data` at its threshold; write JSON, CSV and figures.
 
     Every headline metric gets a 95% bootstrap interval (patients resampled), sensitivity and
     specificity also an exact Clopper-Pearson one; calibration is measured by ECE and Brier.
+    With `tracking` on, the run goes to MLflow with every file written.
     """
-    scored = score_split(bundle, data, split, workers, show)
+    check_tta(bundle, tta)
+    params = {
+        "bundle": str(bundle.path),
+        "architecture": bundle.meta.architecture.name,
+        "data": str(data),
+        "split": split,
+        "tta": tta,
+        "bootstrap": n_boot,
+        "threshold": bundle.threshold,
+        "threshold_rule": bundle.meta.threshold.rule,
+    }
+    tracked = start_run(tracking or TrackingConfig(enabled=False), out.name, "evaluate", params)
+    try:
+        result = _evaluate(bundle, data, split, out, (workers, show, n_boot, tta), tracked)
+    except BaseException:
+        end_run(tracked, ok=False)
+        raise
+    metrics = {**headline(result["metrics"]), **result["calibration"]}
+    log_outputs(tracked, metrics, sorted(p for p in out.iterdir() if p.is_file()))
+    end_run(tracked, ok=True)
+    return result
+
+
+def _evaluate(
+    bundle: Bundle,
+    data: str | Path,
+    split: str,
+    out: Path,
+    options: tuple[int | None, bool, int, bool],
+    tracked: RunHandle | None,
+) -> dict[str, Any]:
+    workers, show, n_boot, tta = options
+    scored = score_split(bundle, data, split, workers, show, tta)
     source, labels = scored.source, scored.labels
     probs = to_probability(scored.logits, bundle.temperature)
     patients = [it.patient for it in scored.items]
@@ -130,10 +172,12 @@ def evaluate(
         "split": split,
         "threshold_rule": bundle.meta.threshold.rule,
         "temperature": bundle.temperature,
+        "tta": tta,
         "metrics": jsonable(metrics),
         "intervals": jsonable(_intervals(labels, probs, bundle.threshold, patients, n_boot)),
         "calibration": _calibration(labels, probs),
         "unreadable": scored.unreadable,
+        "mlflow_run": tracked[1] if tracked else None,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")

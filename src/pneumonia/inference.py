@@ -23,6 +23,7 @@ from pneumonia.preprocess import Preprocessing, fit_to_square, to_tensor
 from pneumonia.progress import parallel_map, track
 
 log = logging.getLogger(__name__)
+TTA_SHIFT = 0.04  # fraction of the side each TTA view is shifted by
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,33 @@ def load_squares(
     return parallel_map(load_square, jobs, "reading images", workers, show)
 
 
+def shift(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
+    """Move a batch of images by (dy, dx) pixels; uncovered pixels get `fill`."""
+    h, w = x.shape[-2:]
+    out = torch.full_like(x, fill)
+    out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+        ..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+def tta_views(x: torch.Tensor, contract: Preprocessing) -> list[torch.Tensor]:
+    """Test-time augmentation: the batch itself and four shifts by 4% of the side (up, down,
+    left, right), filled with black as the letterbox is. No mirror: training has none either."""
+    d = max(1, round(TTA_SHIFT * x.shape[-1]))
+    black = (0.0 - contract.mean) / contract.std
+    return [x, *(shift(x, dy, dx, black) for dy, dx in ((-d, 0), (d, 0), (0, -d), (0, d)))]
+
+
 def logits(
-    bundle: Bundle, squares: list[np.ndarray], batch_size: int = 32, show: bool = False
+    bundle: Bundle,
+    squares: list[np.ndarray],
+    batch_size: int = 32,
+    show: bool = False,
+    tta: bool = False,
 ) -> np.ndarray:
-    """The network's raw logits for contract squares, in batches."""
+    """The network's raw logits for contract squares, in batches; with `tta`, the mean logit
+    over `tta_views`."""
     if not squares:
         return np.zeros(0, dtype=np.float32)
     starts = range(0, len(squares), batch_size)
@@ -63,8 +87,24 @@ def logits(
     with torch.inference_mode():
         for i in track(starts, len(starts), "predicting", show):
             x = to_tensor(np.stack(squares[i : i + batch_size]), bundle.contract)
-            out.append(bundle.model(x).reshape(-1).float().numpy())
+            views = tta_views(x, bundle.contract) if tta else [x]
+            z = torch.stack([bundle.model(v).reshape(-1).float() for v in views]).mean(0)
+            out.append(z.numpy())
     return np.concatenate(out)
+
+
+def check_tta(bundle: Bundle, tta: bool) -> None:
+    """Warn when scoring with or without TTA unlike the scores the threshold was tuned on."""
+    tuned = bool(bundle.meta.threshold.detail.get("tta", False))
+    if tuned != tta:
+        log.warning(
+            "%s: the threshold was tuned %s TTA and is applied %s it; re-tune with "
+            "`pneumonia threshold%s` to match",
+            bundle.path,
+            "with" if tuned else "without",
+            "with" if tta else "without",
+            " --tta" if tta else "",
+        )
 
 
 def to_probability(raw_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -73,10 +113,14 @@ def to_probability(raw_logits: np.ndarray, temperature: float = 1.0) -> np.ndarr
 
 
 def probabilities(
-    bundle: Bundle, squares: list[np.ndarray], batch_size: int = 32, show: bool = False
+    bundle: Bundle,
+    squares: list[np.ndarray],
+    batch_size: int = 32,
+    show: bool = False,
+    tta: bool = False,
 ) -> np.ndarray:
     """Calibrated P(PNEUMONIA) for contract squares (the bundle's temperature applied)."""
-    return to_probability(logits(bundle, squares, batch_size, show), bundle.temperature)
+    return to_probability(logits(bundle, squares, batch_size, show, tta), bundle.temperature)
 
 
 def predict_paths(
@@ -85,11 +129,14 @@ def predict_paths(
     batch_size: int = 32,
     workers: int | None = None,
     show: bool = True,
+    tta: bool = False,
 ) -> list[Prediction]:
     """Predict every path; unreadable images get an error instead of a probability."""
+    check_tta(bundle, tta)
     loaded = load_squares(paths, bundle.contract, workers, show)
     good = [i for i, sq in enumerate(loaded) if not isinstance(sq, str)]
-    probs = probabilities(bundle, [loaded[i] for i in good], batch_size, show)  # type: ignore[misc]
+    squares = [loaded[i] for i in good]
+    probs = probabilities(bundle, squares, batch_size, show, tta)  # type: ignore[arg-type]
     results: list[Prediction] = [
         Prediction(p, None, None, sq if isinstance(sq, str) else None)
         for p, sq in zip(paths, loaded, strict=True)

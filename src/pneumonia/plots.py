@@ -37,9 +37,19 @@ def read_epoch_metrics(csv_paths: list[Path]) -> dict[str, list[tuple[int, float
     return {k: sorted(v.items()) for k, v in series.items()}
 
 
-def training_curves(csv_paths: list[Path], out: Path) -> Path:
-    """Loss, accuracy and validation AUC per epoch."""
-    series = read_epoch_metrics(csv_paths)
+def history_series(history: list[dict[str, float]]) -> dict[str, list[tuple[int, float]]]:
+    """A bundle's `training.history` (one dict per epoch) -> metric -> [(epoch, value)]."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for row in history:
+        for key, value in row.items():
+            if key != "epoch" and value is not None:
+                series.setdefault(key, []).append((int(row["epoch"]), float(value)))
+    return series
+
+
+def training_curves(series: dict[str, list[tuple[int, float]]], out: Path) -> Path:
+    """Loss, accuracy and validation AUC per epoch (from `read_epoch_metrics` or a bundle's
+    history via `history_series`)."""
     fig = Figure(figsize=(12, 3.5))
     panels = [("loss", ["train_loss", "val_loss"]), ("accuracy", ["train_acc", "val_acc"])]
     panels.append(("validation ROC-AUC", ["val_auc"]))
@@ -95,4 +105,19 @@ def confusion_figure(cm: dict[str, int], out: Path) -> Path:
     ax.set_xticks([0, 1], labels=list(LABELS))
     ax.set_yticks([0, 1], labels=list(LABELS))
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
+    return _save(fig, out)
+
+
+def roc_overlay(labels: np.ndarray, curves: dict[str, tuple[np.ndarray, float]], out: Path) -> Path:
+    """Several models' ROC curves on the same images, each with its operating point."""
+    fig = Figure(figsize=(6, 6))
+    ax = fig.subplots()
+    for name, (probs, threshold) in curves.items():
+        fpr, tpr, _ = roc_curve(labels, probs)
+        (line,) = ax.plot(fpr, tpr, label=name)
+        pred = probs >= threshold
+        ax.plot([pred[labels == 0].mean()], [pred[labels == 1].mean()], "o", color=line.get_color())
+    ax.plot([0, 1], [0, 1], ":", color="gray")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC (dots: operating points)")
+    ax.legend(loc="lower right", fontsize="small")
     return _save(fig, out)

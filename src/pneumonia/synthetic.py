@@ -147,3 +147,50 @@ def make_dataset(
             writer.writerows(rows)
         return base / "labels.csv"
     return root
+
+
+def save_dicom(
+    pixels: np.ndarray,
+    path: Path,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int = 12,
+    window: tuple[float, float] | None = None,
+    with_pixels: bool = True,
+) -> Path:
+    """Write `pixels` (2-D, or frames x H x W, or H x W x 3 for RGB) as a DICOM file made
+    with pydicom, with made-up patient details (for tests that they never leak)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "SECRET-ID-4711", "20200101"
+    ds.Modality = "DX"
+    rgb = photometric == "RGB"
+    frames = pixels.shape[0] if pixels.ndim == 3 and not rgb else 1
+    ds.Rows, ds.Columns = pixels.shape[-3:-1] if rgb else pixels.shape[-2:]
+    ds.SamplesPerPixel = 3 if rgb else 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 8 if rgb else 16
+    ds.BitsStored = 8 if rgb else bits_stored
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 0
+    if rgb:
+        ds.PlanarConfiguration = 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if with_pixels:
+        dtype = np.uint8 if rgb else np.uint16
+        ds.PixelData = np.ascontiguousarray(pixels, dtype=dtype).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path

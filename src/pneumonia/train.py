@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
 )
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from pneumonia import LABELS
@@ -42,6 +43,7 @@ from pneumonia.operating import check_validation, fit_operating_point
 from pneumonia.outputs import fresh_dir
 from pneumonia.plots import read_epoch_metrics, training_curves
 from pneumonia.split import manifest_digest, summarize
+from pneumonia.tracking import RunHandle, end_run, log_outputs, start_run, training_logger
 
 log = logging.getLogger(__name__)
 EPOCH_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr")
@@ -73,8 +75,12 @@ def _callbacks(cfg: Config, run: Path) -> tuple[ModelCheckpoint, list[Callback]]
     return best, callbacks
 
 
-def _trainer(cfg: Config, run: Path, callbacks: list[Callback]) -> Trainer:
+def _trainer(
+    cfg: Config, run: Path, callbacks: list[Callback], tracked: RunHandle | None
+) -> Trainer:
     t = cfg.train
+    csv_log = CSVLogger(save_dir=run, name="logs", version=f"part{len(log_files(run)) + 1}")
+    mlflow_log = training_logger(tracked)
     return Trainer(
         default_root_dir=run,
         max_epochs=t.epochs,
@@ -82,7 +88,7 @@ def _trainer(cfg: Config, run: Path, callbacks: list[Callback]) -> Trainer:
         devices=t.devices,
         precision=t.precision,
         callbacks=callbacks,
-        logger=CSVLogger(save_dir=run, name="logs", version=f"part{len(log_files(run)) + 1}"),
+        logger=[csv_log, mlflow_log] if mlflow_log else csv_log,
         limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,
         log_every_n_steps=1,
@@ -148,6 +154,12 @@ def write_epoch_table(log_csvs: list[Path], out: Path) -> Path:
     return out
 
 
+def epoch_history(table: Path) -> list[dict[str, float | None]]:
+    """`metrics.csv` as one dict per epoch, for the bundle (its curves travel with it)."""
+    with table.open(newline="") as fh:
+        return [{k: float(v) if v else None for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
 def _bundle_meta(
     cfg: Config,
     dm: XrayDataModule,
@@ -202,7 +214,8 @@ def train(
     pos_weight = float(weights[1] / weights[0]) if cfg.data.balance == "class_weights" else None
     module = XrayClassifier(model, cfg.train, pos_weight)
     best, callbacks = _callbacks(cfg, run)
-    trainer = _trainer(cfg, run, callbacks)
+    tracked = _track(cfg, run, command)
+    trainer = _trainer(cfg, run, callbacks, tracked)
     if cfg.train.lr_find and ckpt is None:
         _find_lr(trainer, module, dm, run)
     log.info("run folder: %s", run)
@@ -210,11 +223,41 @@ def train(
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     except SystemExit:  # Lightning's answer to Ctrl+C, after saving what it could
+        end_run(tracked, ok=False)
         raise PneumoniaError(
             f"interrupted; continue with `pneumonia train --resume {run}`"
         ) from None
+    except BaseException:
+        end_run(tracked, ok=False)
+        raise
     duration = time.perf_counter() - started
-    return _finish(cfg, run, dm, module, best, trainer, duration, command)
+    info = {"command": command, "duration_s": round(duration, 1), "mlflow_run": _run_id(tracked)}
+    summary = _finish(cfg, run, dm, module, best, trainer, info)
+    _log_run(tracked, run, summary)
+    return summary
+
+
+def _track(cfg: Config, run: Path, command: str) -> RunHandle | None:
+    """An MLflow run for this training run (rank zero only under DDP)."""
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return None
+    params = {**cfg.model_dump(mode="json"), "run_dir": str(run), "command": command}
+    return start_run(cfg.tracking, run.name, "train", params)
+
+
+def _run_id(tracked: RunHandle | None) -> str | None:
+    return tracked[1] if tracked else None
+
+
+def _log_run(tracked: RunHandle | None, run: Path, summary: dict[str, Any]) -> None:
+    if tracked is None:
+        return
+    at_threshold = {f"operating/{k}": v for k, v in summary["validation"].items()}
+    metrics = {**at_threshold, "operating/threshold": summary["threshold"]}
+    metrics["duration_s"] = summary["duration_s"]
+    names = ("config.yaml", "metrics.csv", "curves.png", "lr_find.png", "summary.json")
+    log_outputs(tracked, metrics, [run / n for n in names], {"bundle": run / "bundle"})
+    end_run(tracked, ok=True)
 
 
 def _finish(
@@ -224,8 +267,7 @@ def _finish(
     module: XrayClassifier,
     best: ModelCheckpoint,
     trainer: Trainer,
-    duration: float,
-    command: str,
+    info: dict[str, Any],
 ) -> dict[str, Any]:
     best_path = (
         Path(best.best_model_path) if best.best_model_path else run / "checkpoints/last.ckpt"
@@ -236,17 +278,20 @@ def _finish(
         return {"run_dir": str(run)}
     labels, raw = validation_logits(module, dm)
     threshold, calibration, probs = fit_operating_point(labels, raw, cfg.operating)
+    threshold.detail["data"] = f"{cfg.data.manifest} split 'val'"  # as evaluate names it
     metrics = binary_metrics(labels, probs, threshold.value)
     write_epoch_table(log_files(run), run / "metrics.csv")
-    training_curves(log_files(run), run / "curves.png")
+    training_curves(read_epoch_metrics(log_files(run)), run / "curves.png")
     info = {
-        "command": command,
+        "command": info["command"],
         "epochs_run": trainer.current_epoch,
         "best_epoch": int(checkpoint["epoch"]),
-        "duration_s": round(duration, 1),  # of this process: a resumed run counts its own part
+        "duration_s": info["duration_s"],  # of this process: a resumed run counts its own part
+        "mlflow_run": info["mlflow_run"],
         "lr": module.lr,
         "device": str(trainer.strategy.root_device),
         "precision": cfg.train.precision,
+        "history": epoch_history(run / "metrics.csv"),
     }
     meta = _bundle_meta(cfg, dm, (threshold, calibration), metrics, info)
     bundle = save_bundle(module.model.cpu(), meta, run / "bundle")

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pneumonia.bundle import CARD, META, WEIGHTS, Bundle, BundleMeta, write_meta
+from pneumonia.bundle import CARD, META, Bundle, BundleMeta, write_meta
 from pneumonia.config import OperatingConfig
 from pneumonia.errors import DataError, PneumoniaError
 from pneumonia.evaluate import score_split
@@ -29,7 +29,7 @@ def _target(bundle: Bundle, out: Path | None) -> Path:
     if out is None:
         return bundle.path
     out.mkdir(parents=True)
-    for name in (WEIGHTS, META, CARD):
+    for name in (*bundle.meta.files, META, CARD):
         if (bundle.path / name).is_file():
             shutil.copy2(bundle.path / name, out / name)
     return out
@@ -44,15 +44,20 @@ def retune(
     in_place: bool = False,
     workers: int | None = None,
     show: bool = True,
+    tta: bool = False,
 ) -> dict[str, Any]:
-    """Fit calibration and threshold on `split` of `data`; write the bundle; return a summary."""
+    """Fit calibration and threshold on `split` of `data`; write the bundle; return a summary.
+
+    With `tta`, on test-time-augmented scores: then use `--tta` wherever the bundle is applied.
+    """
     if split == "test":
         raise DataError("the operating point is chosen on validation data, never on test")
     _check_target(out, in_place)
-    scored = score_split(bundle, data, split, workers, show)
+    scored = score_split(bundle, data, split, workers, show, tta)
     source, labels = scored.source, scored.labels
     threshold, calibration, probs = fit_operating_point(labels, scored.logits, cfg)
-    threshold.detail.update({"data": source, "previous": bundle.meta.threshold.model_dump()})
+    previous = bundle.meta.threshold.model_dump()
+    threshold.detail.update({"data": source, "tta": tta, "previous": previous})
     metrics = binary_metrics(labels, probs, threshold.value)
     validation = {"split": split, "data": source, **jsonable(headline(metrics))}
     validation.update({k: metrics[k] for k in ("n", "positives", "threshold")})

@@ -45,6 +45,7 @@ def test_train_then_evaluate(tmp_path: Path) -> None:
     bundle = tmp_path / "runs" / "cli" / "bundle"
     meta = json.loads((bundle / "model.json").read_text())
     assert meta["training"]["command"].startswith("pneumonia train data.manifest=")
+    assert f"MLflow run: {meta['training']['mlflow_run']}" in result.output
 
     out = tmp_path / "eval"
     args = ["--data", tmp_path / "data", "--out", out, "--workers", 1, "--bootstrap", 50]
@@ -53,8 +54,13 @@ def test_train_then_evaluate(tmp_path: Path) -> None:
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["metrics"]["n"] == 16 and f"{saved['metrics']['roc_auc']:.4f}" in result.output
     assert "95% CI" in result.output and "ECE" in result.output
+    assert f"MLflow run: {saved['mlflow_run']}" in result.output
     again = invoke("evaluate", bundle, "--data", tmp_path / "data", "--out", out)
     assert again.exit_code == 1 and "--force" in again.output
+    args += ["--force", "--no-track", "--tta"]
+    result = invoke("evaluate", bundle, *args)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert "MLflow run" not in result.output and saved["tta"] is True
 
     manifest = tmp_path / "manifest.csv"
     args = ["--data", manifest, "--rule", "youden", "--out", tmp_path / "b2", "--workers", 1]
@@ -150,3 +156,8 @@ def test_demo_runs_every_stage_offline(tmp_path: Path) -> None:
     assert metrics["metrics"]["n"] == 80 and metrics["metrics"]["roc_auc"] > 0.9
     assert (tmp_path / "demo" / "runs" / "demo" / "bundle" / "model.safetensors").is_file()
     assert (tmp_path / "demo" / "predict" / "predictions.csv").is_file()
+    from mlflow import MlflowClient
+
+    store = MlflowClient(f"sqlite:///{tmp_path / 'demo' / 'mlruns.db'}")
+    runs = store.search_runs([store.get_experiment_by_name("pneumonia").experiment_id])
+    assert sorted(r.data.tags["pneumonia.command"] for r in runs) == ["evaluate", "train"]

@@ -11,7 +11,7 @@ import typer
 from rich.logging import RichHandler
 
 from pneumonia import __version__
-from pneumonia.cli import model
+from pneumonia.cli import insight, model, service
 from pneumonia.cli.common import console, err
 from pneumonia.cli.data import data_app
 
@@ -22,7 +22,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(data_app, name="data")
-for _name, _command in model.COMMANDS.items():
+for _name, _command in {**model.COMMANDS, **insight.COMMANDS, **service.COMMANDS}.items():
     app.command(_name)(_command)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -26,7 +27,24 @@ OverridesArg = Annotated[
     list[str] | None,
     typer.Argument(help="Config overrides, e.g. data.seed=3 preprocess.resize=crop."),
 ]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+TtaOpt = Annotated[
+    bool, typer.Option("--tta", help="Mean over 5 shifted views (test-time augmentation).")
+]
+TrackOpt = Annotated[
+    bool, typer.Option("--track/--no-track", help="Log this run to MLflow (tracking).")
+]
+TrackingUriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow store; default $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db.",
+    ),
+]
+BackendOpt = Annotated[
+    str, typer.Option("--backend", help="torch | onnx (run `pneumonia export --onnx` first).")
+]
 WorkersOpt = Annotated[
     int | None, typer.Option("--workers", help="Worker processes (default: all cores).")
 ]
@@ -75,3 +93,21 @@ def print_list(title: str, lines: list[str], limit: int = 20) -> None:
         console.print(f"  {line}", highlight=False, soft_wrap=True)
     if len(lines) > limit:
         console.print(f"  ... and {len(lines) - limit} more (see the JSON report)")
+
+
+def command_line(*args: object) -> str:
+    """The command as a user would type it, quoted for a shell."""
+    return shlex.join(["pneumonia", *(str(a) for a in args)])
+
+
+def fmt(value: float | None) -> str:
+    """A metric with 4 decimals, or n/a."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def split_bundle(items: list[str]) -> tuple[str | None, list[str]]:
+    """`[BUNDLE] PATHS...` -> (bundle folder or None for the default, the rest)."""
+    first = Path(items[0])
+    if first.is_dir() and (first / "model.json").is_file():
+        return items[0], items[1:]
+    return None, items

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,26 +10,25 @@ import typer
 from rich.table import Table
 
 from pneumonia.cli.common import (
+    BackendOpt,
     ConfigOpt,
     ForceOpt,
+    OutOpt,
     OverridesArg,
+    TrackingUriOpt,
+    TrackOpt,
+    TtaOpt,
     WorkersOpt,
+    command_line,
     console,
+    fmt,
     print_list,
     resolve_config,
+    split_bundle,
     user_errors,
 )
 
 BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder (model.json + weights).")]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
-
-
-def _command_line(*args: object) -> str:
-    return shlex.join(["pneumonia", *(str(a) for a in args)])
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _metrics_table(
@@ -47,11 +45,11 @@ def _metrics_table(
         table.add_column("95% CI (bootstrap)", justify="right")
         table.add_column("95% CI (exact)", justify="right")
     for key in HEADLINE:
-        row = [key, _fmt(metrics.get(key))]
+        row = [key, fmt(metrics.get(key))]
         if boot:
             for source in (boot, exact):
                 low, high = source.get(key, (None, None))
-                row.append("" if low is None else f"{_fmt(low)} - {_fmt(high)}")
+                row.append("" if low is None else f"{fmt(low)} - {fmt(high)}")
         table.add_row(*row)
     return table
 
@@ -72,7 +70,7 @@ def train_command(
         raise typer.BadParameter("--resume continues a run with its own config.yaml; drop the rest")
     cfg = resolve_config(config, overrides)
     given = [*(overrides or []), *(["--config", config] if config else [])]
-    command = _command_line("train", *given, *(["--resume", resume] if resume else []))
+    command = command_line("train", *given, *(["--resume", resume] if resume else []))
     summary = train(cfg, resume=resume, force=force, command=command)
     console.print(_metrics_table("Validation (best epoch)", summary["validation"]))
     console.print(
@@ -80,6 +78,8 @@ def train_command(
         f"{summary['duration_s']:.0f} s on {summary['device']}"
     )
     console.print(f"run: {summary['run_dir']}\nbundle: {summary['bundle']}")
+    if summary.get("mlflow_run"):
+        console.print(f"MLflow run: {summary['mlflow_run']}")
 
 
 @user_errors
@@ -95,17 +95,24 @@ def evaluate_command(
     bootstrap: Annotated[
         int, typer.Option(min=0, help="Bootstrap resamples for the intervals (0: none).")
     ] = 1000,
+    tta: TtaOpt = False,
+    track: TrackOpt = True,
+    tracking_uri: TrackingUriOpt = None,
     workers: WorkersOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Metrics with 95% intervals at the bundle's threshold; JSON, CSV and figures."""
     from pneumonia.bundle import load_bundle
+    from pneumonia.config import TrackingConfig
     from pneumonia.evaluate import evaluate
     from pneumonia.outputs import fresh_dir
 
     loaded = load_bundle(bundle)
     out_dir = fresh_dir(out, force)
-    result = evaluate(loaded, data, split, out_dir, workers, n_boot=bootstrap)
+    tracking = TrackingConfig(enabled=track, uri=tracking_uri)
+    result = evaluate(
+        loaded, data, split, out_dir, workers, n_boot=bootstrap, tta=tta, tracking=tracking
+    )
     m = result["metrics"]
     console.print(
         f"data: {result['data']}  images: {m['n']}  "
@@ -121,6 +128,8 @@ def evaluate_command(
         "Unreadable, excluded", [f"{u['path']}: {u['reason']}" for u in result["unreadable"]]
     )
     console.print(f"report: {out_dir / 'metrics.json'} (figures beside it)")
+    if result.get("mlflow_run"):
+        console.print(f"MLflow run: {result['mlflow_run']}")
 
 
 @user_errors
@@ -137,6 +146,7 @@ def threshold_command(
     cost_ratio: Annotated[float, typer.Option(help="A missed pneumonia / a false alarm.")] = 10.0,
     fixed: Annotated[float, typer.Option(help="Threshold for --rule fixed.")] = 0.5,
     calibrate: Annotated[bool, typer.Option(help="Fit temperature scaling first.")] = True,
+    tta: TtaOpt = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write a new bundle.")] = None,
     in_place: Annotated[
         bool, typer.Option("--in-place", help="Rewrite BUNDLE's model.json.")
@@ -162,7 +172,7 @@ def threshold_command(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(f"invalid option {first['loc'][0]}: {first['msg']}") from None
-    result = retune(load_bundle(bundle), data, split, cfg, out, in_place, workers)
+    result = retune(load_bundle(bundle), data, split, cfg, out, in_place, workers, tta=tta)
     t, c, v = result["operating_point"], result["calibration"], result["validation"]
     console.print(
         f"threshold {t.value:.4g} (rule {t.rule}, was {t.detail['previous']['value']:.4g})"
@@ -176,13 +186,6 @@ def threshold_command(
     console.print(f"bundle: {result['bundle']}")
 
 
-def _split_bundle(items: list[str]) -> tuple[str | None, list[str]]:
-    first = Path(items[0])
-    if first.is_dir() and (first / "model.json").is_file():
-        return items[0], items[1:]
-    return None, items
-
-
 @user_errors
 def predict_command(
     inputs: Annotated[
@@ -193,22 +196,25 @@ def predict_command(
         bool, typer.Option("--show", help="Also save each image with its prediction on it.")
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    tta: TtaOpt = False,
+    backend: BackendOpt = "torch",
     workers: WorkersOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """P(PNEUMONIA) and label for images; without a BUNDLE the shipped default model."""
     from pneumonia.bundle import load_bundle
+    from pneumonia.export import with_backend
     from pneumonia.inference import expand_inputs, predict_paths
     from pneumonia.outputs import fresh_dir
     from pneumonia.predict import annotate_all, write_tables
 
-    bundle_path, patterns = _split_bundle(inputs)
+    bundle_path, patterns = split_bundle(inputs)
     if not patterns:
         raise typer.BadParameter("give at least one image, folder or glob after the bundle")
-    bundle = load_bundle(bundle_path)
+    bundle = with_backend(load_bundle(bundle_path), backend)
     paths = expand_inputs(patterns)
     out_dir = fresh_dir(out, force)
-    predictions = predict_paths(bundle, paths, batch_size, workers)
+    predictions = predict_paths(bundle, paths, batch_size, workers, tta=tta)
     table = Table(title=f"{bundle.meta.architecture.name}, threshold {bundle.threshold:.3g}")
     table.add_column("image", overflow="fold")
     table.add_column("P(PNEUMONIA)", justify="right")
@@ -260,7 +266,9 @@ def demo_command(
         console.print(f"  {Path(p.path).name}: {p.label} (P={p.probability:.3f})", highlight=False)
     console.print(
         f"everything is in {workdir}/: manifest.csv, cache/, runs/demo/ (bundle, curves), "
-        f"evaluate/, predict/.\nnext, on real data: pneumonia data split DIR && "
+        f"evaluate/, predict/, mlruns.db (browse it: mlflow ui --backend-store-uri "
+        f"sqlite:///{workdir.resolve() / 'mlruns.db'})."
+        "\nnext, on real data: pneumonia data split DIR && "
         "pneumonia data prepare && pneumonia train"
     )
 

@@ -1,0 +1,145 @@
+"""`pneumonia compare | report | explain`: looking into models, thin wrappers over the package."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pneumonia.cli.common import (
+    ForceOpt,
+    OutOpt,
+    TrackingUriOpt,
+    TrackOpt,
+    TtaOpt,
+    WorkersOpt,
+    command_line,
+    console,
+    fmt,
+    split_bundle,
+    user_errors,
+)
+
+
+@user_errors
+def compare_command(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders or bundles to compare.")],
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="Dataset folder, .npz, CSV, or split manifest.")
+    ],
+    split: Annotated[str, typer.Option(help="Split to score every model on.")] = "val",
+    out: OutOpt = Path("reports/compare"),
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Bootstrap resamples for the ROC-AUC intervals (0: none).")
+    ] = 1000,
+    workers: WorkersOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Several models side by side on the same images: markdown, CSV and overlaid ROC."""
+    from pneumonia.compare import compare
+    from pneumonia.outputs import fresh_dir
+
+    out_dir = fresh_dir(out, force)
+    result = compare(runs, data, split, out_dir, workers, n_boot=bootstrap)
+    table = Table(title=f"{result['data']}: {result['n']} images")
+    for col in ("model", "params", "train", "img/s", "ROC-AUC", "threshold", "sens", "spec"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in result["models"]:
+        minutes = "n/a" if r["train_time_s"] is None else f"{r['train_time_s'] / 60:.1f} min"
+        table.add_row(
+            r["model"],
+            f"{r['parameters'] / 1e6:.2f} M",
+            minutes,
+            f"{r['infer_images_per_s']:.0f}",
+            fmt(r["roc_auc"]),
+            f"{r['threshold']:.3g}",
+            fmt(r["sensitivity"]),
+            fmt(r["specificity"]),
+        )
+    console.print(table)
+    console.print(f"comparison: {out_dir / 'comparison.md'} (CSV, JSON, roc.png beside it)")
+
+
+@user_errors
+def report_command(
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="Dataset folder, .npz, CSV, or split manifest.")
+    ],
+    bundle: Annotated[
+        Path | None, typer.Argument(help="Model bundle folder (default: the shipped model).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to report on (train, val or test).")] = "test",
+    out: OutOpt = Path("reports/report"),
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples (0: none).")] = 1000,
+    tta: TtaOpt = False,
+    thumbnails: Annotated[
+        bool, typer.Option(help="Embed the error gallery's images (off: names only).")
+    ] = True,
+    track: TrackOpt = True,
+    tracking_uri: TrackingUriOpt = None,
+    workers: WorkersOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """One self-contained HTML page: data, curves, metrics with CIs, errors, model card."""
+    from pneumonia.bundle import load_bundle
+    from pneumonia.config import TrackingConfig
+    from pneumonia.outputs import fresh_dir
+    from pneumonia.report import report
+
+    loaded = load_bundle(bundle)
+    out_dir = fresh_dir(out, force)
+    command = command_line(
+        "report", *([bundle] if bundle else []), "--data", data, "--split", split
+    )
+    tracking = TrackingConfig(enabled=track, uri=tracking_uri)
+    page = report(loaded, data, split, out_dir, workers, True, bootstrap, tta, tracking, command)
+    console.print(f"report: {page} (open it in a browser; it needs no network)")
+
+
+@user_errors
+def explain_command(
+    inputs: Annotated[
+        list[str], typer.Argument(help="[BUNDLE] then image files, folders or globs.")
+    ],
+    method: Annotated[
+        str, typer.Option(help="gradcam | gradcam++ | scorecam (slow: one pass per channel).")
+    ] = "gradcam",
+    out: OutOpt = Path("reports/explain"),
+    force: ForceOpt = False,
+) -> None:
+    """Grad-CAM overlays on the original images, with probability and label: a qualitative aid."""
+    from pneumonia.bundle import load_bundle
+    from pneumonia.explain import CAVEAT, METHODS, explain_paths
+    from pneumonia.inference import expand_inputs
+    from pneumonia.outputs import fresh_dir
+
+    if method not in METHODS:
+        raise typer.BadParameter(f"--method must be one of {', '.join(METHODS)}")
+    bundle_path, patterns = split_bundle(inputs)
+    if not patterns:
+        raise typer.BadParameter("give at least one image, folder or glob after the bundle")
+    bundle = load_bundle(bundle_path)
+    paths = expand_inputs(patterns)
+    out_dir = fresh_dir(out, force)
+    results = explain_paths(bundle, paths, out_dir, method)
+    table = Table(title=f"{method} on {bundle.meta.architecture.name}: {CAVEAT}")
+    for col in ("image", "P(PNEUMONIA)", "label", "overlay"):
+        table.add_column(col, overflow="fold")
+    for path, expl, written in results:
+        if expl is None:
+            table.add_row(path, "-", f"[red]error: {written}[/]", "")
+        else:
+            table.add_row(path, f"{expl.probability:.3f}", expl.label, written)
+    console.print(table)
+    if all(expl is None for _, expl, _ in results):
+        raise typer.Exit(1)
+
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "compare": compare_command,
+    "report": report_command,
+    "explain": explain_command,
+}

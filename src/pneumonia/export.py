@@ -1,0 +1,142 @@
+"""`pneumonia export BUNDLE --onnx`: the network as ONNX, checked against PyTorch.
+
+`model.onnx` is written inside the bundle folder with a dynamic batch axis (input `image`,
+N x 1 x S x S, the bundle's preprocessing contract; output `logit`, N x 1). Before it is kept,
+probabilities from ONNX Runtime and from PyTorch are compared on random and synthetic inputs;
+a difference of 1e-4 or more is refused. `model.json` then records the file's sha256 and the
+parity, so `--backend onnx` can verify it like the weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pneumonia.bundle import Bundle, BundleError, file_record, verify_file, write_meta
+from pneumonia.errors import PneumoniaError
+from pneumonia.inference import to_probability
+from pneumonia.preprocess import fit_to_square, to_tensor
+from pneumonia.synthetic import synthetic_xray
+
+log = logging.getLogger(__name__)
+ONNX = "model.onnx"
+OPSET = 17
+PARITY_LIMIT = 1e-4
+BACKENDS = ("torch", "onnx")
+
+
+class OnnxModel:
+    """An ONNX Runtime session that answers like the PyTorch model (tensor in, tensor out)."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {self.input: array})[0])
+
+    def eval(self) -> OnnxModel:
+        return self
+
+
+def parity_inputs(bundle: Bundle, seed: int = 0) -> torch.Tensor:
+    """Random noise and synthetic X-rays in the bundle's contract: the parity check's batch."""
+    size = bundle.contract.image_size
+    rng = np.random.default_rng(seed)
+    xrays = [
+        fit_to_square(synthetic_xray(label, size, size + 17 * i, rng), size, bundle.contract.resize)
+        for i, label in enumerate(("NORMAL", "PNEUMONIA", "PNEUMONIA"))
+    ]
+    noise = torch.from_numpy(rng.normal(0, 1, (3, 1, size, size)).astype(np.float32))
+    return torch.cat([to_tensor(np.stack(xrays), bundle.contract), noise])
+
+
+def _parity(bundle: Bundle, path: Path) -> dict[str, float]:
+    x = parity_inputs(bundle)
+    with torch.inference_mode():
+        ref = bundle.model(x).reshape(-1).numpy()
+    got = OnnxModel(path)(x).reshape(-1).numpy()
+    t = bundle.temperature
+    return {
+        "max_abs_diff_logit": float(np.abs(got - ref).max()),
+        "max_abs_diff_probability": float(
+            np.abs(to_probability(got, t) - to_probability(ref, t)).max()
+        ),
+        "images": len(x),
+    }
+
+
+def export_onnx(bundle: Bundle, force: bool = False) -> dict[str, Any]:
+    """Write `model.onnx` into the bundle, check parity, record it in `model.json`."""
+    import onnxruntime
+
+    target = bundle.path / ONNX
+    if target.exists() and not force:
+        raise PneumoniaError(f"{target}: already exists; pass --force to export again")
+    size = bundle.contract.image_size
+    example = torch.zeros(1, 1, size, size)
+    tmp = target.with_suffix(".onnx.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            bundle.model,
+            (example,),
+            str(tmp),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logit"],
+            dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}},
+            opset_version=OPSET,
+        )
+    parity = _parity(bundle, tmp)
+    if parity["max_abs_diff_probability"] >= PARITY_LIMIT:
+        tmp.unlink()
+        raise PneumoniaError(
+            f"ONNX export of {bundle.path} differs from PyTorch by "
+            f"{parity['max_abs_diff_probability']:.2e} in probability (limit {PARITY_LIMIT}); "
+            "not written"
+        )
+    tmp.replace(target)
+    info = {
+        "file": ONNX,
+        "opset": OPSET,
+        "input": f"image: N x 1 x {size} x {size} float32 (the preprocessing contract)",
+        "output": "logit: N x 1 (apply calibration.temperature and the threshold)",
+        **parity,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    meta = bundle.meta.model_copy(
+        update={
+            "files": {**bundle.meta.files, ONNX: file_record(target)},
+            "exports": {**bundle.meta.exports, "onnx": info},
+        }
+    )
+    write_meta(meta, bundle.path)
+    log.info("ONNX model written: %s (parity %.2e)", target, parity["max_abs_diff_probability"])
+    return {"path": str(target), **info}
+
+
+def with_backend(bundle: Bundle, backend: str, threads: int | None = None) -> Bundle:
+    """The bundle answering through `backend`: `torch` as loaded, or its verified ONNX file."""
+    if backend not in BACKENDS:
+        raise PneumoniaError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return bundle
+    if ONNX not in bundle.meta.files:
+        raise BundleError(
+            f"{bundle.path}: has no ONNX model; run `pneumonia export {bundle.path} --onnx` first"
+        )
+    path = verify_file(bundle.path, bundle.meta, ONNX)
+    return Bundle(bundle.path, bundle.meta, OnnxModel(path, threads))  # type: ignore[arg-type]

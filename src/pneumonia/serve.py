@@ -1,0 +1,210 @@
+"""`pneumonia serve`: a FastAPI service around one bundle, loaded once.
+
+Routes: `GET /` (a web page: drop an X-ray, see probability, label and Grad-CAM), `POST
+/predict` (one or many images), `POST /explain` (one image -> PNG overlay), `GET /health`,
+`GET /model` (the model card), and FastAPI's `/openapi.json` and `/docs`. Uploads pass the same
+input door as every other command, capped in bytes and in decoded pixels. A bad upload is
+answered with a JSON error (413 too large, 415 not a readable image, 422 a malformed request),
+never a 500 with a traceback, and the service stays up for the next request.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pneumonia import LABELS, __version__
+from pneumonia.bundle import WEIGHTS, Bundle
+from pneumonia.card import model_card
+from pneumonia.errors import ImageError, ImageTooLargeError
+from pneumonia.explain import Explanation, cam_to_original, overlay_png
+from pneumonia.export import with_backend
+from pneumonia.image_io import decode_image
+from pneumonia.inference import probabilities
+from pneumonia.preprocess import fit_to_square
+
+log = logging.getLogger(__name__)
+SERVICE_METHODS = ("gradcam", "gradcam++")  # scorecam takes minutes on a CPU: CLI only
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may carry."""
+
+    max_bytes: int = 32 * 1024 * 1024  # per file
+    max_pixels: int = 50_000_000  # decoded width x height, checked before decoding
+    max_files: int = 32
+
+
+class UploadProblem(Exception):  # noqa: N818 - answered as an HTTP error, not raised to users
+    """An upload that gets a JSON error with `status`."""
+
+    def __init__(self, status: int, filename: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.filename, self.reason = status, filename, reason
+
+
+def model_version(bundle: Bundle) -> str:
+    """`<architecture>@<first 12 hex of the weights' sha256>`."""
+    record = bundle.meta.files.get(WEIGHTS)
+    return f"{bundle.meta.architecture.name}@{record.sha256[:12] if record else 'unknown'}"
+
+
+def _read(upload: UploadFile, limits: Limits) -> tuple[str, bytes]:
+    name = upload.filename or "upload"
+    data = upload.file.read(limits.max_bytes + 1)
+    if len(data) > limits.max_bytes:
+        raise UploadProblem(413, name, f"file is over the {limits.max_bytes:,}-byte limit")
+    return name, data
+
+
+def _square(bundle: Bundle, name: str, data: bytes, limits: Limits) -> Any:
+    try:
+        gray = decode_image(data, name, limits.max_pixels).pixels
+    except ImageTooLargeError as exc:
+        raise UploadProblem(413, name, exc.reason) from None
+    except ImageError as exc:
+        raise UploadProblem(415, name, exc.reason) from None
+    contract = bundle.contract
+    return gray, fit_to_square(gray, contract.image_size, contract.resize)
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _predict(bundle: Bundle, uploads: list[UploadFile], limits: Limits) -> JSONResponse:
+    if not uploads:
+        return _error(422, "no file uploaded; send images as multipart field 'files'")
+    if len(uploads) > limits.max_files:
+        return _error(413, f"{len(uploads)} files; at most {limits.max_files} per request")
+    results: list[dict[str, Any]] = []
+    good: list[tuple[int, Any]] = []
+    problems: list[UploadProblem] = []
+    for upload in uploads:
+        try:
+            name, data = _read(upload, limits)
+            good.append((len(results), _square(bundle, name, data, limits)[1]))
+            results.append({"filename": name})
+        except UploadProblem as p:
+            problems.append(p)
+            results.append({"filename": p.filename, "error": p.reason})
+    if not good:
+        first = problems[0]
+        return _error(first.status, f"{first.filename}: {first.reason}", results=results)
+    probs = probabilities(bundle, [sq for _, sq in good])
+    for (i, _), prob in zip(good, probs, strict=True):
+        label = LABELS[int(prob >= bundle.threshold)]
+        results[i].update(probability=float(prob), label=label)
+    return JSONResponse(
+        {
+            "model_version": model_version(bundle),
+            "threshold": bundle.threshold,
+            "threshold_rule": bundle.meta.threshold.rule,
+            "results": results,
+        }
+    )
+
+
+def _explain(bundle: Bundle, upload: UploadFile, method: str, limits: Limits) -> Response:
+    from pneumonia.explain import cam_on_square
+
+    name, data = _read(upload, limits)
+    gray, square = _square(bundle, name, data, limits)
+    prob, cam = cam_on_square(bundle, square, method)
+    full = cam_to_original(cam, gray.shape[0], gray.shape[1], bundle.contract.resize)
+    expl = Explanation(name, gray, full, prob, LABELS[int(prob >= bundle.threshold)], method)
+    headers = {
+        "X-Probability": f"{prob:.6f}",
+        "X-Label": expl.label,
+        "X-Model-Version": model_version(bundle),
+    }
+    return Response(overlay_png(expl, bundle.threshold), media_type="image/png", headers=headers)
+
+
+def create_app(bundle: Bundle, limits: Limits | None = None, backend: str = "torch") -> FastAPI:
+    """The service for `bundle` (loaded by the caller, once). `/predict` runs on `backend`;
+    `/explain` always on PyTorch, which Grad-CAM needs."""
+    limits = limits or Limits()
+    predictor = with_backend(bundle, backend)
+    app = FastAPI(
+        title="pneumonia",
+        version=__version__,
+        description="Pediatric chest X-ray NORMAL vs PNEUMONIA. A research tool, not a "
+        "medical device.",
+    )
+    page = files("pneumonia").joinpath("web/index.html").read_text(encoding="utf-8")
+
+    @app.exception_handler(UploadProblem)
+    def upload_problem(_: Request, exc: UploadProblem) -> JSONResponse:
+        return _error(exc.status, f"{exc.filename}: {exc.reason}")
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        where = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return _error(422, "; ".join(where) or "malformed request")
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_problem(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error while serving a request")
+        return _error(500, f"internal error ({type(exc).__name__}); the service is still up")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """Liveness and which model answers."""
+        return {"status": "ok", "model_version": model_version(bundle), "version": __version__}
+
+    @app.get("/model")
+    def model() -> dict[str, Any]:
+        """The model card (markdown) and the facts a client needs."""
+        meta = bundle.meta
+        return {
+            "model_version": model_version(bundle),
+            "backend": backend,
+            "architecture": meta.architecture.name,
+            "labels": list(meta.labels),
+            "threshold": meta.threshold.value,
+            "threshold_rule": meta.threshold.rule,
+            "preprocessing": meta.preprocessing.describe(),
+            "validation": meta.validation,
+            "card": model_card(meta),
+        }
+
+    @app.post("/predict")
+    def predict(files: Annotated[list[UploadFile], File()]) -> JSONResponse:
+        """P(PNEUMONIA) and label for each uploaded image (multipart field `files`)."""
+        return _predict(predictor, files, limits)
+
+    @app.post("/explain", response_class=Response)
+    def explain(
+        file: Annotated[UploadFile, File()],
+        method: Annotated[str, Query(pattern="^(gradcam|gradcam\\+\\+)$")] = "gradcam",
+    ) -> Response:
+        """Grad-CAM overlay (PNG) beside the original: a qualitative aid, not a diagnosis."""
+        return _explain(bundle, file, method, limits)
+
+    return app
+
+
+def serve(
+    bundle: Bundle, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch"
+) -> None:
+    """Run the service with uvicorn until interrupted (`backend` answers /predict)."""
+    import uvicorn
+
+    uvicorn.run(create_app(bundle, backend=backend), host=host, port=port, log_level="info")

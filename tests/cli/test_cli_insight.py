@@ -1,0 +1,59 @@
+"""compare, report and explain as a user types them, bad input included."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from conftest import TinyRun
+from pneumonia.cli import app
+from pneumonia.synthetic import save_image, synthetic_xray
+
+runner = CliRunner()
+
+
+def invoke(*args: object) -> object:
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_compare_and_report(tiny_run: TinyRun, tmp_path: Path) -> None:
+    manifest = tiny_run.cfg.data.manifest
+    out = tmp_path / "cmp"
+    args = ["--data", manifest, "--split", "val", "--out", out, "--workers", 1, "--bootstrap", 20]
+    result = invoke("compare", tiny_run.bundle.parent, tiny_run.bundle, *args)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [r["model"] for r in rows] == ["tiny", "tiny-2"]
+    assert (
+        rows[0]["roc_auc"] == rows[1]["roc_auc"]
+        and f"{float(rows[0]['roc_auc']):.4f}" in result.output
+    )
+
+    page = tmp_path / "rep" / "report.html"
+    args = ["--data", tiny_run.data, "--out", page.parent, "--workers", 1, "--no-track"]
+    result = invoke("report", tiny_run.bundle, *args)
+    assert result.exit_code == 0, result.output
+    assert (
+        str(page) in result.output.replace("\n", "") and "Most confident errors" in page.read_text()
+    )
+    again = invoke("report", tiny_run.bundle, *args)
+    assert again.exit_code == 1 and "--force" in again.output
+
+
+def test_explain_writes_overlays_and_names_bad_files(tiny_run: TinyRun, tmp_path: Path) -> None:
+    good = save_image(
+        synthetic_xray("NORMAL", 40, 60, np.random.default_rng(0)), tmp_path / "g.png"
+    )
+    bad = tmp_path / "bad.jpeg"
+    bad.write_bytes(b"")
+    out = tmp_path / "cams"
+    result = invoke("explain", tiny_run.bundle, good, bad, "--out", out, "--method", "gradcam++")
+    assert result.exit_code == 0, result.output
+    assert "qualitative aid" in result.output and "empty" in result.output
+    assert [p.name for p in out.iterdir()] == ["000-g-gradcampp.png"]
+
+    result = invoke("explain", tiny_run.bundle, bad, "--out", tmp_path / "none")
+    assert result.exit_code == 1
+    result = invoke("explain", tiny_run.bundle, good, "--method", "lime", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "gradcam" in result.output

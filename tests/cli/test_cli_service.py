@@ -1,0 +1,54 @@
+"""export and serve as a user types them (the server itself: tests/test_serve.py)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import TinyRun
+from pneumonia import serve as serve_module
+from pneumonia.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: object) -> object:
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_export_then_predict_on_onnx(tiny_run: TinyRun, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_run.bundle, bundle)
+    assert invoke("export", bundle).exit_code == 2  # no format named
+    result = invoke("export", bundle, "--onnx")
+    assert result.exit_code == 0, result.output
+    assert "max |P_onnx - P_torch|" in result.output and (bundle / "model.onnx").is_file()
+    again = invoke("export", bundle, "--onnx")
+    assert again.exit_code == 1 and "--force" in again.output
+
+    image = next((tiny_run.data / "chest_xray" / "test" / "NORMAL").iterdir())
+    rows = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / backend
+        result = invoke("predict", bundle, image, "--backend", backend, "--out", out)
+        assert result.exit_code == 0, result.output
+        rows[backend] = json.loads((out / "predictions.json").read_text())["predictions"][0]
+    assert rows["onnx"]["probability"] == pytest.approx(rows["torch"]["probability"], abs=1e-4)
+
+
+def test_serve_wraps_the_service(
+    tiny_run: TinyRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(serve_module, "serve", lambda *args: calls.append(args))
+    result = invoke("serve", tiny_run.bundle, "--port", 8123)
+    assert result.exit_code == 0, result.output
+    assert "http://127.0.0.1:8123/" in result.output and calls[0][1:] == (
+        "127.0.0.1",
+        8123,
+        "torch",
+    )
+    result = invoke("serve", tiny_run.bundle, "--backend", "onnx")
+    assert result.exit_code == 1 and "pneumonia export" in result.output and len(calls) == 1

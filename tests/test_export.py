@@ -1,0 +1,80 @@
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TinyRun
+from pneumonia.bundle import BundleError, load_bundle
+from pneumonia.config import OperatingConfig
+from pneumonia.errors import PneumoniaError
+from pneumonia.export import ONNX, OnnxModel, export_onnx, parity_inputs, with_backend
+from pneumonia.inference import predict_paths
+from pneumonia.synthetic import save_image, synthetic_xray
+from pneumonia.tune import retune
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run: TinyRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("onnx") / "bundle"
+    shutil.copytree(tiny_run.bundle, folder)
+    export_onnx(load_bundle(folder))
+    return folder
+
+
+def test_export_records_file_and_parity(exported: Path) -> None:
+    bundle = load_bundle(exported)
+    info = bundle.meta.exports["onnx"]
+    assert (exported / ONNX).is_file() and ONNX in bundle.meta.files
+    assert info["max_abs_diff_probability"] < 1e-4 and info["images"] == 6
+    assert f"- ONNX: `{ONNX}` (opset 17" in (exported / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_dynamic_batch_matches_pytorch(exported: Path, batch: int) -> None:
+    bundle = load_bundle(exported)
+    x = parity_inputs(bundle)[:1].repeat(batch, 1, 1, 1) + torch.randn(batch, 1, 1, 1) * 0.1
+    out = OnnxModel(exported / ONNX)(x)
+    with torch.inference_mode():
+        ref = bundle.model(x)
+    assert out.shape == (batch, 1) and torch.allclose(out, ref, atol=1e-4)
+
+
+def test_predictions_agree_between_backends(exported: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    paths = [
+        str(save_image(synthetic_xray(lab, 40, 52, rng), tmp_path / f"{i}.png"))
+        for i, lab in enumerate(("NORMAL", "PNEUMONIA", "PNEUMONIA"))
+    ]
+    torch_bundle = load_bundle(exported)
+    onnx_bundle = with_backend(torch_bundle, "onnx")
+    a = predict_paths(torch_bundle, paths, workers=1, show=False)
+    b = predict_paths(onnx_bundle, paths, workers=1, show=False, tta=True)
+    c = predict_paths(torch_bundle, paths, workers=1, show=False, tta=True)
+    assert all(abs(x.probability - y.probability) < 1e-4 for x, y in zip(b, c, strict=True))  # type: ignore[operator]
+    assert [x.probability for x in a] != [x.probability for x in c]
+
+
+def test_refusals_name_the_problem(tiny_run: TinyRun, exported: Path, tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=r"pneumonia export .* --onnx"):
+        with_backend(load_bundle(tiny_run.bundle), "onnx")
+    with pytest.raises(PneumoniaError, match=r"already exists; pass --force"):
+        export_onnx(load_bundle(exported))
+    with pytest.raises(PneumoniaError, match=r"unknown backend 'tensorrt'"):
+        with_backend(load_bundle(exported), "tensorrt")
+    altered = tmp_path / "altered"
+    shutil.copytree(exported, altered)
+    with (altered / ONNX).open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(BundleError, match=r"model\.onnx: altered"):
+        with_backend(load_bundle(altered), "onnx")
+
+
+def test_a_retuned_copy_keeps_its_onnx(tiny_run: TinyRun, exported: Path, tmp_path: Path) -> None:
+    cfg = OperatingConfig(rule="youden")
+    out = tmp_path / "tuned"
+    retune(
+        load_bundle(exported), tiny_run.cfg.data.manifest, "val", cfg, out, workers=1, show=False
+    )
+    assert with_backend(load_bundle(out), "onnx").model is not None

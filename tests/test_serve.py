@@ -1,0 +1,176 @@
+"""The web service through FastAPI's TestClient: every route, every bad input."""
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import TinyRun
+from pneumonia import serve as serve_module
+from pneumonia.bundle import load_bundle
+from pneumonia.serve import Limits, create_app, model_version
+from pneumonia.synthetic import save_dicom, synthetic_xray
+
+
+def png_bytes(mode: str = "L", size: tuple[int, int] = (60, 48)) -> bytes:
+    gray = synthetic_xray("PNEUMONIA", size[1], size[0], np.random.default_rng(0))
+    buffer = io.BytesIO()
+    Image.fromarray(gray).convert(mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def huge_png_header(side: int = 30000) -> bytes:
+    """A valid PNG claiming side x side pixels, a few hundred bytes long."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * (side + 1))  # one row; the rest is never read
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_run: TinyRun) -> TestClient:
+    app = create_app(load_bundle(tiny_run.bundle), Limits(max_bytes=200_000, max_files=3))
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_predict_one_image(client: TestClient, tiny_run: TinyRun) -> None:
+    response = client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")})
+    assert response.status_code == 200
+    body = response.json()
+    bundle = load_bundle(tiny_run.bundle)
+    assert body["model_version"] == model_version(bundle) and body["threshold"] == bundle.threshold
+    [result] = body["results"]
+    assert 0 <= result["probability"] <= 1
+    assert result["label"] == (
+        "PNEUMONIA" if result["probability"] >= bundle.threshold else "NORMAL"
+    )
+
+
+def test_many_images_with_alpha_and_a_bad_one(client: TestClient) -> None:
+    files = [
+        ("files", ("rgba.png", png_bytes("RGBA"), "image/png")),
+        ("files", ("notes.jpeg", b"this is text", "image/jpeg")),
+        ("files", ("gray.png", png_bytes("L"), "image/png")),
+    ]
+    response = client.post("/predict", files=files)
+    assert response.status_code == 200
+    rows = response.json()["results"]
+    assert [r["filename"] for r in rows] == ["rgba.png", "notes.jpeg", "gray.png"]
+    assert "not an image" in rows[1]["error"] and "probability" not in rows[1]
+    assert rows[0]["probability"] == pytest.approx(rows[2]["probability"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "status", "words"),
+    [
+        ("empty.png", b"", 415, "empty"),
+        ("notes.jpeg", b"a text file", 415, "not an image"),
+        ("cut.png", "TRUNCATED", 415, "truncated"),
+        ("huge.png", "HUGE", 413, "decompression bomb"),
+        ("large.png", "LARGE", 413, "8000x8000 = 64,000,000 pixels, over the 50,000,000 limit"),
+        ("big.png", b"\x00" * 200_001, 413, "200,000-byte limit"),
+        ("report.dcm", "DICOM_NO_PIXELS", 415, "no pixel data"),
+    ],
+)
+def test_bad_uploads_get_json_errors_and_the_service_stays_up(
+    client: TestClient, tmp_path: Path, name: str, content: object, status: int, words: str
+) -> None:
+    if content == "TRUNCATED":
+        content = png_bytes(size=(200, 200))[:400]
+    elif content == "HUGE":
+        content = huge_png_header()
+    elif content == "LARGE":
+        content = huge_png_header(8000)
+    elif content == "DICOM_NO_PIXELS":
+        content = save_dicom(
+            np.zeros((8, 8), np.uint16), tmp_path / name, with_pixels=False
+        ).read_bytes()
+    for route, field in (("/predict", "files"), ("/explain", "file")):
+        response = client.post(route, files={field: (name, content, "application/octet-stream")})
+        assert response.status_code == status, (route, response.text)
+        assert words in response.json()["error"] and name in response.json()["error"]
+    assert (
+        client.post("/predict", files={"files": ("ok.png", png_bytes(), "image/png")}).status_code
+        == 200
+    )
+
+
+def test_malformed_requests_are_422(client: TestClient) -> None:
+    assert client.post("/predict").status_code == 422
+    assert client.post("/predict", data={"files": "not a file"}).status_code == 422
+    response = client.post(
+        "/explain?method=scorecam", files={"file": ("x.png", png_bytes(), "image/png")}
+    )
+    assert response.status_code == 422 and "error" in response.json()
+    too_many = [("files", (f"{i}.png", png_bytes(), "image/png")) for i in range(4)]
+    assert client.post("/predict", files=too_many).status_code == 413
+
+
+def test_explain_returns_a_png_overlay(client: TestClient, tmp_path: Path) -> None:
+    dicom = save_dicom(np.tile(np.arange(64, dtype=np.uint16) * 60, (40, 1)), tmp_path / "a.dcm")
+    for name, content in (("x.png", png_bytes()), ("a.dcm", dicom.read_bytes())):
+        response = client.post(
+            "/explain?method=gradcam%2B%2B", files={"file": (name, content, "x")}
+        )
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        picture = Image.open(io.BytesIO(response.content))
+        assert picture.width == 2 * (60 if name == "x.png" else 64)
+        assert 0 <= float(response.headers["x-probability"]) <= 1
+
+
+def test_health_model_page_and_openapi(client: TestClient, tiny_run: TinyRun) -> None:
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["model_version"].startswith("cnn_small@")
+    model = client.get("/model").json()
+    assert model["labels"] == ["NORMAL", "PNEUMONIA"] and "# Model card" in model["card"]
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="drop"' in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/predict", "/explain", "/health", "/model"} <= set(paths)
+    assert client.get("/nowhere").json()["error"] == "Not Found"
+
+
+def test_an_unexpected_failure_is_a_json_500(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(serve_module, "probabilities", broken)
+    response = client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")})
+    assert response.status_code == 500 and "still up" in response.json()["error"]
+    assert "Traceback" not in response.text
+    monkeypatch.undo()
+    assert (
+        client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")}).status_code
+        == 200
+    )
+
+
+def test_onnx_backend_answers_like_torch(
+    client: TestClient, tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    import shutil
+
+    from pneumonia.export import export_onnx
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(tiny_run.bundle, folder)
+    export_onnx(load_bundle(folder))
+    onnx_client = TestClient(create_app(load_bundle(folder), backend="onnx"))
+    upload = {"files": ("x.png", png_bytes(), "image/png")}
+    on_onnx = onnx_client.post("/predict", files=upload).json()["results"][0]["probability"]
+    on_torch = client.post("/predict", files=upload).json()["results"][0]["probability"]
+    assert on_onnx == pytest.approx(on_torch, abs=1e-4)
+    assert onnx_client.get("/model").json()["backend"] == "onnx"

@@ -1,0 +1,82 @@
+"""The web page end to end in headless Chromium: upload a synthetic X-ray, see the result and
+the Grad-CAM overlay. Skips when no Chromium is installed (`.ci/run` installs Debian's)."""
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+
+from conftest import TinyRun
+from pneumonia.bundle import load_bundle
+from pneumonia.serve import create_app
+from pneumonia.synthetic import save_image, synthetic_xray
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def service(tiny_run: TinyRun) -> Iterator[str]:
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(load_bundle(tiny_run.bundle)), port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the service did not start"
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_upload_shows_probability_label_and_overlay(
+    service: str, tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    xray = save_image(
+        synthetic_xray("PNEUMONIA", 90, 120, np.random.default_rng(3)), tmp_path / "x.png"
+    )
+    bad = tmp_path / "bad.jpeg"
+    bad.write_text("not an image")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(service)
+        expect(page.locator("#model")).to_contain_text("cnn_small@")
+
+        page.set_input_files("#file", str(xray))
+        expect(page.locator("#result")).to_be_visible(timeout=30_000)
+        probability = float(page.locator("#probability").inner_text())
+        assert 0 <= probability <= 1
+        threshold = load_bundle(tiny_run.bundle).threshold
+        # the page shows 3 decimals; the label comes from the exact probability
+        if abs(probability - threshold) > 1e-3:
+            expected = "PNEUMONIA" if probability >= threshold else "NORMAL"
+            expect(page.locator("#label")).to_have_text(expected)
+        overlay = page.locator("#overlay")
+        expect(overlay).to_be_visible(timeout=30_000)
+        assert overlay.evaluate("img => img.naturalWidth") == 240  # original beside its CAM
+
+        page.set_input_files("#file", str(bad))
+        expect(page.locator("#error")).to_contain_text("not an image", timeout=30_000)
+        browser.close()
+    assert all(url.startswith(service) or url.startswith("blob:") for url in requests)
