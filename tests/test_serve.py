@@ -1,8 +1,6 @@
 """The web service through FastAPI's TestClient: every route, every bad input."""
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ from conftest import TinyRun
 from pneumonia import serve as serve_module
 from pneumonia.bundle import load_bundle
 from pneumonia.serve import Limits, create_app, model_version
-from pneumonia.synthetic import save_dicom, synthetic_xray
+from pneumonia.synthetic import oversized_png, save_dicom, synthetic_xray
 
 
 def png_bytes(mode: str = "L", size: tuple[int, int] = (60, 48)) -> bytes:
@@ -22,19 +20,6 @@ def png_bytes(mode: str = "L", size: tuple[int, int] = (60, 48)) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(gray).convert(mode).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def huge_png_header(side: int = 30000) -> bytes:
-    """A valid PNG claiming side x side pixels, a few hundred bytes long."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * (side + 1))  # one row; the rest is never read
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +73,9 @@ def test_bad_uploads_get_json_errors_and_the_service_stays_up(
     if content == "TRUNCATED":
         content = png_bytes(size=(200, 200))[:400]
     elif content == "HUGE":
-        content = huge_png_header()
+        content = oversized_png()
     elif content == "LARGE":
-        content = huge_png_header(8000)
+        content = oversized_png(8000)
     elif content == "DICOM_NO_PIXELS":
         content = save_dicom(
             np.zeros((8, 8), np.uint16), tmp_path / name, with_pixels=False

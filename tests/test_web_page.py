@@ -18,6 +18,16 @@ from pneumonia.serve import create_app
 from pneumonia.synthetic import save_image, synthetic_xray
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# quiet on a machine without internet: no background connections to Google's services
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
 
 
@@ -56,7 +66,7 @@ def test_upload_shows_probability_label_and_overlay(
     bad = tmp_path / "bad.jpeg"
     bad.write_text("not an image")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page()
         requests: list[str] = []
         page.on("request", lambda r: requests.append(r.url))

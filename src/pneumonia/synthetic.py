@@ -194,3 +194,19 @@ def save_dicom(
         ds.PixelData = np.ascontiguousarray(pixels, dtype=dtype).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def oversized_png(side: int = 30000) -> bytes:
+    """A valid PNG header claiming `side` x `side` pixels in a few hundred bytes: what a
+    decompression bomb looks like to a decoder that trusts headers."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    one_row = zlib.compress(b"\x00" * (side + 1))
+    signature = b"\x89PNG\r\n\x1a\n"
+    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", one_row) + chunk(b"IEND", b"")

@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from conftest import TinyRun, prepare_tiny, tiny_config
 from pneumonia import bundle as bundle_module
 from pneumonia.cli import app
+from pneumonia.synthetic import oversized_png, save_dicom, save_image, synthetic_xray
 
 runner = CliRunner()
 
@@ -161,3 +163,31 @@ def test_demo_runs_every_stage_offline(tmp_path: Path) -> None:
     store = MlflowClient(f"sqlite:///{tmp_path / 'demo' / 'mlruns.db'}")
     runs = store.search_runs([store.get_experiment_by_name("pneumonia").experiment_id])
     assert sorted(r.data.tags["pneumonia.command"] for r in runs) == ["evaluate", "train"]
+
+
+def test_predict_answers_every_bad_input_and_keeps_the_rest(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    good = save_image(synthetic_xray("PNEUMONIA", 40, 50, rng), tmp_path / "good.png")
+    save_image(synthetic_xray("NORMAL", 40, 50, rng), tmp_path / "alpha.png", "RGBA")
+    (tmp_path / "zero.jpeg").write_bytes(b"")
+    (tmp_path / "notes.jpeg").write_text("a text file named like an image")
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:200])
+    (tmp_path / "huge.png").write_bytes(oversized_png(30000))
+    save_dicom(np.zeros((8, 8), np.uint16), tmp_path / "report.dcm", with_pixels=False)
+    out = tmp_path / "p"
+    result = invoke("predict", tiny_run.bundle, tmp_path, "--out", out, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    rows = {Path(r["path"]).name: r for r in csv.DictReader((out / "predictions.csv").open())}
+    expected = {
+        "zero.jpeg": "empty",
+        "notes.jpeg": "not an image",
+        "cut.png": "truncated",
+        "huge.png": "decompression bomb",
+        "report.dcm": "no pixel data",
+    }
+    for name, words in expected.items():
+        assert words in rows[name]["error"], (name, rows[name])
+    assert not rows["good.png"]["error"] and not rows["alpha.png"]["error"]
+    assert 0 <= float(rows["alpha.png"]["probability"]) <= 1

@@ -1,0 +1,29 @@
+# Service image: `pneumonia serve` on the shipped default model, port 8000, CPU PyTorch.
+#   docker build -f dockerfiles/api.Dockerfile -t pneumonia-api .
+#   docker run --rm -p 8000:8000 pneumonia-api           # then open http://127.0.0.1:8000/
+# Another model: mount its bundle and pass it, e.g.
+#   docker run --rm -p 8000:8000 -v "$PWD/runs/r/bundle:/model:ro" pneumonia-api \
+#       serve /model --host 0.0.0.0 --port 8000 --backend onnx
+FROM python:3.11.7-slim-bookworm
+
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 MPLBACKEND=Agg MLFLOW_TRACKING_URI=sqlite:////tmp/mlruns.db
+WORKDIR /app
+
+# 1. dependencies only, from pyproject.toml: this layer is rebuilt only when the pins change
+COPY pyproject.toml README.md ./
+RUN mkdir -p src/pneumonia && touch src/pneumonia/__init__.py \
+ && pip install --extra-index-url "$TORCH_INDEX" . \
+ && pip uninstall -y pneumonia && rm -rf src
+
+# 2. the package with its shipped model (src/pneumonia/assets/default)
+COPY src ./src
+RUN pip install --no-deps . && useradd --create-home pneumonia
+USER pneumonia
+
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"
+ENTRYPOINT ["pneumonia"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
