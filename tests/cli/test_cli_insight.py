@@ -32,8 +32,9 @@ def test_compare_and_report(tiny_run: TinyRun, tmp_path: Path) -> None:
 
     page = tmp_path / "rep" / "report.html"
     args = ["--data", tiny_run.data, "--out", page.parent, "--workers", 1, "--no-track"]
-    result = invoke("report", tiny_run.bundle, *args)
+    result = invoke("report", tiny_run.bundle, *args, "--no-thumbnails")
     assert result.exit_code == 0, result.output
+    assert page.read_text().count('src="data:image/png') == 5  # the figures, no X-rays
     assert (
         str(page) in result.output.replace("\n", "") and "Most confident errors" in page.read_text()
     )

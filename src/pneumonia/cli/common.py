@@ -28,6 +28,15 @@ OverridesArg = Annotated[
     typer.Argument(help="Config overrides, e.g. data.seed=3 preprocess.resize=crop."),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+DataOpt = Annotated[
+    Path, typer.Option("--data", "-d", help="Dataset folder, .npz, CSV, or split manifest.")
+]
+DefaultBundleArg = Annotated[
+    Path | None, typer.Argument(help="Model bundle folder (default: the shipped model).")
+]
+BootstrapOpt = Annotated[
+    int, typer.Option(min=0, help="Bootstrap resamples for the intervals (0: none).")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
 TtaOpt = Annotated[
     bool, typer.Option("--tta", help="Mean over 5 shifted views (test-time augmentation).")

@@ -10,6 +10,9 @@ import typer
 from rich.table import Table
 
 from pneumonia.cli.common import (
+    BootstrapOpt,
+    DataOpt,
+    DefaultBundleArg,
     ForceOpt,
     OutOpt,
     TrackingUriOpt,
@@ -27,14 +30,10 @@ from pneumonia.cli.common import (
 @user_errors
 def compare_command(
     runs: Annotated[list[Path], typer.Argument(help="Run folders or bundles to compare.")],
-    data: Annotated[
-        Path, typer.Option("--data", "-d", help="Dataset folder, .npz, CSV, or split manifest.")
-    ],
+    data: DataOpt,
     split: Annotated[str, typer.Option(help="Split to score every model on.")] = "val",
     out: OutOpt = Path("reports/compare"),
-    bootstrap: Annotated[
-        int, typer.Option(min=0, help="Bootstrap resamples for the ROC-AUC intervals (0: none).")
-    ] = 1000,
+    bootstrap: BootstrapOpt = 1000,
     workers: WorkersOpt = None,
     force: ForceOpt = False,
 ) -> None:
@@ -65,15 +64,11 @@ def compare_command(
 
 @user_errors
 def report_command(
-    data: Annotated[
-        Path, typer.Option("--data", "-d", help="Dataset folder, .npz, CSV, or split manifest.")
-    ],
-    bundle: Annotated[
-        Path | None, typer.Argument(help="Model bundle folder (default: the shipped model).")
-    ] = None,
+    data: DataOpt,
+    bundle: DefaultBundleArg = None,
     split: Annotated[str, typer.Option(help="Split to report on (train, val or test).")] = "test",
     out: OutOpt = Path("reports/report"),
-    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples (0: none).")] = 1000,
+    bootstrap: BootstrapOpt = 1000,
     tta: TtaOpt = False,
     thumbnails: Annotated[
         bool, typer.Option(help="Embed the error gallery's images (off: names only).")
@@ -95,7 +90,9 @@ def report_command(
         "report", *([bundle] if bundle else []), "--data", data, "--split", split
     )
     tracking = TrackingConfig(enabled=track, uri=tracking_uri)
-    page = report(loaded, data, split, out_dir, workers, True, bootstrap, tta, tracking, command)
+    page = report(
+        loaded, data, split, out_dir, workers, True, bootstrap, tta, tracking, command, thumbnails
+    )
     console.print(f"report: {page} (open it in a browser; it needs no network)")
 
 

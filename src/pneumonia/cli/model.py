@@ -11,7 +11,10 @@ from rich.table import Table
 
 from pneumonia.cli.common import (
     BackendOpt,
+    BootstrapOpt,
     ConfigOpt,
+    DataOpt,
+    DefaultBundleArg,
     ForceOpt,
     OutOpt,
     OverridesArg,
@@ -84,17 +87,11 @@ def train_command(
 
 @user_errors
 def evaluate_command(
-    data: Annotated[
-        Path, typer.Option("--data", "-d", help="Dataset folder, .npz, CSV, or split manifest.")
-    ],
-    bundle: Annotated[
-        Path | None, typer.Argument(help="Model bundle folder (default: the shipped model).")
-    ] = None,
+    data: DataOpt,
+    bundle: DefaultBundleArg = None,
     split: Annotated[str, typer.Option(help="Split to score (train, val or test).")] = "test",
     out: OutOpt = Path("reports/evaluate"),
-    bootstrap: Annotated[
-        int, typer.Option(min=0, help="Bootstrap resamples for the intervals (0: none).")
-    ] = 1000,
+    bootstrap: BootstrapOpt = 1000,
     tta: TtaOpt = False,
     track: TrackOpt = True,
     tracking_uri: TrackingUriOpt = None,
