@@ -7,6 +7,7 @@
 Starts the service in its own process (`python -m pneumonia serve`), waits for /health, then
 each client thread posts the same synthetic PNG X-ray to /predict in a loop until the time is
 up. Prints requests, errors, throughput and the p50/p95/p99 latency of the successful ones.
+With `--backend onnx` the bundle is copied to a temporary folder and exported there first.
 """
 
 from __future__ import annotations
@@ -15,18 +16,23 @@ import argparse
 import io
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image
 
+from pneumonia.bundle import load_bundle
+from pneumonia.export import export_onnx
 from pneumonia.synthetic import synthetic_xray
 
 
@@ -121,8 +127,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     if args.smoke:
         args.clients, args.seconds = 2, 2.0
-    with running_service(args.bundle, args.backend) as url:
-        result = run_load(url, png_upload(args.side), args.clients, args.seconds)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = args.bundle
+        if args.backend == "onnx":  # export into a copy: the bundle itself is left as it is
+            bundle = str(Path(tmp) / "bundle")
+            shutil.copytree(load_bundle(args.bundle).path, bundle)
+            export_onnx(load_bundle(bundle))
+        with running_service(bundle, args.backend) as url:
+            result = run_load(url, png_upload(args.side), args.clients, args.seconds)
     print(
         f"\n{args.backend}, {args.clients} clients, {args.seconds:g} s, one "
         f"{args.side}x{args.side} PNG per request; {platform.machine()}, {os.cpu_count()} cores\n"

@@ -29,6 +29,9 @@ def test_service_latency_smoke(tiny_run: TinyRun, capsys: pytest.CaptureFixture[
     assert result["requests"] > 0 and result["errors"] == 0
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
     assert "| torch | 2 |" in capsys.readouterr().out
+    args = ["--smoke", "--bundle", str(tiny_run.bundle), "--side", "64", "--backend", "onnx"]
+    assert load("service_latency").main(args)["requests"] > 0
+    assert not (tiny_run.bundle / "model.onnx").exists()
 
 
 def test_backend_throughput_smoke(tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]) -> None:

@@ -94,3 +94,23 @@ def test_unusable_store_stops_training_before_it_starts(tmp_path: Path) -> None:
     with pytest.raises(TrackingError, match=r"tracking\.enabled=false"):
         train(cfg)
     assert not (tmp_path / "runs" / "tiny" / "checkpoints").exists()
+
+
+def test_a_run_that_fails_after_fitting_is_marked_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pneumonia.train as train_module
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    cfg = tiny_config(tmp_path, "tracking.enabled=true", f"tracking.uri={uri}", "train.epochs=1")
+    prepare_tiny(tmp_path, cfg)
+    monkeypatch.setattr(train_module, "save_bundle", broken)
+    with pytest.raises(OSError, match="disk full"):
+        train(cfg)
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("pneumonia").experiment_id])
+    assert run.info.status == "FAILED"
+    assert (tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt").is_file()

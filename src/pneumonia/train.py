@@ -232,7 +232,11 @@ def train(
         raise
     duration = time.perf_counter() - started
     info = {"command": command, "duration_s": round(duration, 1), "mlflow_run": _run_id(tracked)}
-    summary = _finish(cfg, run, dm, module, best, trainer, info)
+    try:
+        summary = _finish(cfg, run, dm, module, best, trainer, info)
+    except BaseException:  # the checkpoints are kept; the tracked run says it failed
+        end_run(tracked, ok=False)
+        raise
     _log_run(tracked, run, summary)
     return summary
 
