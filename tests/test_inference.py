@@ -118,3 +118,26 @@ def test_tta_unlike_the_threshold_warns(
     assert "TTA" not in caplog.text
     predict_paths(bundle, [str(mixed / "img0.jpg")], workers=1, show=False, tta=True)
     assert "tuned without TTA and is applied with it" in caplog.text
+
+
+def test_a_bundle_without_validation_results_is_named(
+    tiny_run: TinyRun, mixed: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import shutil
+
+    from pneumonia.bundle import BundleError
+
+    folder = tmp_path / "b"
+    shutil.copytree(tiny_run.bundle, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["validation"] = {}
+    (folder / "model.json").write_text(json.dumps(meta))
+    bundle = load_bundle(folder)
+    [row] = predict_paths(bundle, [str(mixed / "img0.jpg")], workers=1, show=False)
+    assert row.probability is not None
+    assert "records no validation results" in caplog.text and "pneumonia threshold" in caplog.text
+    del meta["threshold"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=r"threshold: Field required"):
+        load_bundle(folder)  # never a silent 0.5

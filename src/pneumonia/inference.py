@@ -93,8 +93,29 @@ def logits(
     return np.concatenate(out)
 
 
+def check_operating_point(bundle: Bundle) -> bool:
+    """Warn, naming the fix, when the bundle's threshold was not chosen on validation data or
+    the bundle records no validation results; True when all is in order."""
+    tuned = bundle.meta.threshold.detail.get("on") == "validation"
+    if tuned and bundle.meta.validation:
+        return True
+    log.warning(
+        "%s: %s; its labels use threshold %.4g (rule %s) as stored. Choose one on validation "
+        "data with `pneumonia threshold %s --data MANIFEST --out NEW`",
+        bundle.path,
+        "records no validation results"
+        if tuned
+        else "the threshold was not chosen on validation data",
+        bundle.threshold,
+        bundle.meta.threshold.rule,
+        bundle.path,
+    )
+    return False
+
+
 def check_tta(bundle: Bundle, tta: bool) -> None:
     """Warn when scoring with or without TTA unlike the scores the threshold was tuned on."""
+    check_operating_point(bundle)
     tuned = bool(bundle.meta.threshold.detail.get("tta", False))
     if tuned != tta:
         log.warning(

@@ -27,7 +27,7 @@ from pneumonia.errors import ImageError, ImageTooLargeError
 from pneumonia.explain import Explanation, cam_to_original, overlay_png
 from pneumonia.export import with_backend
 from pneumonia.image_io import decode_image
-from pneumonia.inference import probabilities
+from pneumonia.inference import check_operating_point, probabilities
 from pneumonia.preprocess import fit_to_square
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ def create_app(bundle: Bundle, limits: Limits | None = None, backend: str = "tor
     """The service for `bundle` (loaded by the caller, once). `/predict` runs on `backend`;
     `/explain` always on PyTorch, which Grad-CAM needs."""
     limits = limits or Limits()
+    check_operating_point(bundle)
     predictor = with_backend(bundle, backend)
     app = FastAPI(
         title="pneumonia",
