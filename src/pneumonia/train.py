@@ -220,21 +220,17 @@ def train(
         _find_lr(trainer, module, dm, run)
     log.info("run folder: %s", run)
     started = time.perf_counter()
-    try:
+    try:  # a failure anywhere from here marks the tracked run failed; checkpoints are kept
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
+        duration = round(time.perf_counter() - started, 1)
+        info = {"command": command, "duration_s": duration, "mlflow_run": tracked and tracked[1]}
+        summary = _finish(cfg, run, dm, module, best, trainer, info)
     except SystemExit:  # Lightning's answer to Ctrl+C, after saving what it could
         end_run(tracked, ok=False)
         raise PneumoniaError(
             f"interrupted; continue with `pneumonia train --resume {run}`"
         ) from None
     except BaseException:
-        end_run(tracked, ok=False)
-        raise
-    duration = time.perf_counter() - started
-    info = {"command": command, "duration_s": round(duration, 1), "mlflow_run": _run_id(tracked)}
-    try:
-        summary = _finish(cfg, run, dm, module, best, trainer, info)
-    except BaseException:  # the checkpoints are kept; the tracked run says it failed
         end_run(tracked, ok=False)
         raise
     _log_run(tracked, run, summary)
@@ -247,10 +243,6 @@ def _track(cfg: Config, run: Path, command: str) -> RunHandle | None:
         return None
     params = {**cfg.model_dump(mode="json"), "run_dir": str(run), "command": command}
     return start_run(cfg.tracking, run.name, "train", params)
-
-
-def _run_id(tracked: RunHandle | None) -> str | None:
-    return tracked[1] if tracked else None
 
 
 def _log_run(tracked: RunHandle | None, run: Path, summary: dict[str, Any]) -> None:
