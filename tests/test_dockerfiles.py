@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from pneumonia import serve as serve_module
@@ -50,8 +51,9 @@ def test_api_image_serves_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(serve_module, "serve", lambda *args: calls.append(args))
     result = CliRunner().invoke(app, command)  # the image's command, on the shipped model
     assert result.exit_code == 0, result.output
-    assert calls[0][0].meta.architecture.name == "efficientnet_lite0"  # type: ignore[attr-defined]
-    assert calls[0][1:] == ("0.0.0.0", 8000, "torch")
+    health = TestClient(calls[0][0]).get("/health").json()  # type: ignore[arg-type]
+    assert health["model_version"].startswith("efficientnet_lite0@")
+    assert calls[0][1:] == ("0.0.0.0", 8000)
 
 
 def test_data_and_local_state_stay_out_of_the_build_context() -> None:

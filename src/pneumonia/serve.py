@@ -202,10 +202,8 @@ def create_app(bundle: Bundle, limits: Limits | None = None, backend: str = "tor
     return app
 
 
-def serve(
-    bundle: Bundle, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch"
-) -> None:
-    """Run the service with uvicorn until interrupted (`backend` answers /predict)."""
+def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run an app from `create_app` with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(bundle, backend=backend), host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info")

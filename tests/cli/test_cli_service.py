@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from conftest import TinyRun
@@ -45,10 +46,8 @@ def test_serve_wraps_the_service(
     monkeypatch.setattr(serve_module, "serve", lambda *args: calls.append(args))
     result = invoke("serve", tiny_run.bundle, "--port", 8123)
     assert result.exit_code == 0, result.output
-    assert "http://127.0.0.1:8123/" in result.output and calls[0][1:] == (
-        "127.0.0.1",
-        8123,
-        "torch",
-    )
+    assert "http://127.0.0.1:8123/" in result.output and calls[0][1:] == ("127.0.0.1", 8123)
+    health = TestClient(calls[0][0]).get("/health").json()  # type: ignore[arg-type]
+    assert health["model_version"].startswith("cnn_small@")
     result = invoke("serve", tiny_run.bundle, "--backend", "onnx")
     assert result.exit_code == 1 and "pneumonia export" in result.output and len(calls) == 1

@@ -22,15 +22,14 @@ def serve_command(
 ) -> None:
     """Serve a bundle over HTTP: a web page at /, POST /predict and /explain, /docs."""
     from pneumonia.bundle import load_bundle
-    from pneumonia.export import with_backend
-    from pneumonia.serve import model_version, serve
+    from pneumonia.serve import create_app, model_version, serve
 
     loaded = load_bundle(bundle)
-    with_backend(loaded, backend)  # a missing or altered ONNX file fails here, not at startup
+    app = create_app(loaded, backend=backend)  # a missing or altered ONNX file fails here
     console.print(
         f"serving {model_version(loaded)} ({backend}) on http://{host}:{port}/ (Ctrl+C stops)"
     )
-    serve(loaded, host, port, backend)
+    serve(app, host, port)
 
 
 @user_errors
