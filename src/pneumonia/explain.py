@@ -111,13 +111,17 @@ def cam_to_original(cam: np.ndarray, height: int, width: int, resize: str) -> np
 
 def explain_image(bundle: Bundle, path: str, method: str = "gradcam") -> Explanation:
     """Read one image through the input door and explain the bundle's prediction on it."""
-    gray = load_gray(path)
+    return explain_gray(bundle, load_gray(path), path, method)
+
+
+def explain_gray(bundle: Bundle, gray: np.ndarray, name: str, method: str) -> Explanation:
+    """Explain the bundle's prediction on decoded grayscale pixels (`name` labels them)."""
     contract = bundle.contract
     square = fit_to_square(gray, contract.image_size, contract.resize)
     prob, cam = cam_on_square(bundle, square, method)
     full = cam_to_original(cam, gray.shape[0], gray.shape[1], contract.resize)
     label = LABELS[int(prob >= bundle.threshold)]
-    return Explanation(path, gray, full, prob, label, method)
+    return Explanation(name, gray, full, prob, label, method)
 
 
 def overlay_image(expl: Explanation, threshold: float, alpha: float = 0.5) -> Image.Image:

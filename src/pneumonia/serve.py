@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -24,7 +25,7 @@ from pneumonia import LABELS, __version__
 from pneumonia.bundle import WEIGHTS, Bundle
 from pneumonia.card import model_card
 from pneumonia.errors import ImageError, ImageTooLargeError
-from pneumonia.explain import Explanation, cam_to_original, overlay_png
+from pneumonia.explain import explain_gray, overlay_png
 from pneumonia.export import with_backend
 from pneumonia.image_io import decode_image
 from pneumonia.inference import check_operating_point, probabilities
@@ -65,15 +66,13 @@ def _read(upload: UploadFile, limits: Limits) -> tuple[str, bytes]:
     return name, data
 
 
-def _square(bundle: Bundle, name: str, data: bytes, limits: Limits) -> Any:
+def _gray(name: str, data: bytes, limits: Limits) -> np.ndarray:
     try:
-        gray = decode_image(data, name, limits.max_pixels).pixels
+        return decode_image(data, name, limits.max_pixels).pixels
     except ImageTooLargeError as exc:
         raise UploadProblem(413, name, exc.reason) from None
     except ImageError as exc:
         raise UploadProblem(415, name, exc.reason) from None
-    contract = bundle.contract
-    return gray, fit_to_square(gray, contract.image_size, contract.resize)
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -91,7 +90,9 @@ def _predict(bundle: Bundle, uploads: list[UploadFile], limits: Limits) -> JSONR
     for upload in uploads:
         try:
             name, data = _read(upload, limits)
-            good.append((len(results), _square(bundle, name, data, limits)[1]))
+            gray = _gray(name, data, limits)
+            square = fit_to_square(gray, bundle.contract.image_size, bundle.contract.resize)
+            good.append((len(results), square))
             results.append({"filename": name})
         except UploadProblem as p:
             problems.append(p)
@@ -114,15 +115,10 @@ def _predict(bundle: Bundle, uploads: list[UploadFile], limits: Limits) -> JSONR
 
 
 def _explain(bundle: Bundle, upload: UploadFile, method: str, limits: Limits) -> Response:
-    from pneumonia.explain import cam_on_square
-
     name, data = _read(upload, limits)
-    gray, square = _square(bundle, name, data, limits)
-    prob, cam = cam_on_square(bundle, square, method)
-    full = cam_to_original(cam, gray.shape[0], gray.shape[1], bundle.contract.resize)
-    expl = Explanation(name, gray, full, prob, LABELS[int(prob >= bundle.threshold)], method)
+    expl = explain_gray(bundle, _gray(name, data, limits), name, method)
     headers = {
-        "X-Probability": f"{prob:.6f}",
+        "X-Probability": f"{expl.probability:.6f}",
         "X-Label": expl.label,
         "X-Model-Version": model_version(bundle),
     }
