@@ -9,6 +9,10 @@ from typing import Any
 
 import pytest
 
+# CLI output is read by the tests: a wide console, so temporary paths of any length are never
+# wrapped or cut (rich reads COLUMNS when the CLI's consoles are created, at import)
+os.environ["COLUMNS"] = "240"
+
 from pneumonia.cache import prepare_cache
 from pneumonia.config import Config, load_config
 from pneumonia.split import make_manifest, write_manifest
