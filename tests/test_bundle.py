@@ -1,7 +1,10 @@
 """Bundles: self-describing, loadable from the folder alone, and tampering is caught."""
 
 import json
+import os
 import shutil
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,12 +13,28 @@ import torch
 from conftest import TinyRun
 from pneumonia import LABELS
 from pneumonia import bundle as bundle_module
-from pneumonia.bundle import BundleError, load_bundle, read_meta
+from pneumonia.bundle import BundleError, load_bundle, read_meta, save_bundle
 
 
 @pytest.fixture
 def copy(tiny_run: TinyRun, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_run.bundle, tmp_path / "bundle"))
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_bundle_files_are_readable_by_other_users(tiny_run: TinyRun, tmp_path: Path) -> None:
+    bundle = load_bundle(tiny_run.bundle)  # e.g. a container's user reading a mounted bundle
+    folder = save_bundle(bundle.model, bundle.meta, tmp_path / "b")
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert modes == dict.fromkeys(["MODEL_CARD.md", "model.json", "model.safetensors"], 0o644)
+    assert load_bundle(folder).meta.files == bundle.meta.files
 
 
 def test_bundle_describes_itself(tiny_run: TinyRun) -> None:

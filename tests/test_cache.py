@@ -1,5 +1,7 @@
 """The cache: built once, reused when unchanged, rebuilt for new settings, bad files excluded."""
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,17 @@ def test_build_then_reuse_then_rebuild_on_new_setting(tmp_path: Path, rows: list
     )
     assert (cropped.built, cropped.reused) == (20, 0)
     assert cropped.cache_dir != first.cache_dir
+
+
+def test_cached_arrays_get_the_mode_of_any_other_file(tmp_path: Path, rows: list[Row]) -> None:
+    old = os.umask(0o027)
+    try:
+        built = prepare_cache(rows[:3], tmp_path / "c", Preprocessing(image_size=32), 1, False)
+    finally:
+        os.umask(old)
+    arrays = list(built.cache_dir.rglob("*.npy"))
+    assert len(arrays) == 3  # written through a private temporary file, then opened up
+    assert {stat.S_IMODE(p.stat().st_mode) for p in arrays} == {0o640}
 
 
 def test_parallel_cache_equals_serial(tmp_path: Path, rows: list[Row]) -> None:

@@ -30,6 +30,7 @@ from torch import nn
 from pneumonia import LABELS, __version__
 from pneumonia.errors import PneumoniaError
 from pneumonia.models import ModelError, create_model
+from pneumonia.outputs import plain_mode
 from pneumonia.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ def save_bundle(model: nn.Module, meta: BundleMeta, folder: Path) -> Path:
     weights = folder / WEIGHTS
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights), metadata={"pneumonia": meta.contract_record()})
+    plain_mode(weights)
     meta = meta.model_copy(update={"files": {WEIGHTS: file_record(weights)}})
     write_meta(meta, folder)
     log.info("bundle written: %s", folder)

@@ -20,6 +20,7 @@ import numpy as np
 from pneumonia.discover import Problem
 from pneumonia.errors import ImageError
 from pneumonia.image_io import read_image
+from pneumonia.outputs import plain_mode
 from pneumonia.preprocess import Preprocessing, fit_to_square
 from pneumonia.progress import parallel_map
 from pneumonia.split import Row
@@ -53,7 +54,7 @@ def _save_atomic(arr: np.ndarray, path: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, arr, allow_pickle=False)
-        Path(tmp).replace(path)
+        plain_mode(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

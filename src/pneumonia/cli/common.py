@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -59,16 +61,33 @@ WorkersOpt = Annotated[
 ]
 
 
+# Errors of the machine, not of the code: said in one line, with what to do about them.
+MACHINE_ERRORS = {
+    errno.EACCES: "permission denied for user id {uid}; make it readable (and writable, for "
+    "outputs) by that user, or run as its owner",
+    errno.EPERM: "operation not permitted for user id {uid}",
+    errno.ENOSPC: "no space left on the device; free some and run again",
+    errno.EROFS: "read-only file system; write the outputs somewhere writable",
+}
+
+
 def user_errors(fn: F) -> F:
-    """Print a `PneumoniaError` as one red line and exit 1 instead of a traceback."""
+    """Print a `PneumoniaError`, or an error of the machine (permissions, a full disk), as one
+    red line and exit 1 instead of a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except PneumoniaError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            message = str(exc)
+        except OSError as exc:
+            if exc.errno not in MACHINE_ERRORS:
+                raise
+            reason = MACHINE_ERRORS[exc.errno].format(uid=os.getuid())
+            message = f"{exc.filename}: {reason}" if exc.filename else reason
+        err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
