@@ -1,25 +1,31 @@
 # Service image: `pneumonia serve` on the shipped default model, port 8000, CPU PyTorch.
 #   docker build -f dockerfiles/api.Dockerfile -t pneumonia-api .
 #   docker run --rm -p 8000:8000 pneumonia-api           # then open http://127.0.0.1:8000/
-# Another model: mount its bundle and pass it, e.g.
+# Another model: mount its bundle (its files readable by user id 1000, or add --user) and
+# pass it, e.g.
 #   docker run --rm -p 8000:8000 -v "$PWD/runs/r/bundle:/model:ro" pneumonia-api \
 #       serve /model --host 0.0.0.0 --port 8000 --backend onnx
 FROM python:3.11.7-slim-bookworm
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 MPLBACKEND=Agg MLFLOW_TRACKING_URI=sqlite:////tmp/mlruns.db
+    PYTHONUNBUFFERED=1 MPLBACKEND=Agg MPLCONFIGDIR=/tmp/matplotlib \
+    MLFLOW_TRACKING_URI=sqlite:////tmp/mlruns.db
 WORKDIR /app
 
-# 1. dependencies only, from pyproject.toml: this layer is rebuilt only when the pins change
+# 1. dependencies only, from pyproject.toml: this layer is rebuilt only when the pins change.
+#    The placeholder package's build/ goes too: setuptools would reuse its empty __init__.py.
 COPY pyproject.toml README.md ./
 RUN mkdir -p src/pneumonia && touch src/pneumonia/__init__.py \
  && pip install --extra-index-url "$TORCH_INDEX" . \
- && pip uninstall -y pneumonia && rm -rf src
+ && pip uninstall -y pneumonia && rm -rf src build
 
-# 2. the package with its shipped model (src/pneumonia/assets/default)
+# 2. the package with its shipped model (src/pneumonia/assets/default); matplotlib's font
+#    cache is built here, not at every start
 COPY src ./src
-RUN pip install --no-deps . && useradd --create-home pneumonia
+RUN pip install --no-deps . && python -c "import matplotlib.font_manager" \
+ && chmod 1777 /tmp/matplotlib \
+ && useradd --create-home pneumonia
 USER pneumonia
 
 EXPOSE 8000

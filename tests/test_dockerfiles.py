@@ -1,8 +1,15 @@
-"""The Dockerfiles, read as text: this machine has no Docker engine to build them (see
-docs/deployment.md), so the tests check what can be checked without one."""
+"""The Dockerfiles, checked without a container engine (CI has none; docs/deployment.md says
+how the images were built and run): their layers, their install steps replayed as wheel
+builds, the api image's command on the shipped model, and every documented `docker run`."""
 
+import itertools
 import json
 import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -42,6 +49,28 @@ def test_dependencies_are_a_cached_layer_before_the_source(path: Path) -> None:
     assert any(op == "USER" and arg != "root" for op, arg in steps[source:])
 
 
+@pytest.mark.parametrize("path", DOCKERFILES, ids=[p.stem for p in DOCKERFILES])
+def test_the_source_layer_builds_the_source_not_the_placeholder(path: Path, tmp_path: Path) -> None:
+    """Replays the two install steps, building wheels instead of installing: the first
+    step's placeholder package must leave nothing behind that the second build reuses."""
+    runs = [arg for op, arg in instructions(path) if op == "RUN" and "pip install" in arg]
+    pip = f"{sys.executable} -m pip wheel --quiet --no-deps --no-build-isolation -w wheels"
+
+    def replay(command: str) -> None:
+        command = re.sub(r"(pip uninstall|python -c|chmod|useradd|chown) [^&]*", "true", command)
+        command = re.sub(r"pip install [^&]*\.(?= |$)", pip + " .", command)
+        subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True)
+
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    replay(runs[0])
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("*.egg-info"))
+    replay(runs[1])
+    (wheel,) = (tmp_path / "wheels").glob("pneumonia-*.whl")
+    init = zipfile.ZipFile(wheel).read("pneumonia/__init__.py").decode()
+    assert "__version__" in init  # a stale build/ gave the image an empty __init__.py
+
+
 def test_api_image_serves_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -> None:
     steps = dict(instructions(ROOT / "dockerfiles" / "api.Dockerfile"))
     assert json.loads(steps["ENTRYPOINT"]) == ["pneumonia"] and steps["EXPOSE"] == "8000"
@@ -56,6 +85,45 @@ def test_api_image_serves_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -> 
     assert calls[0][1:] == ("0.0.0.0", 8000)
 
 
+def documented_runs() -> list[tuple[str, list[str]]]:
+    """(image, arguments) of every `docker run` shown in the deployment page and in the
+    Dockerfiles' own comments, including runs through a shell function that wraps one."""
+    texts = [(ROOT / "docs" / "deployment.md").read_text(), *(p.read_text() for p in DOCKERFILES)]
+    lines = [
+        ln.lstrip("# ") for text in texts for ln in re.sub(r"\\\n[#\s]*", " ", text).splitlines()
+    ]
+    runs: list[tuple[str, list[str]]] = []
+    wrappers: dict[str, str] = {}
+    for line in lines:
+        tokens = shlex.split(line, comments=True) if "docker run" in line else []
+        image = next((t for t in tokens if t in ("pneumonia-api", "pneumonia-train")), None)
+        if image is None:
+            continue
+        after = [t.removesuffix(";") for t in tokens[tokens.index(image) + 1 :]]
+        args = list(itertools.takewhile(lambda t: t not in {"", "}"}, after))
+        if args == ["$@"]:
+            wrappers[tokens[0].removesuffix("()")] = image
+        else:
+            runs.append((image, args))
+    for line in lines:
+        for part in line.split("&&"):
+            if part.split()[:1] and part.split()[0] in wrappers:
+                tokens = shlex.split(part, comments=True)
+                runs.append((wrappers[tokens[0]], tokens[1:]))
+    return runs
+
+
+def test_documented_docker_runs_are_commands_of_the_entrypoint() -> None:
+    runs = documented_runs()
+    assert {image for image, _ in runs} == {"pneumonia-api", "pneumonia-train"}
+    assert ("pneumonia-train", ["train"]) in runs
+    for image, args in runs:
+        if args:  # the entrypoint is `pneumonia`: what follows the image is its command
+            result = CliRunner().invoke(app, [*args, "--help"])
+            assert result.exit_code == 0, f"{image} {shlex.join(args)}: {result.output}"
+
+
 def test_data_and_local_state_stay_out_of_the_build_context() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv/", "work/", "runs/", "reports/", "mlruns.db"} <= set(ignored)
+    assert "**/*.egg-info/" in ignored  # an editable install's src/pneumonia.egg-info too
