@@ -107,7 +107,8 @@ def documented_runs() -> list[tuple[str, list[str]]]:
             runs.append((image, args))
     for line in lines:
         for part in line.split("&&"):
-            if part.split()[:1] and part.split()[0] in wrappers:
+            words = part.split()
+            if words and words[0] in wrappers:
                 tokens = shlex.split(part, comments=True)
                 runs.append((wrappers[tokens[0]], tokens[1:]))
     return runs
