@@ -100,3 +100,39 @@ def test_failed_images_are_excluded_with_the_rest_kept(prepared: Path) -> None:
     dm.setup("fit")
     assert victim.path not in {r.path for r in dm.rows["train"]}
     assert sum(len(v) for v in dm.rows.values()) == 43
+
+
+def test_aspect_stretch_letterboxes_wide_and_tall() -> None:
+    from pneumonia.datamodule import AspectStretch
+
+    x = torch.ones(1, 40, 40)
+    wide = AspectStretch(2.0, 2.0)(x)  # twice as wide as tall: black bands top and bottom
+    assert wide.shape == x.shape and wide[0, :9].max() == 0 and wide[0, -9:].max() == 0
+    assert wide[0, 20].min() == pytest.approx(1.0) and wide[0, :, 0].sum() == pytest.approx(20)
+    tall = AspectStretch(0.5, 0.5)(x)
+    assert tall[0, :, :9].max() == 0 and tall[0, :, -9:].max() == 0
+    torch.manual_seed(0)
+    ratios = {int((AspectStretch(0.75, 1.6)(x)[0, :, 20] > 0).sum()) for _ in range(20)}
+    assert len(ratios) > 3  # random within the range
+
+
+def test_random_gamma_stays_in_range_and_varies() -> None:
+    from pneumonia.datamodule import RandomGamma
+
+    torch.manual_seed(0)
+    x = torch.linspace(0, 1, 101).reshape(1, 1, 101)
+    outs = [RandomGamma(0.6)(x) for _ in range(20)]
+    assert all(o.min() >= 0 and o.max() <= 1 for o in outs)
+    mids = [float(o[0, 0, 50]) for o in outs]
+    assert min(mids) < 0.45 and max(mids) > 0.55  # darker and brighter mid-tones
+    assert min(mids) >= 0.5**1.6 - 1e-6 and max(mids) <= 0.5 ** (1 / 1.6) + 1e-6
+
+
+def test_robust_augment_steps_appear_only_when_configured() -> None:
+    names = [type(t).__name__ for t in build_augment(Config().data.augment).transforms]
+    assert "AspectStretch" not in names and "RandomGamma" not in names
+    keys = ["data.augment.aspect_min=0.75", "data.augment.aspect_max=1.6"]
+    robust = load_config(None, [*keys, "data.augment.gamma=0.5", "data.augment.aspect_p=0.5"])
+    names = [type(t).__name__ for t in build_augment(robust.data.augment).transforms]
+    assert names[0] == "RandomApply" and "RandomGamma" in names
+    assert build_augment(robust.data.augment)(torch.rand(1, 24, 24)).shape == (1, 24, 24)

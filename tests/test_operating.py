@@ -71,3 +71,67 @@ def test_choose_records_how() -> None:
     value, detail = choose_threshold(labels, probs, "target_sensitivity", 0.98)
     assert detail["target_sensitivity"] == 0.98 and detail["sensitivity"] >= 0.98
     assert detail["on"] == "validation" and 0 < value < 1
+
+
+def test_smoothed_target_is_the_harrell_davis_quantile() -> None:
+    grid = np.linspace(0, 1, 1001)
+    labels = np.concatenate([np.ones(1001, int), np.zeros(10, int)])
+    probs = np.concatenate([grid, np.zeros(10)])
+    smooth = threshold_for_sensitivity(labels, probs, 0.95, smooth=True)
+    assert smooth == pytest.approx(0.05, abs=0.002)
+    # from sample to sample it varies less than the one score at the deciding rank
+    from scipy.stats import beta
+
+    rng = np.random.default_rng(0)
+    found: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(150):
+        pos = rng.beta(5, 2, 400)
+        labels = np.concatenate([np.ones(400, int), np.zeros(50, int)])
+        probs = np.concatenate([pos, rng.beta(2, 5, 50)])
+        for smooth in (False, True):
+            found[smooth].append(threshold_for_sensitivity(labels, probs, 0.99, smooth))
+    truth = beta.ppf(0.01, 5, 2)
+    assert abs(np.mean(found[True]) - truth) < 0.02
+    assert np.std(found[True]) < np.std(found[False])
+
+
+def test_views_pooled_and_worst_have_known_answers() -> None:
+    from pneumonia.config import OperatingConfig
+    from pneumonia.operating import choose_over_views
+
+    labels = np.array([1, 1, 1, 1, 0, 0])
+    views = {
+        "clean": np.array([0.6, 0.7, 0.8, 0.9, 0.1, 0.2]),
+        "wide_1.33": np.array([0.3, 0.7, 0.8, 0.9, 0.1, 0.2]),
+    }
+    rule = {"target_sensitivity": 0.75, "calibrate": False}
+    clean_only, _ = choose_over_views(labels, {"clean": views["clean"]}, OperatingConfig(**rule))
+    pooled, detail = choose_over_views(labels, views, OperatingConfig(**rule, views=["wide_1.33"]))
+    worst, _ = choose_over_views(
+        labels, views, OperatingConfig(**rule, views=["wide_1.33"], pool="worst")
+    )
+    assert clean_only == pytest.approx(0.65) and pooled == pytest.approx(0.65)
+    assert worst == pytest.approx(0.5)
+    assert detail["views"] == ["clean", "wide_1.33"] and detail["clean_only_value"] == clean_only
+    assert detail["per_view"]["wide_1.33"]["sensitivity"] == 0.75
+
+
+def test_fit_operating_point_records_the_views() -> None:
+    from pneumonia.config import OperatingConfig
+    from pneumonia.operating import fit_operating_point
+
+    labels, probs = _scores(200, 100)
+    logits = np.log(probs / (1 - probs))
+    cfg = OperatingConfig(views=["crop_85"], pool="worst")
+    threshold, calibration, _ = fit_operating_point(labels, logits, cfg, {"crop_85": logits - 1})
+    assert calibration is not None and threshold.detail["pool"] == "worst"
+    assert threshold.value < threshold.detail["clean_only_value"]  # the lower view decides
+    assert threshold.detail["per_view"]["crop_85"]["sensitivity"] >= 0.99
+
+
+def test_unknown_view_is_a_config_error() -> None:
+    from pneumonia.config import load_config
+    from pneumonia.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"operating\.views: .*unknown shift"):
+        load_config(None, ["operating.views=[wide_1.33, nope]"])

@@ -44,3 +44,30 @@ def test_retune_in_place_and_refusals(tiny_run: TinyRun, tmp_path: Path) -> None
     meta = json.loads((copy / "model.json").read_text())
     assert meta["threshold"]["value"] == 0.3 and meta["calibration"] is None
     assert "rule fixed" in (copy / "MODEL_CARD.md").read_text()
+
+
+def test_retune_over_shifted_views_records_them(tiny_run: TinyRun, tmp_path: Path) -> None:
+    bundle = load_bundle(tiny_run.bundle)
+    manifest = tiny_run.cfg.data.manifest
+    views = ["wide_1.33", "crop_85"]
+    cfg = OperatingConfig(rule="youden", views=views, pool="worst")
+    retune(bundle, manifest, "val", cfg, out=tmp_path / "v", workers=1, show=False)
+    detail = load_bundle(tmp_path / "v").meta.threshold.detail
+    assert detail["views"] == ["clean", *views] and detail["pool"] == "worst"
+    assert set(detail["per_view"]) == {"clean", *views}
+    assert load_bundle(tmp_path / "v").threshold <= detail["clean_only_value"]
+    with pytest.raises(PneumoniaError, match="--view or --tta"):
+        retune(bundle, manifest, "val", cfg, out=tmp_path / "w", show=False, tta=True)
+
+
+def test_training_chooses_the_threshold_over_views(tmp_path: Path) -> None:
+    from conftest import prepare_tiny, tiny_config
+    from pneumonia.train import train
+
+    cfg = tiny_config(tmp_path, "train.epochs=1", "operating.views=[wide_1.5]")
+    prepare_tiny(tmp_path, cfg)
+    summary = train(cfg, command="pytest")
+    detail = load_bundle(summary["bundle"]).meta.threshold.detail
+    assert detail["views"] == ["clean", "wide_1.5"] and detail["pool"] == "pooled"
+    meta = load_bundle(summary["bundle"]).meta
+    assert detail["per_view"]["clean"]["positives"] == meta.validation["positives"]

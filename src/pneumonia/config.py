@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pneumonia.errors import ConfigError
 from pneumonia.preprocess import Preprocessing
@@ -24,10 +24,16 @@ class _Strict(BaseModel):
 class AugmentConfig(_Strict):
     """X-ray-appropriate training augmentation (geometry and exposure, no mirror by default)."""
 
+    aspect_min: float = Field(
+        1.0, gt=0, le=1, description="narrowest width/height stretch before the letterbox"
+    )
+    aspect_max: float = Field(1.0, ge=1, description="widest width/height stretch")
+    aspect_p: float = Field(1.0, ge=0, le=1, description="share of images that get stretched")
     rotation_degrees: float = Field(7.0, ge=0, le=45)
     translate: float = Field(0.05, ge=0, le=0.5, description="max shift, fraction of the side")
-    scale_min: float = Field(0.9, gt=0)
-    scale_max: float = Field(1.1, gt=0)
+    scale_min: float = Field(0.9, gt=0, description="< 1 zooms out onto a black border")
+    scale_max: float = Field(1.1, gt=0, description="> 1 zooms in: a tighter field of view")
+    gamma: float = Field(0.0, ge=0, le=1, description="gamma drawn in [1/(1+g), 1+g], log-uniform")
     brightness: float = Field(0.1, ge=0, le=1)
     contrast: float = Field(0.1, ge=0, le=1)
     hflip: bool = Field(False, description="mirror left-right; off: the heart is on one side")
@@ -97,6 +103,26 @@ class OperatingConfig(_Strict):
     cost_ratio: float = Field(10.0, gt=0, description="cost of a missed pneumonia / false alarm")
     fixed: float = Field(0.5, gt=0, lt=1, description="the threshold when rule is fixed")
     calibrate: bool = Field(True, description="fit temperature scaling on validation first")
+    views: list[str] = Field(
+        default_factory=list,
+        description="shifts (pneumonia.shifts) whose validation views join the clean ones",
+    )
+    pool: Literal["pooled", "worst"] = Field(
+        "pooled", description="pooled: one rule over all views; worst: the lowest per-view value"
+    )
+    smooth: bool = Field(
+        False, description="target_sensitivity by the Harrell-Davis quantile, not one score"
+    )
+
+    @field_validator("views")
+    @classmethod
+    def _known_views(cls, views: list[str]) -> list[str]:
+        from pneumonia.shifts import SHIFTS
+
+        unknown = [v for v in views if v not in SHIFTS]
+        if unknown:
+            raise ValueError(f"unknown shift(s) {unknown}; known: {', '.join(SHIFTS)}")
+        return views
 
 
 class TrackingConfig(_Strict):

@@ -8,6 +8,7 @@ imbalance: class-weighted loss (`class_weights`), a weighted sampler, or undersa
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from lightning import LightningDataModule
 from sklearn.utils.class_weight import compute_class_weight
+from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from torchvision.transforms import v2
 
@@ -28,17 +30,56 @@ from pneumonia.split import Row, read_manifest
 log = logging.getLogger(__name__)
 
 
+class AspectStretch(torch.nn.Module):
+    """Re-shape the image to a random width/height ratio in [low, high] (log-uniform) and
+    letterbox it back on black: the squashed square copies then look like the wide or tall
+    originals, and the originals like the copies."""
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__()
+        self.low, self.high = math.log(low), math.log(high)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        aspect = math.exp(self.low + (self.high - self.low) * float(torch.rand(())))
+        h, w = x.shape[-2:]
+        nh, nw = (max(1, round(h / aspect)), w) if aspect >= 1 else (h, max(1, round(w * aspect)))
+        small = functional.interpolate(x[None], (nh, nw), mode="bilinear", antialias=True)[0]
+        out = torch.zeros_like(x)
+        top, left = (h - nh) // 2, (w - nw) // 2
+        out[..., top : top + nh, left : left + nw] = small
+        return out
+
+
+class RandomGamma(torch.nn.Module):
+    """x ** gamma with gamma log-uniform in [1/(1+g), 1+g] (display look-up tables differ)."""
+
+    def __init__(self, g: float) -> None:
+        super().__init__()
+        self.log_max = math.log1p(g)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gamma = math.exp(self.log_max * (2 * float(torch.rand(())) - 1))
+        return x.clamp(0.0, 1.0).pow(gamma)
+
+
 def build_augment(cfg: AugmentConfig) -> v2.Compose:
-    """Training augmentation on a 1xHxW float tensor in [0, 1]."""
-    steps: list[torch.nn.Module] = [
+    """Training augmentation on a 1xHxW float tensor in [0, 1]: aspect stretch, rotation,
+    shift and zoom (in: tighter framing; out: black border), gamma, brightness/contrast."""
+    steps: list[torch.nn.Module] = []
+    if (cfg.aspect_min, cfg.aspect_max) != (1.0, 1.0):
+        stretch = AspectStretch(cfg.aspect_min, cfg.aspect_max)
+        steps.append(stretch if cfg.aspect_p >= 1 else v2.RandomApply([stretch], cfg.aspect_p))
+    steps.append(
         v2.RandomAffine(
             degrees=cfg.rotation_degrees,
             translate=(cfg.translate, cfg.translate),
             scale=(cfg.scale_min, cfg.scale_max),
             fill=0.0,
-        ),
-        v2.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast),
-    ]
+        )
+    )
+    if cfg.gamma > 0:
+        steps.append(RandomGamma(cfg.gamma))
+    steps.append(v2.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast))
     if cfg.hflip:
         steps.append(v2.RandomHorizontalFlip())
     return v2.Compose(steps)

@@ -78,18 +78,32 @@ def logits(
     show: bool = False,
     tta: bool = False,
 ) -> np.ndarray:
-    """The network's raw logits for contract squares, in batches; with `tta`, the mean logit
-    over `tta_views`."""
+    """The bundle network's raw logits for contract squares (see `network_logits`)."""
+    return network_logits(bundle.model, bundle.contract, squares, batch_size, show, tta)
+
+
+def network_logits(
+    model: torch.nn.Module,
+    contract: Preprocessing,
+    squares: list[np.ndarray],
+    batch_size: int = 32,
+    show: bool = False,
+    tta: bool = False,
+) -> np.ndarray:
+    """Raw logits of `model` (in eval mode, on its own device) for contract squares, in
+    batches; with `tta`, the mean logit over `tta_views`."""
     if not squares:
         return np.zeros(0, dtype=np.float32)
+    weights = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    device = weights.device if weights is not None else torch.device("cpu")  # ONNX runs on CPU
     starts = range(0, len(squares), batch_size)
     out = []
     with torch.inference_mode():
         for i in track(starts, len(starts), "predicting", show):
-            x = to_tensor(np.stack(squares[i : i + batch_size]), bundle.contract)
-            views = tta_views(x, bundle.contract) if tta else [x]
-            z = torch.stack([bundle.model(v).reshape(-1).float() for v in views]).mean(0)
-            out.append(z.numpy())
+            x = to_tensor(np.stack(squares[i : i + batch_size]), contract).to(device)
+            views = tta_views(x, contract) if tta else [x]
+            z = torch.stack([model(v).reshape(-1).float() for v in views]).mean(0)
+            out.append(z.cpu().numpy())
     return np.concatenate(out)
 
 

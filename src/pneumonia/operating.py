@@ -17,6 +17,7 @@ import math
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from scipy.stats.mstats import hdquantiles
 from sklearn.metrics import roc_curve
 
 from pneumonia.errors import PneumoniaError
@@ -56,8 +57,15 @@ def min_positives(target: float) -> int:
     return math.ceil(1 / (1 - target) - 1e-9) if target < 1 else math.inf  # type: ignore[return-value]
 
 
-def threshold_for_sensitivity(labels: np.ndarray, probs: np.ndarray, target: float) -> float:
-    """Highest threshold with sensitivity >= `target` on these data."""
+def threshold_for_sensitivity(
+    labels: np.ndarray, probs: np.ndarray, target: float, smooth: bool = False
+) -> float:
+    """Highest threshold with sensitivity >= `target` on these data.
+
+    With `smooth`, the (1 - target) quantile of the positives' scores by the Harrell-Davis
+    estimator: a weighted mean of the order statistics around that rank instead of the one
+    score that happens to sit there, so it varies less from one validation sample to another.
+    """
     _check(labels, probs)
     if not 0 < target <= 1:
         raise OperatingPointError(f"target sensitivity must be in (0, 1], got {target}")
@@ -69,6 +77,9 @@ def threshold_for_sensitivity(labels: np.ndarray, probs: np.ndarray, target: flo
             f"sensitivity by {100 / len(pos):.1f} points, too coarse to aim at {target:g}; "
             f"use at least {need} (a larger data.val_fraction) or a lower target"
         )
+    if smooth and target < 1:
+        quantile = float(np.asarray(hdquantiles(pos, prob=[1 - target]))[0])
+        return float(np.clip(quantile, EPS, 1 - EPS))
     k = math.ceil(target * len(pos) - 1e-9)
     return _below(probs, float(pos[k - 1]))
 
@@ -112,13 +123,14 @@ def choose_threshold(
     target_sensitivity: float = 0.99,
     cost_ratio: float = 10.0,
     fixed: float = 0.5,
+    smooth: bool = False,
 ) -> tuple[float, dict[str, Any]]:
     """(threshold, detail) for `rule`; detail records the rule's inputs and validation rates."""
     labels = np.asarray(labels, dtype=int)
     probs = np.asarray(probs, dtype=float)
     if rule == "target_sensitivity":
-        value = threshold_for_sensitivity(labels, probs, target_sensitivity)
-        detail: dict[str, Any] = {"target_sensitivity": target_sensitivity}
+        value = threshold_for_sensitivity(labels, probs, target_sensitivity, smooth)
+        detail: dict[str, Any] = {"target_sensitivity": target_sensitivity, "smooth": smooth}
     elif rule == "youden":
         value, detail = youden_threshold(labels, probs), {}
     elif rule == "cost":
@@ -127,6 +139,38 @@ def choose_threshold(
         value, detail = fixed, {}
     _check(labels, probs)
     return value, {**detail, "on": "validation", **rates(labels, probs, value)}
+
+
+def choose_over_views(
+    labels: np.ndarray, views: dict[str, np.ndarray], cfg: OperatingConfig
+) -> tuple[float, dict[str, Any]]:
+    """The configured rule over several views of the same validation images (clean first).
+
+    `pooled` applies the rule once to every view's scores together; `worst` applies it to each
+    view and keeps the lowest threshold, the one that meets the rule on every view. The rule's
+    own data checks use the clean view alone (views of one image are not independent cases).
+    The detail records the clean-only value and the rates on every view.
+    """
+    labels = np.asarray(labels, dtype=int)
+    args = (cfg.rule, cfg.target_sensitivity, cfg.cost_ratio, cfg.fixed, cfg.smooth)
+    clean_value, detail = choose_threshold(labels, next(iter(views.values())), *args)
+    if len(views) == 1:
+        return clean_value, detail
+    if cfg.pool == "pooled":
+        pooled = np.concatenate(list(views.values()))
+        value, _ = choose_threshold(np.tile(labels, len(views)), pooled, *args)
+    else:
+        value = min(choose_threshold(labels, p, *args)[0] for p in views.values())
+    detail.update(rates(labels, next(iter(views.values())), value))
+    detail.update(
+        {
+            "views": list(views),
+            "pool": cfg.pool,
+            "clean_only_value": clean_value,
+            "per_view": {name: rates(labels, p, value) for name, p in views.items()},
+        }
+    )
+    return value, detail
 
 
 def check_validation(labels: np.ndarray, cfg: OperatingConfig) -> None:
@@ -145,12 +189,16 @@ def check_validation(labels: np.ndarray, cfg: OperatingConfig) -> None:
 
 
 def fit_operating_point(
-    labels: np.ndarray, logits: np.ndarray, cfg: OperatingConfig
+    labels: np.ndarray,
+    logits: np.ndarray,
+    cfg: OperatingConfig,
+    view_logits: dict[str, np.ndarray] | None = None,
 ) -> tuple[Threshold, Calibration | None, np.ndarray]:
-    """Calibrate (if asked), then choose the threshold on the calibrated validation scores.
+    """Calibrate (if asked) on the clean logits, then choose the threshold on the calibrated
+    validation scores: clean alone, or with the shifted views in `view_logits` (`cfg.pool`).
 
     Takes the network's raw validation logits. Returns the threshold, the calibration, and
-    the validation probabilities as inference will compute them.
+    the clean validation probabilities as inference will compute them.
     """
     from pneumonia.bundle import Calibration, Threshold
     from pneumonia.calibration import calibration_summary, fit_temperature
@@ -158,13 +206,14 @@ def fit_operating_point(
 
     labels = np.asarray(labels, dtype=int)
     z = np.asarray(logits, dtype=np.float64)
-    calibration, probs = None, to_probability(z)
+    calibration, temperature, probs = None, 1.0, to_probability(z)
     if cfg.calibrate:
         temperature = fit_temperature(z, labels)
         calibrated = to_probability(z, temperature)
         summary = calibration_summary(labels, probs, calibrated)
         calibration, probs = Calibration(temperature=temperature, **summary), calibrated
-    value, detail = choose_threshold(
-        labels, probs, cfg.rule, cfg.target_sensitivity, cfg.cost_ratio, cfg.fixed
-    )
+    views = {"clean": probs}
+    for name, shifted in (view_logits or {}).items():
+        views[name] = to_probability(shifted, temperature)
+    value, detail = choose_over_views(labels, views, cfg)
     return Threshold(value=value, rule=cfg.rule, detail=detail), calibration, probs

@@ -189,8 +189,41 @@ def _gallery(rows: list[dict[str, Any]], thumbnails: bool) -> list[dict[str, Any
     ]
 
 
+def _stress(result: dict[str, Any] | None, out: Path) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    rows = [
+        {
+            "shift": r["shift"] + ("" if r["scored"] else " (to refuse)"),
+            "group": r["group"],
+            "auc": _num(r["roc_auc"]),
+            "ci": _ci(r["roc_auc_ci"]),
+            "delta": f"{r['delta_roc_auc']:+.4f}",
+            "sens": _num(r["sensitivity"]),
+            "spec": _num(r["specificity"]),
+        }
+        for r in result["shifts"]
+    ]
+    worst = result["worst"]
+    return {
+        "seed": result["seed"],
+        "rows": rows,
+        "worst_auc": _num(worst["roc_auc"]["value"]),
+        "worst_auc_shift": worst["roc_auc"]["shift"],
+        "worst_sens": _num(worst["sensitivity"]["value"]),
+        "worst_sens_shift": worst["sensitivity"]["shift"],
+        "figure": png_data_uri(out / "stress.png"),
+        "gallery": png_data_uri(out / "shifts.png"),
+    }
+
+
 def render(
-    bundle: Bundle, result: dict[str, Any], out: Path, command: str, thumbnails: bool = True
+    bundle: Bundle,
+    result: dict[str, Any],
+    out: Path,
+    command: str,
+    thumbnails: bool = True,
+    stressed: dict[str, Any] | None = None,
 ) -> str:
     """The HTML page for an `evaluate` result written in `out`; `thumbnails=False` names the
     gallery's images without embedding them (for pages published away from the data)."""
@@ -242,6 +275,7 @@ def render(
             (alt, png_data_uri(out / name)) for alt, name in FIGURES if (out / name).is_file()
         ],
         gallery=_gallery(rows, thumbnails),
+        stress=_stress(stressed, out / "stress"),
         model_card=MarkdownIt("commonmark").enable("table").render(model_card(bundle.meta)),
         command=command,
     )
@@ -259,10 +293,17 @@ def report(
     tracking: TrackingConfig | None = None,
     command: str = "",
     thumbnails: bool = True,
+    shifts: bool = False,
 ) -> Path:
-    """Evaluate `bundle` on `split` of `data` into `out` and write `out/report.html`."""
+    """Evaluate `bundle` on `split` of `data` into `out` and write `out/report.html`; with
+    `shifts`, the shift suite too (`pneumonia.stress`, into `out/stress/`)."""
     result = evaluate(bundle, data, split, out, workers, show, n_boot, tta, tracking)
+    stressed = None
+    if shifts:
+        from pneumonia.stress import stress
+
+        stressed = stress(bundle, data, split, out / "stress", workers=workers, show=show)
     command = command or shlex.join(["pneumonia", "report", str(bundle.path), "--data", str(data)])
     page = out / "report.html"
-    page.write_text(render(bundle, result, out, command, thumbnails), encoding="utf-8")
+    page.write_text(render(bundle, result, out, command, thumbnails, stressed), encoding="utf-8")
     return page

@@ -136,6 +136,26 @@ def validation_logits(module: XrayClassifier, dm: XrayDataModule) -> tuple[np.nd
     return np.asarray(ds.labels), np.concatenate(out)
 
 
+def operating_point(
+    cfg: Config, dm: XrayDataModule, module: XrayClassifier
+) -> tuple[np.ndarray, tuple[Threshold, Calibration | None, np.ndarray]]:
+    """(validation labels, fit_operating_point's result): on the cached validation squares,
+    or, with `operating.views`, on the validation files read again, clean and shifted."""
+    if not cfg.operating.views:
+        labels, raw = validation_logits(module, dm)
+        return labels, fit_operating_point(labels, raw, cfg.operating)
+    from pneumonia.stress import view_logits
+
+    rows = dm.rows["val"]
+    paths = [r.path for r in rows]
+    views = view_logits(
+        module.model, cfg.preprocess, paths, cfg.operating.views, cfg.train.seed, show=False
+    )
+    labels = np.array([LABELS.index(rows[i].label) for i in views.readable])
+    shifted = dict(zip(views.names[1:], views.logits[1:], strict=True))
+    return labels, fit_operating_point(labels, views.logits[0], cfg.operating, shifted)
+
+
 def log_files(run: Path) -> list[Path]:
     """Lightning's CSV logs of a run, one per start or resume, oldest first."""
     return sorted((run / "logs").glob("part*/metrics.csv"))
@@ -272,8 +292,7 @@ def _finish(
     module.load_state_dict(checkpoint["state_dict"])
     if not trainer.is_global_zero:  # under DDP, one process writes the outputs
         return {"run_dir": str(run)}
-    labels, raw = validation_logits(module, dm)
-    threshold, calibration, probs = fit_operating_point(labels, raw, cfg.operating)
+    labels, (threshold, calibration, probs) = operating_point(cfg, dm, module)
     threshold.detail["data"] = f"{cfg.data.manifest} split 'val'"  # as evaluate names it
     metrics = binary_metrics(labels, probs, threshold.value)
     write_epoch_table(log_files(run), run / "metrics.csv")

@@ -10,10 +10,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from pneumonia import LABELS
 from pneumonia.bundle import CARD, META, Bundle, BundleMeta, write_meta
 from pneumonia.config import OperatingConfig
 from pneumonia.errors import DataError, PneumoniaError
-from pneumonia.evaluate import score_split
+from pneumonia.evaluate import score_split, select_items
 from pneumonia.metrics import binary_metrics, headline, jsonable
 from pneumonia.operating import fit_operating_point
 
@@ -35,6 +38,26 @@ def _target(bundle: Bundle, out: Path | None) -> Path:
     return out
 
 
+def _views(
+    bundle: Bundle,
+    data: str | Path,
+    split: str,
+    names: list[str],
+    workers: int | None,
+    show: bool,
+) -> tuple[str, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(source, labels, clean logits, shifted logits by view) of `split` of `data`."""
+    from pneumonia.stress import view_logits
+
+    items, source = select_items(data, split)
+    views = view_logits(
+        bundle.model, bundle.contract, [it.path for it in items], names, 0, workers, show
+    )
+    labels = np.array([LABELS.index(items[i].label) for i in views.readable])
+    shifted = dict(zip(views.names[1:], views.logits[1:], strict=True))
+    return source, labels, views.logits[0], shifted
+
+
 def retune(
     bundle: Bundle,
     data: str | Path,
@@ -53,9 +76,14 @@ def retune(
     if split == "test":
         raise DataError("the operating point is chosen on validation data, never on test")
     _check_target(out, in_place)
-    scored = score_split(bundle, data, split, workers, show, tta)
-    source, labels = scored.source, scored.labels
-    threshold, calibration, probs = fit_operating_point(labels, scored.logits, cfg)
+    if cfg.views:
+        if tta:
+            raise PneumoniaError("choose --view or --tta, not both (views are scored without TTA)")
+        source, labels, raw, shifted = _views(bundle, data, split, cfg.views, workers, show)
+    else:
+        scored = score_split(bundle, data, split, workers, show, tta)
+        source, labels, raw, shifted = scored.source, scored.labels, scored.logits, None
+    threshold, calibration, probs = fit_operating_point(labels, raw, cfg, shifted)
     previous = bundle.meta.threshold.model_dump()
     threshold.detail.update({"data": source, "tta": tta, "previous": previous})
     metrics = binary_metrics(labels, probs, threshold.value)

@@ -38,6 +38,13 @@ def test_compare_and_report(tiny_run: TinyRun, tmp_path: Path) -> None:
     assert (
         str(page) in result.output.replace("\n", "") and "Most confident errors" in page.read_text()
     )
+    shifted = invoke("report", tiny_run.bundle, *args, "--stress", "--force", "--bootstrap", 10)
+    assert shifted.exit_code == 0, shifted.output
+    html = page.read_text()
+    assert "Shift suite" in html and "crop_70" in html and "(to refuse)" in html
+    assert (
+        html.count('src="data:image/png') > 5 and (page.parent / "stress" / "stress.json").is_file()
+    )
     again = invoke("report", tiny_run.bundle, *args)
     assert again.exit_code == 1 and "--force" in again.output
 
@@ -58,3 +65,30 @@ def test_explain_writes_overlays_and_names_bad_files(tiny_run: TinyRun, tmp_path
     assert result.exit_code == 1
     result = invoke("explain", tiny_run.bundle, good, "--method", "lime", "--out", tmp_path / "x")
     assert result.exit_code == 2 and "gradcam" in result.output
+
+
+def test_stress_command_prints_the_suite_and_refuses_unknown_shifts(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    manifest = tiny_run.cfg.data.manifest
+    out = tmp_path / "stress"
+    args = ["--data", manifest, "--out", out, "--workers", 1, "--bootstrap", 10]
+    result = invoke("stress", tiny_run.bundle, *args, "--shift", "crop_70", "--shift", "inverted")
+    assert result.exit_code == 0, result.output
+    assert "crop_70" in result.output and "(to refuse)" in result.output
+    assert "worst roc_auc" in result.output and (out / "stress.json").is_file()
+    bad = invoke("stress", tiny_run.bundle, *args, "--force", "--shift", "warp_9")
+    assert bad.exit_code == 1 and "unknown shift(s) warp_9" in bad.output
+
+
+def test_threshold_command_takes_views(tiny_run: TinyRun, tmp_path: Path) -> None:
+    manifest = tiny_run.cfg.data.manifest
+    out = tmp_path / "tuned"
+    result = invoke(
+        "threshold", tiny_run.bundle, "--data", manifest, "--rule", "youden",
+        "--view", "wide_1.33", "--pool", "worst", "--out", out, "--workers", 1,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "wide_1.33" in (out / "model.json").read_text()
+    bad = invoke("threshold", tiny_run.bundle, "--data", manifest, "--view", "x", "--out", out)
+    assert bad.exit_code != 0 and "unknown shift" in bad.output

@@ -1,10 +1,10 @@
-"""`pneumonia compare | report | explain`: looking into models, thin wrappers over the package."""
+"""`pneumonia compare | report | explain | stress`: looking into models, thin wrappers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -22,6 +22,7 @@ from pneumonia.cli.common import (
     command_line,
     console,
     fmt,
+    print_list,
     split_bundle,
     user_errors,
 )
@@ -73,12 +74,15 @@ def report_command(
     thumbnails: Annotated[
         bool, typer.Option(help="Embed the error gallery's images (off: names only).")
     ] = True,
+    shifts: Annotated[
+        bool, typer.Option("--stress", help="Also run the shift suite (see `stress`).")
+    ] = False,
     track: TrackOpt = True,
     tracking_uri: TrackingUriOpt = None,
     workers: WorkersOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """One self-contained HTML page: data, curves, metrics with CIs, errors, model card."""
+    """One self-contained HTML page: data, curves, metrics with CIs, shifts, errors, card."""
     from pneumonia.bundle import load_bundle
     from pneumonia.config import TrackingConfig
     from pneumonia.outputs import fresh_dir
@@ -87,11 +91,28 @@ def report_command(
     loaded = load_bundle(bundle)
     out_dir = fresh_dir(out, force)
     command = command_line(
-        "report", *([bundle] if bundle else []), "--data", data, "--split", split
+        "report",
+        *([bundle] if bundle else []),
+        "--data",
+        data,
+        "--split",
+        split,
+        *(["--stress"] if shifts else []),
     )
     tracking = TrackingConfig(enabled=track, uri=tracking_uri)
     page = report(
-        loaded, data, split, out_dir, workers, True, bootstrap, tta, tracking, command, thumbnails
+        loaded,
+        data,
+        split,
+        out_dir,
+        workers,
+        True,
+        bootstrap,
+        tta,
+        tracking,
+        command,
+        thumbnails,
+        shifts,
     )
     console.print(f"report: {page} (open it in a browser; it needs no network)")
 
@@ -135,7 +156,68 @@ def explain_command(
         raise typer.Exit(1)
 
 
+ShiftOpt = Annotated[
+    list[str] | None,
+    typer.Option("--shift", help="Only this shift (repeat for more; default: the whole suite)."),
+]
+
+
+def stress_table(result: dict[str, Any]) -> Table:
+    """The suite's results, one row per shift, changes from clean beside each number."""
+    table = Table(title=f"Shift suite on {result['data']} (threshold {result['threshold']:.3g})")
+    for col in ("shift", "group", "ROC-AUC (95% CI)", "d AUC", "sensitivity", "specificity"):
+        table.add_column(col, justify="left" if col in ("shift", "group") else "right")
+    for r in result["shifts"]:
+        low, high = r["roc_auc_ci"]
+        ci = "" if low != low else f" ({low:.3f}-{high:.3f})"  # NaN when no bootstrap
+        name = r["shift"] + ("" if r["scored"] else " [dim](to refuse)[/]")
+        table.add_row(
+            name,
+            r["group"],
+            f"{fmt(r['roc_auc'])}{ci}",
+            f"{r['delta_roc_auc']:+.4f}",
+            f"{fmt(r['sensitivity'])} ({r['delta_sensitivity']:+.3f})",
+            f"{fmt(r['specificity'])} ({r['delta_specificity']:+.3f})",
+        )
+    return table
+
+
+@user_errors
+def stress_command(
+    data: DataOpt,
+    bundle: DefaultBundleArg = None,
+    split: Annotated[str, typer.Option(help="Split to shift (validation: val).")] = "val",
+    out: OutOpt = Path("reports/stress"),
+    shift: ShiftOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random parts (noise, markers).")] = 0,
+    bootstrap: BootstrapOpt = 200,
+    workers: WorkersOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Shift suite: ROC-AUC and sens/spec at the threshold under realistic acquisition shifts."""
+    from pneumonia.bundle import load_bundle
+    from pneumonia.outputs import fresh_dir
+    from pneumonia.stress import stress
+
+    loaded = load_bundle(bundle)
+    out_dir = fresh_dir(out, force)
+    result = stress(loaded, data, split, out_dir, seed, shift, bootstrap, workers)
+    console.print(stress_table(result))
+    worst = result["worst"]
+    for key in ("roc_auc", "sensitivity", "specificity"):
+        if key in worst:
+            w = worst[key]
+            console.print(
+                f"worst {key}: {w['value']:.4f} under {w['shift']} ({w['change']:+.4f} from clean)"
+            )
+    print_list(
+        "Unreadable, excluded", [f"{u['path']}: {u['reason']}" for u in result["unreadable"]]
+    )
+    console.print(f"report: {out_dir / 'stress.json'} (stress.csv, stress.png, shifts.png)")
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
+    "stress": stress_command,
     "compare": compare_command,
     "report": report_command,
     "explain": explain_command,

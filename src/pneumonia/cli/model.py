@@ -143,6 +143,14 @@ def threshold_command(
     cost_ratio: Annotated[float, typer.Option(help="A missed pneumonia / a false alarm.")] = 10.0,
     fixed: Annotated[float, typer.Option(help="Threshold for --rule fixed.")] = 0.5,
     calibrate: Annotated[bool, typer.Option(help="Fit temperature scaling first.")] = True,
+    view: Annotated[
+        list[str] | None,
+        typer.Option("--view", help="A shift whose view joins the clean one (repeat; see stress)."),
+    ] = None,
+    pool: Annotated[str, typer.Option(help="pooled | worst, over the views.")] = "pooled",
+    smooth: Annotated[
+        bool, typer.Option(help="Harrell-Davis quantile for target_sensitivity.")
+    ] = False,
     tta: TtaOpt = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write a new bundle.")] = None,
     in_place: Annotated[
@@ -165,6 +173,9 @@ def threshold_command(
             cost_ratio=cost_ratio,
             fixed=fixed,
             calibrate=calibrate,
+            views=view or [],
+            pool=pool,
+            smooth=smooth,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

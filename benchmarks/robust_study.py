@@ -1,0 +1,79 @@
+"""Robustness study (issue 11): train candidate recipes, run the shift suite on each.
+
+    .venv/bin/python benchmarks/robust_study.py CANDIDATE... [--data DIR] [--out DIR]
+        [--set KEY=VALUE ...]
+
+A candidate is a config under configs/experiments/robust/. For each: `data split` and
+`data prepare` (once), `train` with that config (tracking off), then `stress` on the
+validation split. Writes OUT/<candidate>/ (run folder, stress outputs) and OUT/study.json
+with one record per candidate; judge them with benchmarks/robust_judge.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from pneumonia.bundle import load_bundle
+from pneumonia.config import load_config
+from pneumonia.stress import stress
+from pneumonia.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+CANDIDATES = REPO / "configs" / "experiments" / "robust"
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "chest_xray"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("candidates", nargs="+")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=Path("reports/robust"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    work = args.out / "work"
+    common = [f"data.manifest={work / 'manifest.csv'}", f"data.cache_dir={work / 'cache'}"]
+    common += ["tracking.enabled=false", "train.progress=false", *args.overrides]
+    first = load_config(CANDIDATES / f"{args.candidates[0]}.yaml", common)
+    if not first.data.manifest.is_file():
+        cli = [sys.executable, "-m", "pneumonia", "data"]
+        subprocess.run(
+            [*cli, "split", str(args.data), "--out", str(first.data.manifest)], check=True
+        )
+        subprocess.run([*cli, "prepare", *common], check=True)
+    records = []
+    study = args.out / "study.json"
+    if study.is_file():
+        records = [r for r in json.loads(study.read_text()) if r["name"] not in args.candidates]
+    for name in args.candidates:
+        out = args.out / name
+        cfg = load_config(
+            CANDIDATES / f"{name}.yaml",
+            [*common, f"train.out_dir={out}", "train.run_name=run"],
+        )
+        summary = train(cfg, force=True, command=f"benchmarks/robust_study.py {name}")
+        bundle = load_bundle(summary["bundle"])
+        result = stress(bundle, cfg.data.manifest, "val", out / "stress", show=False)
+        records.append(
+            {
+                "name": name,
+                "duration_s": summary["duration_s"],
+                "device": summary["device"],
+                "epochs_run": summary["epochs_run"],
+                "best_epoch": summary["best_epoch"],
+                "threshold": summary["threshold"],
+                "stress": result["shifts"],
+            }
+        )
+        study.write_text(json.dumps(records, indent=2) + "\n")
+        clean = result["shifts"][0]
+        logging.info("%s: clean AUC %.4f, %s s", name, clean["roc_auc"], summary["duration_s"])
+
+
+if __name__ == "__main__":
+    main()
