@@ -77,8 +77,10 @@ def test_stress_command_prints_the_suite_and_refuses_unknown_shifts(
     assert result.exit_code == 0, result.output
     assert "crop_70" in result.output and "(to refuse)" in result.output
     assert "worst roc_auc" in result.output and (out / "stress.json").is_file()
-    bad = invoke("stress", tiny_run.bundle, *args, "--force", "--shift", "warp_9")
+    args[args.index(out)] = tmp_path / "never"
+    bad = invoke("stress", tiny_run.bundle, *args, "--shift", "warp_9")
     assert bad.exit_code == 1 and "unknown shift(s) warp_9" in bad.output
+    assert not (tmp_path / "never").exists()
 
 
 def test_threshold_command_takes_views(tiny_run: TinyRun, tmp_path: Path) -> None:

@@ -196,9 +196,15 @@ def stress_command(
 ) -> None:
     """Shift suite: ROC-AUC and sens/spec at the threshold under realistic acquisition shifts."""
     from pneumonia.bundle import load_bundle
+    from pneumonia.errors import DataError
     from pneumonia.outputs import fresh_dir
+    from pneumonia.shifts import resolve
     from pneumonia.stress import stress
 
+    try:
+        resolve(shift)  # an unknown name fails before the output folder is made
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     loaded = load_bundle(bundle)
     out_dir = fresh_dir(out, force)
     result = stress(loaded, data, split, out_dir, seed, shift, bootstrap, workers)
