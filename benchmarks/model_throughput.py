@@ -1,6 +1,7 @@
 """Benchmark: training and evaluation throughput of every registry model, one table, one run.
 
-    .venv/bin/python benchmarks/model_throughput.py [--size 224] [--batch 16] [--steps 3]
+    .venv/bin/python benchmarks/model_throughput.py [--size 224] [--native] [--batch 16]
+        [--steps 3] [--models NAME ...]
 
 Training: forward + backward + AdamW step in train mode, channels-last, as `pneumonia train`
 runs it. Evaluation: forward in inference mode. Random inputs (speed does not depend on the
@@ -17,7 +18,7 @@ import time
 
 import torch
 
-from pneumonia.models import count_parameters, create_model, list_models
+from pneumonia.models import count_parameters, create_model, get_spec, list_models
 
 
 def images_per_second(name: str, size: int, batch: int, steps: int, train: bool) -> float:
@@ -53,21 +54,26 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--models", nargs="*", default=list_models())
+    parser.add_argument(
+        "--native", action="store_true", help="each model at its native size, where it has one"
+    )
     args = parser.parse_args(argv)
     cpu = f"{os.cpu_count()} cores {platform.machine()}, torch {torch.__version__}"
     cpu += f", {torch.get_num_threads()} threads"
     rows = [
-        f"Input 1x{args.size}x{args.size}, batch {args.batch}, {args.steps} timed steps; {cpu}",
+        f"Input 1xSxS (S: {'native' if args.native else args.size}), batch {args.batch}, "
+        f"{args.steps} timed steps; {cpu}",
         "",
-        "| model | parameters | train images/s | eval images/s |",
-        "| --- | ---: | ---: | ---: |",
+        "| model | input | parameters | train images/s | eval images/s |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     print("\n".join(rows), flush=True)
     for name in args.models:
+        size = (get_spec(name).native_size if args.native else None) or args.size
         params = count_parameters(create_model(name))
-        train = images_per_second(name, args.size, args.batch, args.steps, train=True)
-        evals = images_per_second(name, args.size, args.batch, args.steps, train=False)
-        rows.append(f"| {name} | {params / 1e6:.2f} M | {train:.1f} | {evals:.1f} |")
+        train = images_per_second(name, size, args.batch, args.steps, train=True)
+        evals = images_per_second(name, size, args.batch, args.steps, train=False)
+        rows.append(f"| {name} | {size} | {params / 1e6:.2f} M | {train:.1f} | {evals:.1f} |")
         print(rows[-1], flush=True)
     return rows
 

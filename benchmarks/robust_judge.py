@@ -1,7 +1,7 @@
 """Judge the robustness study (issue 11) by the adopt rule written before the runs.
 
     .venv/bin/python benchmarks/robust_judge.py STUDY_DIR [--clean-low L --clean-high H]
-        [--also NAME=stress_logits.npz ...]
+        [--also NAME=stress_logits.npz ...] [--ensemble NAME=CAND+CAND ...]
 
 STUDY_DIR is what benchmarks/robust_study.py wrote (study.json and <candidate>/stress/).
 The rule: every geometric shift within 0.005 ROC-AUC of clean; sensitivity at the stored
@@ -21,8 +21,9 @@ import numpy as np
 
 from pneumonia.config import OperatingConfig
 from pneumonia.inference import to_probability
-from pneumonia.operating import choose_over_views, rates
+from pneumonia.operating import choose_over_views, fit_operating_point, rates
 from pneumonia.shifts import SHIFTS
+from pneumonia.stress import shift_row
 
 FIT_VIEWS = ["wide_1.15", "wide_1.33", "crop_85", "zoom_out_80", "gamma_1.6", "down_96"]
 """Mild levels a threshold may be fitted on; the other shifts judge it."""
@@ -73,6 +74,51 @@ def view_rules(npz: Path) -> list[tuple[str, float, float, float, float]]:
     return out
 
 
+def ensemble_record(study: Path, name: str, members: list[str]) -> dict:
+    """A study record for the mean of the members' calibrated suite logits, with the target
+    sensitivity rule (0.99, after temperature scaling) fitted on its clean view, as
+    `pneumonia ensemble` does; written to STUDY/NAME/stress/ like a trained candidate's."""
+    data = [np.load(study / m / "stress" / "stress_logits.npz") for m in members]
+    labels, names = data[0]["labels"], [str(n) for n in data[0]["names"]]
+    for d in data[1:]:
+        if not np.array_equal(d["labels"], labels) or [str(n) for n in d["names"]] != names:
+            raise SystemExit(f"{name}: members were not scored on the same views")
+    z = np.mean([d["logits"] / float(d["temperature"]) for d in data], axis=0)
+    threshold, calibration, _ = fit_operating_point(labels, z[0], OperatingConfig())
+    t = calibration.temperature if calibration else 1.0
+    patients = [str(p) for p in data[0]["patients"]]
+    rows = [
+        shift_row(n, labels, to_probability(zv, t), threshold.value, patients, 0)
+        for n, zv in zip(names, z, strict=True)
+    ]
+    for r in rows:
+        for key in ("roc_auc", "sensitivity", "specificity"):
+            r[f"delta_{key}"] = r[key] - rows[0][key]
+    out = study / name / "stress"
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        out / "stress_logits.npz",
+        names=np.array(names),
+        logits=z,
+        labels=labels,
+        patients=np.array(patients),
+        temperature=t,
+        threshold=threshold.value,
+    )
+    duration = sum(
+        r["duration_s"]
+        for r in json.loads((study / "study.json").read_text())
+        if r["name"] in members
+    )
+    return {"name": name, "duration_s": duration, "threshold": threshold.value, "stress": rows}
+
+
+def mean_auc(rows: list[dict]) -> float:
+    """Mean ROC-AUC over the clean view and every scored shift (the ranking of issue 12)."""
+    kept = [r for r in rows if r["shift"] == "clean" or r["scored"]]
+    return float(np.mean([r["roc_auc"] for r in kept]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", type=Path)
@@ -81,13 +127,22 @@ def main() -> None:
     parser.add_argument(
         "--also", action="append", default=[], help="NAME=stress_logits.npz of another model"
     )
+    parser.add_argument(
+        "--ensemble",
+        action="append",
+        default=[],
+        help="NAME=CANDIDATE+CANDIDATE[+...]: judge the mean of their calibrated logits too",
+    )
     args = parser.parse_args()
     records = json.loads((args.study / "study.json").read_text())
+    for spec in args.ensemble:
+        name, members = spec.split("=", 1)
+        records.append(ensemble_record(args.study, name, members.split("+")))
     print(
         "| candidate | train s | clean AUC | worst geometric dAUC | min sens (shift) "
-        "| mean spec | adopt |"
+        "| mean spec | mean AUC, clean + scored shifts | adopt |"
     )
-    print("|---|---:|---:|---|---|---:|---|")
+    print("|---|---:|---:|---|---|---:|---:|---|")
     for r in records:
         j = judge(r["stress"], args.clean_low, args.clean_high)
         fails = [k for k in ("clean_ok", "geo_ok", "sens_ok") if not j[k]]
@@ -96,18 +151,19 @@ def main() -> None:
         print(
             f"| {r['name']} | {r['duration_s']:.0f} | {j['clean_auc']:.4f} | "
             f"{geo[1]:+.4f} ({geo[0]}) | {sens[1]:.3f} ({sens[0]}) | {j['mean_spec']:.3f} | "
-            f"{verdict} |"
+            f"{mean_auc(r['stress']):.4f} | {verdict} |"
         )
     print(
         "\n| candidate | threshold rule | threshold | clean spec | min sens, scored shifts "
         "| mean spec, scored shifts |"
     )
     print("|---|---|---:|---:|---:|---:|")
-    for r in records:
-        npz = args.study / r["name"] / "stress" / "stress_logits.npz"
+    npzs = [(r["name"], args.study / r["name"] / "stress" / "stress_logits.npz") for r in records]
+    npzs += [(a.split("=", 1)[0], Path(a.split("=", 1)[1])) for a in args.also]
+    for name, npz in npzs:
         for label, value, spec, min_sens, mean_spec in view_rules(npz):
             print(
-                f"| {r['name']} | {label} | {value:.4f} | {spec:.3f} | {min_sens:.3f} "
+                f"| {name} | {label} | {value:.4f} | {spec:.3f} | {min_sens:.3f} "
                 f"| {mean_spec:.3f} |"
             )
 

@@ -1,12 +1,13 @@
-"""Robustness study (issue 11): train candidate recipes, run the shift suite on each.
+"""Candidate studies (issues 11, 12): train candidate recipes, run the shift suite on each.
 
     .venv/bin/python benchmarks/robust_study.py CANDIDATE... [--data DIR] [--out DIR]
         [--set KEY=VALUE ...]
 
-A candidate is a config under configs/experiments/robust/. For each: `data split` and
-`data prepare` (once), `train` with that config (tracking off), then `stress` on the
-validation split. Writes OUT/<candidate>/ (run folder, stress outputs) and OUT/study.json
-with one record per candidate; judge them with benchmarks/robust_judge.py.
+A candidate is a config under configs/experiments/robust/ (or `--configs DIR`). `data split`
+runs once; for each candidate: the cache for its preprocessing (reused when present), `train`
+with that config (tracking off), then `stress` on the validation split (on the GPU when there
+is one). Writes OUT/<candidate>/ (run folder, stress outputs) and OUT/study.json with one
+record per candidate; judge them with benchmarks/robust_judge.py.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from pneumonia.bundle import load_bundle
+from pneumonia.cache import prepare_cache
 from pneumonia.config import load_config
+from pneumonia.split import read_manifest
 from pneumonia.stress import stress
 from pneumonia.train import train
 
@@ -34,30 +39,44 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=Path("reports/robust"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--configs", type=Path, default=CANDIDATES, help="folder of candidate configs"
+    )
+    parser.add_argument(
+        "--weights-dir",
+        type=Path,
+        help="<model name>.safetensors ImageNet weights here (a machine without the packages)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     work = args.out / "work"
     common = [f"data.manifest={work / 'manifest.csv'}", f"data.cache_dir={work / 'cache'}"]
     common += ["tracking.enabled=false", "train.progress=false", *args.overrides]
-    first = load_config(CANDIDATES / f"{args.candidates[0]}.yaml", common)
+    first = load_config(args.configs / f"{args.candidates[0]}.yaml", common)
     if not first.data.manifest.is_file():
         cli = [sys.executable, "-m", "pneumonia", "data"]
         subprocess.run(
             [*cli, "split", str(args.data), "--out", str(first.data.manifest)], check=True
         )
-        subprocess.run([*cli, "prepare", *common], check=True)
     records = []
     study = args.out / "study.json"
     if study.is_file():
         records = [r for r in json.loads(study.read_text()) if r["name"] not in args.candidates]
     for name in args.candidates:
         out = args.out / name
-        cfg = load_config(
-            CANDIDATES / f"{name}.yaml",
-            [*common, f"train.out_dir={out}", "train.run_name=run"],
-        )
+        overrides = [*common, f"train.out_dir={out}", "train.run_name=run"]
+        cfg = load_config(args.configs / f"{name}.yaml", overrides)
+        if args.weights_dir:
+            weights = args.weights_dir / f"{cfg.model.name}.safetensors"
+            cfg = load_config(
+                args.configs / f"{name}.yaml", [*overrides, f"model.weights={weights}"]
+            )
+        rows = read_manifest(cfg.data.manifest)  # cached once per image size and resize mode
+        prepare_cache(rows, cfg.data.cache_dir, cfg.preprocess, cfg.data.num_workers, show=False)
         summary = train(cfg, force=True, command=f"benchmarks/robust_study.py {name}")
         bundle = load_bundle(summary["bundle"])
+        if torch.cuda.is_available():  # the suite's network passes on the GPU too
+            bundle.model.cuda()
         result = stress(bundle, cfg.data.manifest, "val", out / "stress", show=False)
         records.append(
             {

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from conftest import TinyRun
@@ -53,3 +54,50 @@ def test_backend_throughput_smoke(tiny_run: TinyRun, capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert "| torch |" in out and "| onnx |" in out
     assert not (tiny_run.bundle / "model.onnx").exists()  # exported into a copy only
+
+
+def test_model_throughput_native_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = load("model_throughput").main(
+        ["--native", "--batch", "1", "--steps", "1", "--models", "cnn_small", "efficientnet_lite1"]
+    )
+    assert "| cnn_small | 224 |" in rows[-2] and "| efficientnet_lite1 | 240 |" in rows[-1]
+
+
+def _suite_npz(folder: Path, logits: np.ndarray, temperature: float) -> None:
+    names = ["clean", "wide_1.33", "crop_70"]
+    folder.mkdir(parents=True)
+    np.savez_compressed(
+        folder / "stress_logits.npz",
+        names=np.array(names),
+        logits=logits,
+        labels=np.arange(200) % 4 != 0,  # 150 positives: enough for the 0.99 target
+        patients=np.array([f"p{i}" for i in range(200)]),
+        temperature=temperature,
+        threshold=0.5,
+    )
+
+
+def test_robust_judge_ensembles_the_calibrated_logits(tmp_path: Path) -> None:
+    import json
+
+    judge = load("robust_judge")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 200)), rng.normal(size=(3, 200))
+    _suite_npz(tmp_path / "a" / "stress", a, 2.0)
+    _suite_npz(tmp_path / "b" / "stress", b, 0.5)
+    (tmp_path / "study.json").write_text(
+        json.dumps([{"name": "a", "duration_s": 3}, {"name": "b", "duration_s": 4}])
+    )
+    record = judge.ensemble_record(tmp_path, "ab", ["a", "b"])
+    saved = np.load(tmp_path / "ab" / "stress" / "stress_logits.npz")
+    assert np.allclose(saved["logits"], (a / 2.0 + b / 0.5) / 2)
+    assert record["duration_s"] == 7 and [r["shift"] for r in record["stress"]] == [
+        "clean",
+        "wide_1.33",
+        "crop_70",
+    ]
+    assert record["stress"][0]["delta_roc_auc"] == 0
+    clean_auc = record["stress"][0]["roc_auc"]
+    scored = [r["roc_auc"] for r in record["stress"]]
+    assert judge.mean_auc(record["stress"]) == pytest.approx(np.mean(scored))
+    assert 0 <= clean_auc <= 1

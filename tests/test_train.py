@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 from PIL import Image
@@ -111,6 +112,19 @@ def test_resume_after_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with (run / "metrics.csv").open() as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1, 2]
     assert (run / "bundle" / "model.safetensors").is_file()
+
+
+def test_last_checkpoint_is_the_last_epoch_even_without_a_new_best(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path, "train.epochs=3", "train.schedule=constant", "train.lr=0.01", "data.batch_size=8"
+    )
+    prepare_tiny(tmp_path, cfg)
+    summary = train(cfg)
+    checkpoints = Path(summary["run_dir"]) / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert summary["best_epoch"] < 2  # this seed's last epoch is not a new best
+    assert last["epoch"] == 2
+    assert len(list(checkpoints.glob("best-*.ckpt"))) == 1
 
 
 def test_resume_needs_a_checkpoint(tmp_path: Path) -> None:

@@ -47,12 +47,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Architecture(_Strict):
-    """Arguments of `create_model` that rebuild the network."""
+class Member(_Strict):
+    """One network of an ensemble: its architecture, contract and calibration."""
 
     name: str
     in_chans: int = 1
     num_classes: int = 1
+    preprocessing: Preprocessing
+    temperature: float = Field(1.0, gt=0)
+    source: str = ""  # the bundle it came from, and its weights' sha256
+    source_sha256: str = ""
+
+
+class Architecture(_Strict):
+    """Arguments of `create_model` that rebuild the network (an ensemble: its members)."""
+
+    name: str
+    in_chans: int = 1
+    num_classes: int = 1
+    members: list[Member] | None = None
+    combine: str | None = None  # an ensemble's rule, see pneumonia.ensemble
 
 
 class Threshold(_Strict):
@@ -104,6 +118,9 @@ class BundleMeta(_Strict):
     def contract_record(self) -> str:
         """What the weights file carries to tie it to this metadata."""
         part = self.model_dump(mode="json", include={"architecture", "labels", "preprocessing"})
+        for key in ("members", "combine"):  # single networks' records predate these keys
+            if part["architecture"][key] is None:
+                del part["architecture"][key]
         return json.dumps(part, sort_keys=True)
 
 
@@ -229,6 +246,15 @@ def read_meta(path: str | Path | None = None) -> tuple[Path, BundleMeta]:
         raise BundleError(f"{meta_path}: not a valid bundle description ({where})") from None
 
 
+def build_network(arch: Architecture, contract: Preprocessing) -> nn.Module:
+    """The untrained network an `Architecture` record describes (registry model or ensemble)."""
+    if arch.members is None:
+        return create_model(arch.name, in_chans=arch.in_chans, num_classes=arch.num_classes)
+    from pneumonia.ensemble import EnsembleModel
+
+    return EnsembleModel.from_members(arch.members, contract)
+
+
 def load_bundle(path: str | Path | None = None) -> Bundle:
     """Verify and load a bundle folder; the model comes back in eval mode on CPU."""
     from safetensors import SafetensorError, safe_open
@@ -251,7 +277,7 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         raise BundleError(f"{folder}: label order {meta.labels} is not {list(LABELS)}")
     arch = meta.architecture
     try:
-        model = create_model(arch.name, in_chans=arch.in_chans, num_classes=arch.num_classes)
+        model = build_network(arch, meta.preprocessing)
         model.load_state_dict(state)
     except (ModelError, RuntimeError) as exc:
         raise BundleError(f"{folder}: weights do not fit {arch.name} ({exc})") from None

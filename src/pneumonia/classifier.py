@@ -123,7 +123,8 @@ class XrayClassifier(LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = self.loss(logits, y.float())
+        eps = self.cfg.label_smoothing
+        loss = self.loss(logits, y.float() * (1 - eps) + eps / 2)
         self._train_correct += int(((logits > 0).long() == y).sum())
         self._train_seen += len(y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)

@@ -83,6 +83,15 @@ class TrainConfig(_Strict):
         4, ge=0, description="the first N stages (stem first) stay frozen through the whole run"
     )
     early_stopping_patience: int = Field(3, ge=1, description="epochs without val AUC gain")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="training targets 0/1 become eps/2 and 1-eps/2"
+    )
+    weight_averaging: Literal["none", "ema"] = Field(
+        "none", description="ema: validate, checkpoint and ship an EMA of the weights"
+    )
+    ema_decay: float = Field(
+        0.99, gt=0, lt=1, description="EMA decay per step, from the first unfrozen epoch on"
+    )
     seed: int = 42
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     accelerator: str = Field("auto", description="auto: a GPU when there is one, else CPU")

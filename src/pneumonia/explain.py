@@ -23,7 +23,7 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
 from pneumonia import LABELS
-from pneumonia.bundle import Bundle
+from pneumonia.bundle import Architecture, Bundle
 from pneumonia.errors import ImageError, PneumoniaError
 from pneumonia.image_io import load_gray
 from pneumonia.inference import to_probability
@@ -58,16 +58,25 @@ def _tokens_to_map(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def class_activation(
-    model: torch.nn.Module, architecture: str, x: torch.Tensor, target: int, method: str
+    model: torch.nn.Module,
+    architecture: str | Architecture,
+    x: torch.Tensor,
+    target: int,
+    method: str,
 ) -> np.ndarray:
     """CAM (N x H x W, 0..1) of class `target` (1 PNEUMONIA, 0 NORMAL) at the registry's
-    target layer for `architecture`."""
+    target layer for `architecture`; for an ensemble, the mean over its members' layers."""
     if method not in METHODS:
         raise PneumoniaError(f"unknown CAM method {method!r}; choose from {', '.join(METHODS)}")
-    spec = get_spec(architecture)
-    reshape = _tokens_to_map if spec.tokens else None
-    layer = model.get_submodule(spec.cam_layer)
-    with METHODS[method](model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+    if isinstance(architecture, Architecture) and architecture.members is not None:
+        names = [m.name for m in architecture.members]
+        layers, reshape = model.cam_layers(names), None  # type: ignore[operator]
+    else:
+        name = architecture.name if isinstance(architecture, Architecture) else architecture
+        spec = get_spec(name)
+        reshape = _tokens_to_map if spec.tokens else None
+        layers = [model.get_submodule(spec.cam_layer)]
+    with METHODS[method](model=model, target_layers=layers, reshape_transform=reshape) as cam:
         if method == "scorecam":
             cam.batch_size = 32
         targets = [BinaryClassifierOutputTarget(target)] * x.shape[0]
@@ -83,7 +92,7 @@ def cam_on_square(
     with torch.inference_mode():
         prob = float(to_probability(bundle.model(x).reshape(-1).numpy(), bundle.temperature)[0])
     predicted = int(prob >= bundle.threshold)
-    arch = bundle.meta.architecture.name
+    arch = bundle.meta.architecture
     return prob, class_activation(bundle.model, arch, x, predicted, method)[0]
 
 

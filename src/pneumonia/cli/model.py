@@ -241,16 +241,53 @@ def predict_command(
 
 
 @user_errors
+def ensemble_command(
+    members: Annotated[
+        list[Path], typer.Argument(help="Member bundles or training run folders (two or more).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the ensemble bundle.")],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", "-d", help="Validation data (default: the members' manifest)."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Validation split (never test).")] = "val",
+    rule: Annotated[
+        str, typer.Option(help="target_sensitivity | youden | cost | fixed.")
+    ] = "target_sensitivity",
+    target_sensitivity: Annotated[float, typer.Option(min=0.5, max=1.0)] = 0.99,
+    workers: WorkersOpt = None,
+) -> None:
+    """Combine bundles into one ensemble bundle: the mean of their calibrated logits, with its
+    own calibration and threshold fitted on validation."""
+    from pydantic import ValidationError
+
+    from pneumonia.config import OperatingConfig
+    from pneumonia.ensemble import build_ensemble
+    from pneumonia.errors import ConfigError
+
+    try:
+        cfg = OperatingConfig(rule=rule, target_sensitivity=target_sensitivity)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid --rule {rule!r}: {exc.errors()[0]['msg']}") from None
+    command = " ".join(["pneumonia ensemble", *map(str, members), "--out", str(out)])
+    result = build_ensemble(members, out, data, split, cfg, workers, command=command)
+    v = result["validation"]
+    console.print(f"ensemble of {len(members)}: {out}, threshold {result['threshold']:.4g}")
+    console.print(_metrics_table(f"On {v['data']} ({v['n']} images)", v))
+
+
+@user_errors
 def models_command() -> None:
     """List the model registry."""
     from pneumonia.models import REGISTRY
 
     table = Table(title="Models (pneumonia.models.create_model)")
-    for col in ("name", "pretrained weights", "description"):
+    for col in ("name", "pretrained weights", "native size", "description"):
         table.add_column(col)
     for name, spec in sorted(REGISTRY.items()):
         weights = "no" if spec.timm_name is None else "yes (local only)"
-        table.add_row(name, weights, spec.description)
+        size = str(spec.native_size) if spec.native_size else "any"
+        table.add_row(name, weights, size, spec.description)
     console.print(table)
 
 
@@ -286,6 +323,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "evaluate": evaluate_command,
     "predict": predict_command,
     "threshold": threshold_command,
+    "ensemble": ensemble_command,
     "models": models_command,
     "demo": demo_command,
 }
