@@ -151,3 +151,37 @@ def test_bad_ensembles_are_refused(members: Members, ensemble: Path, tmp_path: P
     with pytest.raises(PneumoniaError, match="never on test"):
         build_ensemble([members.small, members.deep], tmp_path / "t", split="test", show=False)
     assert not (tmp_path / "one").exists() and not (tmp_path / "t").exists()
+
+
+def test_threshold_compare_report_and_stress_take_an_ensemble(
+    members: Members, ensemble: Path, tmp_path: Path
+) -> None:
+    from pneumonia.compare import compare
+    from pneumonia.report import report
+    from pneumonia.stress import stress
+    from pneumonia.tune import retune
+
+    bundle = load_bundle(ensemble)
+    cfg = OperatingConfig(rule="cost", cost_ratio=3.0)
+    tuned = retune(
+        bundle, members.manifest, "val", cfg, out=tmp_path / "tuned", workers=1, show=False
+    )
+    assert load_bundle(tmp_path / "tuned").meta.threshold.rule == "cost"
+    assert tuned["validation"]["n"] == bundle.meta.validation["n"]
+    table = compare(
+        [ensemble, members.deep], members.manifest, "val", tmp_path / "cmp", 1, False, 20
+    )
+    assert [m["architecture"] for m in table["models"]] == ["ensemble", "cnn_deep"]
+    report(bundle, members.manifest, "val", tmp_path / "rep", workers=1, show=False, n_boot=20)
+    assert "ensemble" in (tmp_path / "rep" / "report.html").read_text()
+    result = stress(
+        bundle,
+        members.manifest,
+        "val",
+        tmp_path / "st",
+        shifts=["crop_70"],
+        n_boot=0,
+        workers=1,
+        show=False,
+    )
+    assert [r["shift"] for r in result["shifts"]] == ["clean", "crop_70"]
