@@ -62,6 +62,7 @@ def main() -> None:
     study = args.out / "study.json"
     if study.is_file():
         records = [r for r in json.loads(study.read_text()) if r["name"] not in args.candidates]
+    rows = read_manifest(first.data.manifest)  # every candidate shares the split
     for name in args.candidates:
         out = args.out / name
         overrides = [*common, f"train.out_dir={out}", "train.run_name=run"]
@@ -71,7 +72,7 @@ def main() -> None:
             cfg = load_config(
                 args.configs / f"{name}.yaml", [*overrides, f"model.weights={weights}"]
             )
-        rows = read_manifest(cfg.data.manifest)  # cached once per image size and resize mode
+        # cached once per image size and resize mode
         prepare_cache(rows, cfg.data.cache_dir, cfg.preprocess, cfg.data.num_workers, show=False)
         summary = train(cfg, force=True, command=f"benchmarks/robust_study.py {name}")
         bundle = load_bundle(summary["bundle"])
