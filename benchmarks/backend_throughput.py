@@ -23,27 +23,27 @@ import numpy as np
 import torch
 
 from pneumonia.bundle import Bundle, load_bundle
-from pneumonia.export import export_onnx, with_backend
+from pneumonia.export import export_onnx
 from pneumonia.inference import predict_paths
-from pneumonia.preprocess import fit_to_square, to_tensor
+from pneumonia.preprocess import fit_to_square, to_array
+from pneumonia.runtime import run_network
 from pneumonia.synthetic import save_image, synthetic_xray
 
 
 def network_rate(bundle: Bundle, squares: np.ndarray, batch: int) -> float:
     """Images/s of the network alone over `squares`, in batches, after a warm-up batch."""
     batches = [
-        to_tensor(squares[i : i + batch], bundle.contract) for i in range(0, len(squares), batch)
+        to_array(squares[i : i + batch], bundle.contract) for i in range(0, len(squares), batch)
     ]
-    with torch.inference_mode():
-        bundle.model(batches[0])
-        start = time.perf_counter()
-        for x in batches:
-            bundle.model(x)
+    run_network(bundle.model, batches[0])
+    start = time.perf_counter()
+    for x in batches:
+        run_network(bundle.model, x)
     return len(squares) / (time.perf_counter() - start)
 
 
 def end_to_end_rate(bundle: Bundle, paths: list[str], batch: int) -> float:
-    """Images/s of `predict_paths` (decoding in worker processes, network in batches)."""
+    """Images/s of `predict_paths` (decoding in threads while the network runs in batches)."""
     start = time.perf_counter()
     predict_paths(bundle, paths, batch, show=False)
     return len(paths) / (time.perf_counter() - start)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         ]
         results = {}
         for backend in ("torch", "onnx"):
-            bundle = with_backend(torch_bundle, backend)
+            bundle = load_bundle(folder, backend)
             results[backend] = {
                 "network": network_rate(bundle, squares, args.batch),
                 "end_to_end": end_to_end_rate(bundle, paths, args.batch),

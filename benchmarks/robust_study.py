@@ -73,7 +73,9 @@ def main() -> None:
                 args.configs / f"{name}.yaml", [*overrides, f"model.weights={weights}"]
             )
         # cached once per image size and resize mode
-        prepare_cache(rows, cfg.data.cache_dir, cfg.preprocess, cfg.data.num_workers, show=False)
+        prepare_cache(
+            rows, cfg.data.cache_dir, cfg.preprocess, cfg.data.loader_workers() or None, show=False
+        )
         summary = train(cfg, force=True, command=f"benchmarks/robust_study.py {name}")
         bundle = load_bundle(summary["bundle"])
         if torch.cuda.is_available():  # the suite's network passes on the GPU too

@@ -1,13 +1,15 @@
 """Benchmark: latency of `pneumonia serve` under concurrent clients on 127.0.0.1.
 
-    .venv/bin/python benchmarks/service_latency.py [--bundle DIR] [--backend torch|onnx] \
-        [--clients 8] [--seconds 30] [--side 224]
+    .venv/bin/python benchmarks/service_latency.py [--bundle DIR] [--backend auto|onnx|torch] \
+        [--clients 8] [--seconds 30] [--side 224] [--max-batch 16] [--max-wait-ms 2]
     .venv/bin/python benchmarks/service_latency.py --smoke      # 2 clients, 2 s (the tests)
 
 Starts the service in its own process (`python -m pneumonia serve`), waits for /health, then
 each client thread posts the same synthetic PNG X-ray to /predict in a loop until the time is
 up. Prints requests, errors, throughput and the p50/p95/p99 latency of the successful ones.
-With `--backend onnx` the bundle is copied to a temporary folder and exported there first.
+The service micro-batches concurrent requests (`--max-batch`, `--max-wait-ms`; `--max-batch 1`
+answers each request on its own). With `--backend onnx` and a bundle without `model.onnx`,
+the bundle is copied to a temporary folder and exported there first.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from pneumonia.bundle import load_bundle
+from pneumonia.bundle import ONNX, load_bundle, read_meta
 from pneumonia.export import export_onnx
 from pneumonia.synthetic import synthetic_xray
 
@@ -43,11 +45,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_service(bundle: str | None, backend: str, timeout: float = 120) -> Iterator[str]:
+def running_service(
+    bundle: str | None, backend: str, extra: list[str], timeout: float = 120
+) -> Iterator[str]:
     """`pneumonia serve` in a subprocess on a free port; yields its URL once /health answers."""
     port = free_port()
     command = [sys.executable, "-m", "pneumonia", "serve", *([bundle] if bundle else [])]
-    command += ["--port", str(port), "--backend", backend]
+    command += ["--port", str(port), "--backend", backend, *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -119,7 +123,9 @@ def run_load(url: str, payload: bytes, clients: int, seconds: float) -> dict[str
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default=None, help="bundle folder (default: shipped model)")
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnx"))
+    parser.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--side", type=int, default=224)
@@ -129,14 +135,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         args.clients, args.seconds = 2, 2.0
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle
-        if args.backend == "onnx":  # export into a copy: the bundle itself is left as it is
+        meta = read_meta(args.bundle)[1]
+        if args.backend == "onnx" and ONNX not in meta.files:  # export into a copy
             bundle = str(Path(tmp) / "bundle")
             shutil.copytree(load_bundle(args.bundle).path, bundle)
             export_onnx(load_bundle(bundle))
-        with running_service(bundle, args.backend) as url:
+        extra = ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
+        with running_service(bundle, args.backend, extra) as url:
             result = run_load(url, png_upload(args.side), args.clients, args.seconds)
     print(
-        f"\n{args.backend}, {args.clients} clients, {args.seconds:g} s, one "
+        f"\n{args.backend}, {args.clients} clients, {args.seconds:g} s, max batch "
+        f"{args.max_batch}, wait {args.max_wait_ms:g} ms, one "
         f"{args.side}x{args.side} PNG per request; {platform.machine()}, {os.cpu_count()} cores\n"
     )
     print("| backend | clients | requests | errors | requests/s | p50 ms | p95 ms | p99 ms |")

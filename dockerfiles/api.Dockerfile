@@ -1,13 +1,15 @@
-# Service image: `pneumonia serve` on the shipped default model, port 8000, CPU PyTorch.
+# Service image: `pneumonia serve` on the shipped default model, port 8000, ONNX Runtime.
+# The lean install (`pip install .`): no PyTorch, so /explain answers 501 (Grad-CAM needs the
+# training install; use the training image, or add the `train` extra, for explanations).
 #   docker build -f dockerfiles/api.Dockerfile -t pneumonia-api .
 #   docker run --rm -p 8000:8000 pneumonia-api           # then open http://127.0.0.1:8000/
 # Another model: mount its bundle (its files readable by user id 1000, or add --user) and
 # pass it, e.g.
 #   docker run --rm -p 8000:8000 -v "$PWD/runs/r/bundle:/model:ro" pneumonia-api \
-#       serve /model --host 0.0.0.0 --port 8000 --backend onnx
+#       serve /model --host 0.0.0.0 --port 8000
+# (the bundle must carry model.onnx: `pneumonia export BUNDLE --onnx` first)
 FROM python:3.11.7-slim-bookworm
 
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 MPLBACKEND=Agg MPLCONFIGDIR=/tmp/matplotlib \
     MLFLOW_TRACKING_URI=sqlite:////tmp/mlruns.db
@@ -17,7 +19,7 @@ WORKDIR /app
 #    The placeholder package's build/ goes too: setuptools would reuse its empty __init__.py.
 COPY pyproject.toml README.md ./
 RUN mkdir -p src/pneumonia && touch src/pneumonia/__init__.py \
- && pip install --extra-index-url "$TORCH_INDEX" . \
+ && pip install . \
  && pip uninstall -y pneumonia && rm -rf src build
 
 # 2. the package with its shipped model (src/pneumonia/assets/default); matplotlib's font

@@ -19,7 +19,7 @@ WORKDIR /app
 #    The placeholder package's build/ goes too: setuptools would reuse its empty __init__.py.
 COPY pyproject.toml README.md ./
 RUN mkdir -p src/pneumonia && touch src/pneumonia/__init__.py \
- && pip install --extra-index-url "$TORCH_INDEX" . \
+ && pip install --extra-index-url "$TORCH_INDEX" ".[train]" \
  && pip uninstall -y pneumonia && rm -rf src build
 
 # 2. the package itself (source, shipped model, configs); matplotlib's font cache is built

@@ -83,7 +83,7 @@ def test_ema_is_validated_checkpointed_and_shipped(
 
 
 def test_without_averaging_the_checkpoint_is_the_raw_model(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path, "train.epochs=1")
+    cfg = tiny_config(tmp_path, "train.epochs=1", "train.weight_averaging=none")
     prepare_tiny(tmp_path, cfg)
     summary = train(cfg)
     checkpoint = torch.load(

@@ -29,7 +29,7 @@ def test_service_latency_smoke(tiny_run: TinyRun, capsys: pytest.CaptureFixture[
     )
     assert result["requests"] > 0 and result["errors"] == 0
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
-    assert "| torch | 2 |" in capsys.readouterr().out
+    assert "| auto | 2 |" in capsys.readouterr().out
     args = ["--smoke", "--bundle", str(tiny_run.bundle), "--side", "64", "--backend", "onnx"]
     assert load("service_latency").main(args)["requests"] > 0
     assert not (tiny_run.bundle / "model.onnx").exists()
@@ -101,3 +101,34 @@ def test_robust_judge_ensembles_the_calibrated_logits(tmp_path: Path) -> None:
     scored = [r["roc_auc"] for r in record["stress"]]
     assert judge.mean_auc(record["stress"]) == pytest.approx(np.mean(scored))
     assert 0 <= clean_auc <= 1
+
+
+def test_train_profile_splits_a_batch_into_its_parts(
+    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tiny_run.cfg
+    overrides = [
+        f"data.manifest={cfg.data.manifest}",
+        f"data.cache_dir={cfg.data.cache_dir}",
+        "preprocess.image_size=32",
+        "model.name=cnn_small",
+        "model.pretrained=false",
+        "train.frozen_stages=0",
+        "operating.rule=youden",
+        "data.batch_size=8",
+        f"train.out_dir={tmp_path}",
+    ]
+    result = load("train_profile").main([*overrides, "--batches", "2", "--workers", "0"])
+    parts = result[0]
+    assert parts["batch"] > 0 and parts["forward"] > 0 and parts["backward"] > 0
+    assert parts["forward"] + parts["backward"] <= parts["batch"]
+    assert (tmp_path / "profile-w0" / "fit-profile.txt").is_file()
+    assert "| 0 |" in capsys.readouterr().out
+
+
+def test_inference_speed_times_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    module = load("inference_speed")
+    module.SHARED = Path("/nonexistent")  # synthetic images, whatever is beside the repo
+    result = module.main(["--images", "6", "--repeats", "1"])
+    assert 0 < result["one_s"] < result["folder_s"] + 1 and result["per_second"] > 0
+    assert "6 synthetic X-rays; flags: (none)" in capsys.readouterr().out

@@ -129,7 +129,10 @@ def test_random_gamma_stays_in_range_and_varies() -> None:
 
 
 def test_robust_augment_steps_appear_only_when_configured() -> None:
-    names = [type(t).__name__ for t in build_augment(Config().data.augment).transforms]
+    off = ["data.augment.aspect_min=1", "data.augment.aspect_max=1", "data.augment.gamma=0"]
+    names = [
+        type(t).__name__ for t in build_augment(load_config(None, off).data.augment).transforms
+    ]
     assert "AspectStretch" not in names and "RandomGamma" not in names
     keys = ["data.augment.aspect_min=0.75", "data.augment.aspect_max=1.6"]
     robust = load_config(None, [*keys, "data.augment.gamma=0.5", "data.augment.aspect_p=0.5"])

@@ -58,7 +58,7 @@ def test_the_source_layer_builds_the_source_not_the_placeholder(path: Path, tmp_
 
     def replay(command: str) -> None:
         command = re.sub(r"(pip uninstall|python -c|chmod|useradd|chown) [^&]*", "true", command)
-        command = re.sub(r"pip install [^&]*\.(?= |$)", pip + " .", command)
+        command = re.sub(r"pip install [^&]*?\"?\.(\[\w+\])?\"?(?= |$)", pip + " .", command)
         subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True)
 
     for name in ("pyproject.toml", "README.md"):
@@ -82,7 +82,17 @@ def test_api_image_serves_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -> 
     assert result.exit_code == 0, result.output
     health = TestClient(calls[0][0]).get("/health").json()  # type: ignore[arg-type]
     assert health["model_version"].startswith("efficientnet_lite0@")
+    assert health["backend"] == "onnx"  # the lean image has no PyTorch to fall back on
     assert calls[0][1:] == ("0.0.0.0", 8000)
+
+
+def test_the_api_image_is_the_inference_only_install() -> None:
+    def first_install(name: str) -> str:
+        steps = instructions(ROOT / "dockerfiles" / name)
+        return next(arg for op, arg in steps if op == "RUN" and "pip install" in arg)
+
+    assert "[" not in first_install("api.Dockerfile")  # no extras: ONNX Runtime, no PyTorch
+    assert '".[train]"' in first_install("train.Dockerfile")
 
 
 def documented_runs() -> list[tuple[str, list[str]]]:

@@ -94,7 +94,12 @@ def test_bundle_records_members_and_its_own_operating_point(
     assert arch["members"][1]["temperature"] == deep_meta["calibration"]["temperature"]
     assert meta["threshold"]["rule"] == "youden" and 0 < meta["threshold"]["value"] < 1
     assert meta["validation"]["n"] > 0 and 0 <= meta["validation"]["roc_auc"] <= 1
-    assert "ensemble" in (ensemble / "MODEL_CARD.md").read_text()
+    card = (ensemble / "MODEL_CARD.md").read_text()
+    assert "Ensemble of 2 (mean_calibrated_logit)" in card
+    assert (
+        "Member 2: `cnn_deep`" in card
+        and deep_meta["files"]["model.safetensors"]["sha256"][:12] in card
+    )
 
 
 def test_tampering_with_any_member_is_caught(ensemble: Path, tmp_path: Path) -> None:

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from conftest import TinyRun
-from pneumonia.bundle import BundleError, load_bundle
+from pneumonia.bundle import ONNX, BundleError, load_bundle
 from pneumonia.config import OperatingConfig
 from pneumonia.errors import PneumoniaError
-from pneumonia.export import ONNX, OnnxModel, export_onnx, parity_inputs, with_backend
+from pneumonia.export import export_onnx, parity_inputs
 from pneumonia.inference import predict_paths
+from pneumonia.runtime import OnnxModel
 from pneumonia.synthetic import save_image, synthetic_xray
 from pneumonia.tune import retune
 
@@ -35,10 +36,10 @@ def test_export_records_file_and_parity(exported: Path) -> None:
 def test_dynamic_batch_matches_pytorch(exported: Path, batch: int) -> None:
     bundle = load_bundle(exported)
     x = parity_inputs(bundle)[:1].repeat(batch, 1, 1, 1) + torch.randn(batch, 1, 1, 1) * 0.1
-    out = OnnxModel(exported / ONNX)(x)
+    out = OnnxModel(exported / ONNX)(x.numpy())
     with torch.inference_mode():
-        ref = bundle.model(x)
-    assert out.shape == (batch, 1) and torch.allclose(out, ref, atol=1e-4)
+        ref = bundle.model(x).numpy()
+    assert out.shape == (batch, 1) and np.allclose(out, ref, atol=1e-4)
 
 
 def test_predictions_agree_between_backends(exported: Path, tmp_path: Path) -> None:
@@ -48,7 +49,8 @@ def test_predictions_agree_between_backends(exported: Path, tmp_path: Path) -> N
         for i, lab in enumerate(("NORMAL", "PNEUMONIA", "PNEUMONIA"))
     ]
     torch_bundle = load_bundle(exported)
-    onnx_bundle = with_backend(torch_bundle, "onnx")
+    onnx_bundle = load_bundle(exported, "onnx")
+    assert isinstance(onnx_bundle.model, OnnxModel) and onnx_bundle.backend == "onnx"
     a = predict_paths(torch_bundle, paths, workers=1, show=False)
     b = predict_paths(onnx_bundle, paths, workers=1, show=False, tta=True)
     c = predict_paths(torch_bundle, paths, workers=1, show=False, tta=True)
@@ -58,17 +60,19 @@ def test_predictions_agree_between_backends(exported: Path, tmp_path: Path) -> N
 
 def test_refusals_name_the_problem(tiny_run: TinyRun, exported: Path, tmp_path: Path) -> None:
     with pytest.raises(BundleError, match=r"pneumonia export .* --onnx"):
-        with_backend(load_bundle(tiny_run.bundle), "onnx")
+        load_bundle(tiny_run.bundle, "onnx")
     with pytest.raises(PneumoniaError, match=r"already exists; pass --force"):
         export_onnx(load_bundle(exported))
     with pytest.raises(PneumoniaError, match=r"unknown backend 'tensorrt'"):
-        with_backend(load_bundle(exported), "tensorrt")
+        load_bundle(exported, "tensorrt")
     altered = tmp_path / "altered"
     shutil.copytree(exported, altered)
     with (altered / ONNX).open("ab") as fh:
         fh.write(b"\0")
     with pytest.raises(BundleError, match=r"model\.onnx: altered"):
-        with_backend(load_bundle(altered), "onnx")
+        load_bundle(altered, "onnx")
+    with pytest.raises(BundleError, match=r"model\.onnx: altered"):
+        load_bundle(altered, "auto")
 
 
 def test_a_retuned_copy_keeps_its_onnx(tiny_run: TinyRun, exported: Path, tmp_path: Path) -> None:
@@ -77,4 +81,11 @@ def test_a_retuned_copy_keeps_its_onnx(tiny_run: TinyRun, exported: Path, tmp_pa
     retune(
         load_bundle(exported), tiny_run.cfg.data.manifest, "val", cfg, out, workers=1, show=False
     )
-    assert with_backend(load_bundle(out), "onnx").model is not None
+    assert load_bundle(out, "onnx").backend == "onnx"
+
+
+def test_auto_takes_onnx_when_the_bundle_has_it(tiny_run: TinyRun, exported: Path) -> None:
+    assert load_bundle(exported, "auto").backend == "onnx"
+    assert load_bundle(exported).backend == "torch"  # the library default stays PyTorch
+    plain = load_bundle(tiny_run.bundle, "auto")
+    assert plain.backend == "torch" and not isinstance(plain.model, OnnxModel)

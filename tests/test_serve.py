@@ -153,7 +153,7 @@ def test_onnx_backend_answers_like_torch(
     folder = tmp_path / "bundle"
     shutil.copytree(tiny_run.bundle, folder)
     export_onnx(load_bundle(folder))
-    onnx_client = TestClient(create_app(load_bundle(folder), backend="onnx"))
+    onnx_client = TestClient(create_app(load_bundle(folder, "onnx")))
     upload = {"files": ("x.png", png_bytes(), "image/png")}
     on_onnx = onnx_client.post("/predict", files=upload).json()["results"][0]["probability"]
     on_torch = client.post("/predict", files=upload).json()["results"][0]["probability"]

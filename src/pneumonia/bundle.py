@@ -22,19 +22,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from torch import nn
 
 from pneumonia import LABELS, __version__
 from pneumonia.errors import PneumoniaError
-from pneumonia.models import ModelError, create_model
 from pneumonia.outputs import plain_mode
 from pneumonia.preprocess import Preprocessing
+from pneumonia.runtime import BACKENDS, OnnxModel, torch_available
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 WEIGHTS, META, CARD = "model.safetensors", "model.json", "MODEL_CARD.md"
+ONNX, INT8 = "model.onnx", "model.int8.onnx"
+TRAIN_EXTRA = "pip install 'pneumonia[train]'"
 FORMAT_VERSION = 1
 DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "default"
 
@@ -126,11 +130,14 @@ class BundleMeta(_Strict):
 
 @dataclass
 class Bundle:
-    """A loaded bundle: its metadata and the network in eval mode on CPU."""
+    """A loaded bundle: its metadata and the network on CPU, a PyTorch module in eval mode
+    (`backend` torch) or an ONNX Runtime session (`backend` onnx, or int8 for the quantized
+    copy)."""
 
     path: Path
     meta: BundleMeta
-    model: nn.Module
+    model: Any
+    backend: str = "torch"
 
     @property
     def threshold(self) -> float:
@@ -249,37 +256,95 @@ def read_meta(path: str | Path | None = None) -> tuple[Path, BundleMeta]:
 def build_network(arch: Architecture, contract: Preprocessing) -> nn.Module:
     """The untrained network an `Architecture` record describes (registry model or ensemble)."""
     if arch.members is None:
+        from pneumonia.models import create_model
+
         return create_model(arch.name, in_chans=arch.in_chans, num_classes=arch.num_classes)
     from pneumonia.ensemble import EnsembleModel
 
     return EnsembleModel.from_members(arch.members, contract)
 
 
-def load_bundle(path: str | Path | None = None) -> Bundle:
-    """Verify and load a bundle folder; the model comes back in eval mode on CPU."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
+def choose_backend(folder: Path, meta: BundleMeta, backend: str) -> str:
+    """`torch`, `onnx` or `int8` for `backend` (auto: the int8 model when it passed its parity
+    rule, else the float ONNX model, else PyTorch); refused, naming the fix, when the choice
+    cannot run here."""
+    if backend not in BACKENDS:
+        raise BundleError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    has_onnx = ONNX in meta.files and "onnx" in meta.exports
+    has_int8 = INT8 in meta.files and meta.exports.get("int8", {}).get("passed") is True
+    if backend == "auto":
+        backend = "int8" if has_int8 else "onnx" if has_onnx else "torch"
+    if backend == "onnx" and not has_onnx:
+        raise BundleError(
+            f"{folder}: has no ONNX model; run `pneumonia export {folder} --onnx` first"
+        )
+    if backend == "int8" and not has_int8:
+        raise BundleError(
+            f"{folder}: has no int8 model that passed its parity check; run `pneumonia export "
+            f"{folder} --int8 --data MANIFEST` (model.json records a failed attempt)"
+        )
+    if backend == "torch" and not torch_available():
+        raise BundleError(
+            f"{folder}: needs PyTorch, which this inference-only install lacks"
+            + ("" if has_onnx else " (and the bundle has no model.onnx)")
+            + f"; {TRAIN_EXTRA}"
+            + (", or use --backend onnx" if has_onnx else "")
+        )
+    return backend
 
-    folder, meta = read_meta(path)
-    weights = verify_file(folder, meta, WEIGHTS)
+
+def _weights_record(weights: Path) -> str | None:
+    """The contract record a weights file carries in its safetensors header."""
+    from safetensors import SafetensorError, safe_open
+
     try:
-        with safe_open(str(weights), framework="pt") as fh:
-            record = (fh.metadata() or {}).get("pneumonia")
-        state = load_file(str(weights))
+        with safe_open(str(weights), framework="numpy") as fh:
+            return (fh.metadata() or {}).get("pneumonia")
     except (SafetensorError, OSError) as exc:
         raise BundleError(f"{weights}: cannot read weights ({exc})") from None
-    if record != meta.contract_record():
+
+
+def load_bundle(
+    path: str | Path | None = None, backend: str = "torch", threads: int | None = None
+) -> Bundle:
+    """Verify and load a bundle folder: the network on CPU through `backend` (torch: the
+    PyTorch module in eval mode; onnx: its verified `model.onnx` on ONNX Runtime with
+    `threads` threads; int8: its verified `model.int8.onnx`; auto: the first of int8, onnx
+    and torch the bundle has)."""
+    folder, meta = read_meta(path)
+    weights = verify_file(folder, meta, WEIGHTS)
+    if _weights_record(weights) != meta.contract_record():
         raise BundleError(
             f"{folder / META}: architecture, labels or preprocessing were edited and no longer "
             f"match the weights; restore the original {META}"
         )
     if tuple(meta.labels) != LABELS:
         raise BundleError(f"{folder}: label order {meta.labels} is not {list(LABELS)}")
+    chosen = choose_backend(folder, meta, backend)
+    if chosen in ("onnx", "int8"):
+        name = ONNX if chosen == "onnx" else INT8
+        model = OnnxModel(verify_file(folder, meta, name), threads)
+        log.debug("%s: ONNX Runtime (%s)", folder, name)
+        return Bundle(folder, meta, model, chosen)
+    return Bundle(folder, meta, _torch_network(folder, meta, weights), "torch")
+
+
+def _torch_network(folder: Path, meta: BundleMeta, weights: Path) -> nn.Module:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from pneumonia.models import ModelError
+
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"{weights}: cannot read weights ({exc})") from None
     arch = meta.architecture
     try:
         model = build_network(arch, meta.preprocessing)
         model.load_state_dict(state)
     except (ModelError, RuntimeError) as exc:
         raise BundleError(f"{folder}: weights do not fit {arch.name} ({exc})") from None
-    model.eval()
-    return Bundle(folder, meta, model)
+    import torch
+
+    return model.to(memory_format=torch.channels_last).eval()  # NHWC, as in training

@@ -52,13 +52,33 @@ def _rule(meta: BundleMeta) -> str:
 
 
 def _exports(meta: BundleMeta) -> list[str]:
-    onnx = meta.exports.get("onnx")
-    if not onnx:
+    onnx, int8 = meta.exports.get("onnx"), meta.exports.get("int8")
+    lines = []
+    if onnx:
+        lines.append(
+            f"- ONNX: `{onnx['file']}` (opset {onnx['opset']}, dynamic batch); largest "
+            f"probability difference from PyTorch {onnx['max_abs_diff_probability']:.1e} on "
+            f"{onnx['images']} check images."
+        )
+    if int8:
+        kept = f"kept as `{int8['file']}`" if int8["passed"] else "not kept"
+        lines.append(
+            f"- int8 (ONNX Runtime static quantization): {kept}. On {int8['judged_on']}: "
+            f"ROC-AUC {int8['roc_auc_float']:.4f} (float) vs {int8['roc_auc_int8']:.4f}, "
+            f"same labels {int8['same_labels']:.4f}; rule {int8['rule']}."
+        )
+    return lines
+
+
+def _members(meta: BundleMeta) -> list[str]:
+    members = meta.architecture.members or []
+    if not members:
         return []
-    return [
-        f"- ONNX: `{onnx['file']}` (opset {onnx['opset']}, dynamic batch); largest probability "
-        f"difference from PyTorch {onnx['max_abs_diff_probability']:.1e} on "
-        f"{onnx['images']} check images."
+    return [f"- Ensemble of {len(members)} ({meta.architecture.combine}):"] + [
+        f"  - Member {i}: `{m.name}` at {m.preprocessing.image_size} px, temperature "
+        f"{m.temperature:.3f}, from `{m.source or '?'}` (weights sha256 "
+        f"`{m.source_sha256[:12] or '?'}...`)."
+        for i, m in enumerate(members, 1)
     ]
 
 
@@ -98,6 +118,7 @@ def model_card(meta: BundleMeta) -> str:
         "## Model",
         f"- Architecture: `{meta.architecture.name}` (registry name), "
         f"{meta.architecture.in_chans} input channel(s).",
+        *_members(meta),
         f"- Output: {meta.output}.",
         f"- Input contract: grayscale, {p.image_size}x{p.image_size}, resize `{p.resize}`, "
         f"x/255 then (x - {p.mean}) / {p.std}.",

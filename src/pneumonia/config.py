@@ -8,7 +8,7 @@ keeps it equal to the models.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -25,15 +25,15 @@ class AugmentConfig(_Strict):
     """X-ray-appropriate training augmentation (geometry and exposure, no mirror by default)."""
 
     aspect_min: float = Field(
-        1.0, gt=0, le=1, description="narrowest width/height stretch before the letterbox"
+        0.75, gt=0, le=1, description="narrowest width/height stretch before the letterbox"
     )
-    aspect_max: float = Field(1.0, ge=1, description="widest width/height stretch")
-    aspect_p: float = Field(1.0, ge=0, le=1, description="share of images that get stretched")
-    rotation_degrees: float = Field(7.0, ge=0, le=45)
+    aspect_max: float = Field(1.6, ge=1, description="widest width/height stretch")
+    aspect_p: float = Field(0.5, ge=0, le=1, description="share of images that get stretched")
+    rotation_degrees: float = Field(8.0, ge=0, le=45)
     translate: float = Field(0.05, ge=0, le=0.5, description="max shift, fraction of the side")
-    scale_min: float = Field(0.9, gt=0, description="< 1 zooms out onto a black border")
-    scale_max: float = Field(1.1, gt=0, description="> 1 zooms in: a tighter field of view")
-    gamma: float = Field(0.0, ge=0, le=1, description="gamma drawn in [1/(1+g), 1+g], log-uniform")
+    scale_min: float = Field(0.8, gt=0, description="< 1 zooms out onto a black border")
+    scale_max: float = Field(1.4, gt=0, description="> 1 zooms in: a tighter field of view")
+    gamma: float = Field(0.4, ge=0, le=1, description="gamma drawn in [1/(1+g), 1+g], log-uniform")
     brightness: float = Field(0.1, ge=0, le=1)
     contrast: float = Field(0.1, ge=0, le=1)
     hflip: bool = Field(False, description="mirror left-right; off: the heart is on one side")
@@ -51,7 +51,20 @@ class DataConfig(_Strict):
     )
     balance: Literal["none", "class_weights", "sampler", "undersample"] = "class_weights"
     batch_size: int = Field(32, ge=1)
-    num_workers: int = Field(2, ge=0)
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="DataLoader processes; auto: none on <= 2 cores, else cores - 2 (max 8)"
+    )
+
+    def loader_workers(self) -> int:
+        """`num_workers` as a number: on 2 cores worker processes slow training down (they
+        take CPU from the network's threads: see docs/benchmarks.md), so auto is 0 there."""
+        if self.num_workers != "auto":
+            return self.num_workers
+        from pneumonia.progress import default_workers
+
+        cores = default_workers()
+        return 0 if cores <= 2 else min(8, cores - 2)
+
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
 
@@ -68,7 +81,7 @@ class TrainConfig(_Strict):
 
     out_dir: Path = Field(Path("runs"), description="one folder per run is made here")
     run_name: str | None = Field(None, description="run folder name; default <model>-<time>")
-    epochs: int = Field(4, ge=1)
+    epochs: int = Field(8, ge=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0, description="peak learning rate of the head")
     weight_decay: float = Field(1e-4, ge=0)
@@ -80,17 +93,17 @@ class TrainConfig(_Strict):
         0.1, gt=0, le=1, description="stage 2: backbone LR = lr * this (unfrozen)"
     )
     frozen_stages: int = Field(
-        4, ge=0, description="the first N stages (stem first) stay frozen through the whole run"
+        0, ge=0, description="the first N stages (stem first) stay frozen through the whole run"
     )
-    early_stopping_patience: int = Field(3, ge=1, description="epochs without val AUC gain")
+    early_stopping_patience: int = Field(4, ge=1, description="epochs without val AUC gain")
     label_smoothing: float = Field(
         0.0, ge=0, lt=0.5, description="training targets 0/1 become eps/2 and 1-eps/2"
     )
     weight_averaging: Literal["none", "ema"] = Field(
-        "none", description="ema: validate, checkpoint and ship an EMA of the weights"
+        "ema", description="ema: validate, checkpoint and ship an EMA of the weights"
     )
     ema_decay: float = Field(
-        0.99, gt=0, lt=1, description="EMA decay per step, from the first unfrozen epoch on"
+        0.995, gt=0, lt=1, description="EMA decay per step, from the first unfrozen epoch on"
     )
     seed: int = 42
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
@@ -100,6 +113,9 @@ class TrainConfig(_Strict):
     limit_train_batches: int | float = Field(1.0, gt=0, description="batches or fraction")
     limit_val_batches: int | float = Field(1.0, gt=0, description="batches or fraction")
     progress: bool = Field(True, description="rich progress bars")
+    profiler: Literal["none", "simple", "advanced"] = Field(
+        "none", description="Lightning profiler; its report goes to <run>/fit-profile.txt"
+    )
 
 
 class OperatingConfig(_Strict):

@@ -178,7 +178,7 @@ class XrayDataModule(LightningDataModule):
         return CachedImages(self.rows[split], self.cache_dir, self.contract, aug)
 
     def _loader(self, ds: CachedImages, **kwargs: object) -> DataLoader:
-        workers = self.cfg.num_workers
+        workers = self.cfg.loader_workers()
         return DataLoader(
             ds,
             batch_size=self.cfg.batch_size,

@@ -23,7 +23,7 @@ from pneumonia.calibration import expected_calibration_error, reliability_figure
 from pneumonia.config import TrackingConfig
 from pneumonia.discover import discover
 from pneumonia.errors import DataError
-from pneumonia.inference import check_tta, load_squares, logits, to_probability
+from pneumonia.inference import check_tta, stream_logits, to_probability
 from pneumonia.metrics import binary_metrics, headline, jsonable
 from pneumonia.plots import confusion_figure, pr_figure, roc_figure
 from pneumonia.split import COLUMNS, read_manifest
@@ -93,18 +93,20 @@ def score_split(
 ) -> Scored:
     """Read `split` of `data` through the input door and run the network on every image."""
     items, source = select_items(data, split)
-    loaded = load_squares([it.path for it in items], bundle.contract, workers, show)
-    good = [i for i, sq in enumerate(loaded) if not isinstance(sq, str)]
+    paths = [it.path for it in items]
+    raw, errors = stream_logits(bundle, paths, workers=workers, show=show, tta=tta)
+    good = [i for i, error in enumerate(errors) if error is None]
     unreadable = [
-        {"path": items[i].path, "reason": sq} for i, sq in enumerate(loaded) if isinstance(sq, str)
+        {"path": items[i].path, "reason": error}
+        for i, error in enumerate(errors)
+        if error is not None
     ]
     for u in unreadable:
         log.warning("%s: %s (left out)", u["path"], u["reason"])
     if not good:
         raise DataError(f"{source}: none of the {len(items)} images could be read")
-    raw = logits(bundle, [loaded[i] for i in good], show=show, tta=tta)  # type: ignore[misc]
     labels = np.array([LABELS.index(items[i].label) for i in good])
-    return Scored(source, [items[i] for i in good], labels, raw, unreadable)
+    return Scored(source, [items[i] for i in good], labels, raw[good], unreadable)
 
 
 def evaluate(

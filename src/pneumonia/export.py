@@ -4,7 +4,8 @@
 N x 1 x S x S, the bundle's preprocessing contract; output `logit`, N x 1). Before it is kept,
 probabilities from ONNX Runtime and from PyTorch are compared on random and synthetic inputs;
 a difference of 1e-4 or more is refused. `model.json` then records the file's sha256 and the
-parity, so `--backend onnx` can verify it like the weights.
+parity, so the ONNX backend (`--backend auto`, the default, or `onnx`) can verify it like
+the weights.
 """
 
 from __future__ import annotations
@@ -17,37 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from pneumonia.bundle import Bundle, BundleError, file_record, verify_file, write_meta
+from pneumonia.bundle import ONNX, Bundle, file_record, write_meta
 from pneumonia.errors import PneumoniaError
 from pneumonia.inference import to_probability
 from pneumonia.preprocess import fit_to_square, to_tensor
+from pneumonia.runtime import OnnxModel
 from pneumonia.synthetic import synthetic_xray
 
 log = logging.getLogger(__name__)
-ONNX = "model.onnx"
 OPSET = 17
 PARITY_LIMIT = 1e-4
-BACKENDS = ("torch", "onnx")
-
-
-class OnnxModel:
-    """An ONNX Runtime session that answers like the PyTorch model (tensor in, tensor out)."""
-
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(None, {self.input: array})[0])
-
-    def eval(self) -> OnnxModel:
-        return self
 
 
 def parity_inputs(bundle: Bundle, seed: int = 0) -> torch.Tensor:
@@ -66,7 +46,7 @@ def _parity(bundle: Bundle, path: Path) -> dict[str, float]:
     x = parity_inputs(bundle)
     with torch.inference_mode():
         ref = bundle.model(x).reshape(-1).numpy()
-    got = OnnxModel(path)(x).reshape(-1).numpy()
+    got = OnnxModel(path)(x.numpy()).reshape(-1)
     t = bundle.temperature
     return {
         "max_abs_diff_logit": float(np.abs(got - ref).max()),
@@ -126,17 +106,3 @@ def export_onnx(bundle: Bundle, force: bool = False) -> dict[str, Any]:
     write_meta(meta, bundle.path)
     log.info("ONNX model written: %s (parity %.2e)", target, parity["max_abs_diff_probability"])
     return {"path": str(target), **info}
-
-
-def with_backend(bundle: Bundle, backend: str, threads: int | None = None) -> Bundle:
-    """The bundle answering through `backend`: `torch` as loaded, or its verified ONNX file."""
-    if backend not in BACKENDS:
-        raise PneumoniaError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if backend == "torch":
-        return bundle
-    if ONNX not in bundle.meta.files:
-        raise BundleError(
-            f"{bundle.path}: has no ONNX model; run `pneumonia export {bundle.path} --onnx` first"
-        )
-    path = verify_file(bundle.path, bundle.meta, ONNX)
-    return Bundle(bundle.path, bundle.meta, OnnxModel(path, threads))  # type: ignore[arg-type]

@@ -1,26 +1,30 @@
 """Inference through the one input door: file -> grayscale -> contract square -> probability.
 
-Decoding runs in worker processes; the network runs in batches. An image that cannot be read
-becomes a row that says why; every other image is still predicted.
+Images are decoded by threads a little ahead of the network, which runs in batches on the
+bundle's backend (ONNX Runtime or PyTorch), so decoding overlaps inference. An image that
+cannot be read becomes a row that says why; every other image is still predicted. This module
+is on the lean path: it imports no PyTorch.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from scipy.special import expit
 
 from pneumonia import LABELS
 from pneumonia.bundle import Bundle
 from pneumonia.errors import DataError, ImageError
 from pneumonia.image_io import IMAGE_SUFFIXES, read_image
-from pneumonia.preprocess import Preprocessing, fit_to_square, to_tensor
-from pneumonia.progress import parallel_map, track
+from pneumonia.preprocess import Preprocessing, fit_to_square, to_array
+from pneumonia.progress import default_workers, parallel_map, progress_bar
+from pneumonia.runtime import run_network
 
 log = logging.getLogger(__name__)
 TTA_SHIFT = 0.04  # fraction of the side each TTA view is shifted by
@@ -48,27 +52,54 @@ def load_square(job: tuple[str, int, str]) -> np.ndarray | str:
 def load_squares(
     paths: list[str], contract: Preprocessing, workers: int | None = None, show: bool = True
 ) -> list[np.ndarray | str]:
-    """`load_square` for many paths, in parallel, order kept."""
+    """`load_square` for many paths, in worker processes, order kept."""
     jobs = [(p, contract.image_size, contract.resize) for p in paths]
     return parallel_map(load_square, jobs, "reading images", workers, show)
 
 
-def shift(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
+def stream_squares(
+    paths: list[str], contract: Preprocessing, workers: int | None = None, ahead: int = 128
+) -> Iterator[np.ndarray | str]:
+    """`load_square` for many paths, in order, decoded by `workers` threads at most `ahead`
+    images in front of the consumer (decoding and resizing release the GIL)."""
+    jobs = iter([(p, contract.image_size, contract.resize) for p in paths])
+    with ThreadPoolExecutor(max(1, workers or default_workers())) as pool:
+        pending: deque[Future[np.ndarray | str]] = deque()
+        for job in jobs:
+            pending.append(pool.submit(load_square, job))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def shift(x: np.ndarray, dy: int, dx: int, fill: float) -> np.ndarray:
     """Move a batch of images by (dy, dx) pixels; uncovered pixels get `fill`."""
     h, w = x.shape[-2:]
-    out = torch.full_like(x, fill)
+    out = np.full_like(x, fill)
     out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
         ..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
     ]
     return out
 
 
-def tta_views(x: torch.Tensor, contract: Preprocessing) -> list[torch.Tensor]:
+def tta_views(x: np.ndarray, contract: Preprocessing) -> list[np.ndarray]:
     """Test-time augmentation: the batch itself and four shifts by 4% of the side (up, down,
     left, right), filled with black as the letterbox is. No mirror: training has none either."""
     d = max(1, round(TTA_SHIFT * x.shape[-1]))
     black = (0.0 - contract.mean) / contract.std
     return [x, *(shift(x, dy, dx, black) for dy, dx in ((-d, 0), (d, 0), (0, -d), (0, d)))]
+
+
+def batch_logits(
+    model: Any, contract: Preprocessing, squares: list[np.ndarray], tta: bool
+) -> np.ndarray:
+    """Raw logits of `model` for one batch of contract squares (mean over `tta_views`)."""
+    x = to_array(np.stack(squares), contract)
+    if not tta:
+        return run_network(model, x)
+    per_view = np.stack([run_network(model, v) for v in tta_views(x, contract)])
+    return np.asarray(per_view.mean(axis=0), dtype=np.float32)
 
 
 def logits(
@@ -83,28 +114,58 @@ def logits(
 
 
 def network_logits(
-    model: torch.nn.Module,
+    model: Any,
     contract: Preprocessing,
     squares: list[np.ndarray],
     batch_size: int = 32,
     show: bool = False,
     tta: bool = False,
 ) -> np.ndarray:
-    """Raw logits of `model` (in eval mode, on its own device) for contract squares, in
-    batches; with `tta`, the mean logit over `tta_views`."""
+    """Raw logits of `model` (a PyTorch module in eval mode, on its own device, or an ONNX
+    Runtime model) for contract squares, in batches; with `tta`, the mean over `tta_views`."""
     if not squares:
         return np.zeros(0, dtype=np.float32)
-    weights = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
-    device = weights.device if weights is not None else torch.device("cpu")  # ONNX runs on CPU
-    starts = range(0, len(squares), batch_size)
     out = []
-    with torch.inference_mode():
-        for i in track(starts, len(starts), "predicting", show):
-            x = to_tensor(np.stack(squares[i : i + batch_size]), contract).to(device)
-            views = tta_views(x, contract) if tta else [x]
-            z = torch.stack([model(v).reshape(-1).float() for v in views]).mean(0)
-            out.append(z.cpu().numpy())
+    with progress_bar(transient=True, disable=not show) as bar:
+        task = bar.add_task("predicting", total=len(squares))
+        for i in range(0, len(squares), batch_size):
+            out.append(batch_logits(model, contract, squares[i : i + batch_size], tta))
+            bar.advance(task, len(out[-1]))
     return np.concatenate(out)
+
+
+def stream_logits(
+    bundle: Bundle,
+    paths: list[str],
+    batch_size: int = 32,
+    workers: int | None = None,
+    show: bool = True,
+    tta: bool = False,
+) -> tuple[np.ndarray, list[str | None]]:
+    """Raw logits for image files, decoded while the network runs: (logits, NaN where
+    unreadable; per path None or the reason it could not be read)."""
+    raw = np.full(len(paths), np.nan, dtype=np.float32)
+    errors: list[str | None] = [None] * len(paths)
+    batch: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if batch:
+            found = batch_logits(bundle.model, bundle.contract, [sq for _, sq in batch], tta)
+            raw[[i for i, _ in batch]] = found
+            batch.clear()
+
+    with progress_bar(disable=not show) as bar:
+        task = bar.add_task("predicting", total=len(paths))
+        for i, square in enumerate(stream_squares(paths, bundle.contract, workers)):
+            if isinstance(square, str):
+                errors[i] = square
+            else:
+                batch.append((i, square))
+            if len(batch) == batch_size:
+                flush()
+            bar.advance(task)
+        flush()
+    return raw, errors
 
 
 def check_operating_point(bundle: Bundle) -> bool:
@@ -143,8 +204,9 @@ def check_tta(bundle: Bundle, tta: bool) -> None:
 
 
 def to_probability(raw_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """P(PNEUMONIA) = sigmoid(logit / temperature), in float64."""
-    return np.asarray(expit(np.asarray(raw_logits, dtype=np.float64) / temperature))
+    """P(PNEUMONIA) = sigmoid(logit / temperature), in float64 (stable for any logit)."""
+    z = np.asarray(raw_logits, dtype=np.float64) / temperature
+    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def probabilities(
@@ -168,20 +230,18 @@ def predict_paths(
 ) -> list[Prediction]:
     """Predict every path; unreadable images get an error instead of a probability."""
     check_tta(bundle, tta)
-    loaded = load_squares(paths, bundle.contract, workers, show)
-    good = [i for i, sq in enumerate(loaded) if not isinstance(sq, str)]
-    squares = [loaded[i] for i in good]
-    probs = probabilities(bundle, squares, batch_size, show, tta)  # type: ignore[arg-type]
-    results: list[Prediction] = [
-        Prediction(p, None, None, sq if isinstance(sq, str) else None)
-        for p, sq in zip(paths, loaded, strict=True)
-    ]
-    for i, prob in zip(good, probs, strict=True):
-        label = LABELS[1] if prob >= bundle.threshold else LABELS[0]
-        results[i] = Prediction(paths[i], float(prob), label)
-    for r in results:
-        if r.error:
-            log.warning("%s: %s", r.path, r.error)
+    raw, errors = stream_logits(bundle, paths, batch_size, workers, show, tta)
+    probs = np.full(len(paths), np.nan)
+    readable = ~np.isnan(raw)
+    probs[readable] = to_probability(raw[readable], bundle.temperature)
+    results = []
+    for path, prob, error in zip(paths, probs, errors, strict=True):
+        if error is not None:
+            log.warning("%s: %s", path, error)
+            results.append(Prediction(path, None, None, error))
+        else:
+            label = LABELS[1] if prob >= bundle.threshold else LABELS[0]
+            results.append(Prediction(path, float(prob), label))
     return results
 
 

@@ -1,8 +1,9 @@
 """The one preprocessing contract: grayscale, aspect-preserving resize, recorded normalisation.
 
 Every image that reaches a model goes through `fit_to_square` (done once, when the cache is
-prepared, or at prediction time) and then `to_tensor`. The contract's fields travel with every
-model bundle, so inference repeats exactly what training did.
+prepared, or at prediction time) and then `to_array` (`to_tensor` for PyTorch). The
+contract's fields travel with every model bundle, so inference repeats exactly what training
+did.
 """
 
 from __future__ import annotations
@@ -79,10 +80,15 @@ def fit_to_square(gray: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
     raise ValueError(f"unknown resize mode {mode!r}; use 'pad' or 'crop'")
 
 
+def to_array(square: np.ndarray, contract: Preprocessing) -> np.ndarray:
+    """uint8 HxW (or NxHxW) array -> float32 array 1xHxW (or Nx1xHxW), normalised."""
+    x = np.asarray(square, dtype=np.float32) / np.float32(255.0)
+    x = np.expand_dims(x, -3)
+    return np.ascontiguousarray((x - np.float32(contract.mean)) / np.float32(contract.std))
+
+
 def to_tensor(square: np.ndarray, contract: Preprocessing) -> torch.Tensor:
-    """uint8 HxW (or NxHxW) array -> float tensor 1xHxW (or Nx1xHxW), normalised."""
+    """`to_array` as a torch tensor (for training and PyTorch inference)."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(square)).float().div_(255.0)
-    x = x.unsqueeze(-3)
-    return (x - contract.mean) / contract.std
+    return torch.from_numpy(to_array(square, contract))

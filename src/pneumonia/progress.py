@@ -30,8 +30,9 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def progress_bar(transient: bool = False) -> Progress:
-    """The package's progress bar style (description, bar, count, elapsed, remaining)."""
+def progress_bar(transient: bool = False, disable: bool = False) -> Progress:
+    """The package's progress bar style (description, bar, count, elapsed, remaining);
+    `disable` draws nothing."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -39,6 +40,7 @@ def progress_bar(transient: bool = False) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=transient,
+        disable=disable,
     )
 
 

@@ -6,11 +6,20 @@ Routes: `GET /` (a web page: drop an X-ray, see probability, label and Grad-CAM)
 input door as every other command, capped in bytes and in decoded pixels. A bad upload is
 answered with a JSON error (413 too large, 415 not a readable image, 422 a malformed request),
 never a 500 with a traceback, and the service stays up for the next request.
+
+`/predict` runs on the bundle's backend (ONNX Runtime by default), with concurrent requests
+grouped into one network call (`pneumonia.batching`); when the queue of waiting requests is
+full the answer is 503 with Retry-After. `/explain` needs PyTorch (Grad-CAM): a bundle served
+on ONNX Runtime loads its PyTorch network at the first `/explain`, and an inference-only
+install answers 501.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Annotated, Any
@@ -22,14 +31,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pneumonia import LABELS, __version__
-from pneumonia.bundle import WEIGHTS, Bundle
+from pneumonia.batching import Batching, MicroBatcher, Overloaded
+from pneumonia.bundle import TRAIN_EXTRA, WEIGHTS, Bundle, load_bundle
 from pneumonia.card import model_card
 from pneumonia.errors import ImageError, ImageTooLargeError
-from pneumonia.explain import explain_gray, overlay_png
-from pneumonia.export import with_backend
 from pneumonia.image_io import decode_image
 from pneumonia.inference import check_operating_point, probabilities
 from pneumonia.preprocess import fit_to_square
+from pneumonia.runtime import torch_available
 
 log = logging.getLogger(__name__)
 SERVICE_METHODS = ("gradcam", "gradcam++")  # scorecam takes minutes on a CPU: CLI only
@@ -79,7 +88,9 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
-def _predict(bundle: Bundle, uploads: list[UploadFile], limits: Limits) -> JSONResponse:
+def _predict(
+    bundle: Bundle, batcher: MicroBatcher, uploads: list[UploadFile], limits: Limits
+) -> JSONResponse:
     if not uploads:
         return _error(422, "no file uploaded; send images as multipart field 'files'")
     if len(uploads) > limits.max_files:
@@ -100,7 +111,7 @@ def _predict(bundle: Bundle, uploads: list[UploadFile], limits: Limits) -> JSONR
     if not good:
         first = problems[0]
         return _error(first.status, f"{first.filename}: {first.reason}", results=results)
-    probs = probabilities(bundle, [sq for _, sq in good])
+    probs = batcher.submit([sq for _, sq in good])
     for (i, _), prob in zip(good, probs, strict=True):
         label = LABELS[int(prob >= bundle.threshold)]
         results[i].update(probability=float(prob), label=label)
@@ -114,34 +125,78 @@ def _predict(bundle: Bundle, uploads: list[UploadFile], limits: Limits) -> JSONR
     )
 
 
-def _explain(bundle: Bundle, upload: UploadFile, method: str, limits: Limits) -> Response:
-    name, data = _read(upload, limits)
-    expl = explain_gray(bundle, _gray(name, data, limits), name, method)
-    headers = {
-        "X-Probability": f"{expl.probability:.6f}",
-        "X-Label": expl.label,
-        "X-Model-Version": model_version(bundle),
-    }
-    return Response(overlay_png(expl, bundle.threshold), media_type="image/png", headers=headers)
+class Explainer:
+    """Grad-CAM for the service: the bundle's PyTorch network, loaded at first use when the
+    service answers on ONNX Runtime."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle if bundle.backend == "torch" else None
+        self.path = bundle.path
+        self._lock = threading.Lock()
+
+    def network(self) -> Bundle:
+        with self._lock:
+            if self.bundle is None:
+                if not torch_available():
+                    raise StarletteHTTPException(
+                        501,
+                        "explanations need PyTorch (Grad-CAM), which this inference-only "
+                        f"install lacks; {TRAIN_EXTRA}",
+                    )
+                self.bundle = load_bundle(self.path, "torch")
+            return self.bundle
+
+    def __call__(self, upload: UploadFile, method: str, limits: Limits) -> Response:
+        name, data = _read(upload, limits)
+        gray = _gray(name, data, limits)
+        bundle = self.network()
+        from pneumonia.explain import explain_gray, overlay_png
+
+        expl = explain_gray(bundle, gray, name, method)
+        headers = {
+            "X-Probability": f"{expl.probability:.6f}",
+            "X-Label": expl.label,
+            "X-Model-Version": model_version(bundle),
+        }
+        return Response(
+            overlay_png(expl, bundle.threshold), media_type="image/png", headers=headers
+        )
 
 
-def create_app(bundle: Bundle, limits: Limits | None = None, backend: str = "torch") -> FastAPI:
-    """The service for `bundle` (loaded by the caller, once). `/predict` runs on `backend`;
-    `/explain` always on PyTorch, which Grad-CAM needs."""
+def create_app(
+    bundle: Bundle, limits: Limits | None = None, batching: Batching | None = None
+) -> FastAPI:
+    """The service for `bundle` (loaded by the caller, once, on the backend `/predict` runs
+    on); requests are micro-batched as `batching` says."""
     limits = limits or Limits()
     check_operating_point(bundle)
-    predictor = with_backend(bundle, backend)
+    batcher = MicroBatcher(lambda squares: probabilities(bundle, squares), batching)
+    explainer = Explainer(bundle)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        batcher.close()
+
     app = FastAPI(
         title="pneumonia",
         version=__version__,
         description="Pediatric chest X-ray NORMAL vs PNEUMONIA. A research tool, not a "
         "medical device.",
+        lifespan=lifespan,
     )
+    app.state.batcher = batcher
     page = files("pneumonia").joinpath("web/index.html").read_text(encoding="utf-8")
 
     @app.exception_handler(UploadProblem)
     def upload_problem(_: Request, exc: UploadProblem) -> JSONResponse:
         return _error(exc.status, f"{exc.filename}: {exc.reason}")
+
+    @app.exception_handler(Overloaded)
+    def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
+        response = _error(503, str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -164,7 +219,12 @@ def create_app(bundle: Bundle, limits: Limits | None = None, backend: str = "tor
     @app.get("/health")
     def health() -> dict[str, Any]:
         """Liveness and which model answers."""
-        return {"status": "ok", "model_version": model_version(bundle), "version": __version__}
+        return {
+            "status": "ok",
+            "model_version": model_version(bundle),
+            "backend": bundle.backend,
+            "version": __version__,
+        }
 
     @app.get("/model")
     def model() -> dict[str, Any]:
@@ -172,7 +232,7 @@ def create_app(bundle: Bundle, limits: Limits | None = None, backend: str = "tor
         meta = bundle.meta
         return {
             "model_version": model_version(bundle),
-            "backend": backend,
+            "backend": bundle.backend,
             "architecture": meta.architecture.name,
             "labels": list(meta.labels),
             "threshold": meta.threshold.value,
@@ -185,7 +245,7 @@ def create_app(bundle: Bundle, limits: Limits | None = None, backend: str = "tor
     @app.post("/predict")
     def predict(files: Annotated[list[UploadFile], File()]) -> JSONResponse:
         """P(PNEUMONIA) and label for each uploaded image (multipart field `files`)."""
-        return _predict(predictor, files, limits)
+        return _predict(bundle, batcher, files, limits)
 
     @app.post("/explain", response_class=Response)
     def explain(
@@ -193,7 +253,7 @@ def create_app(bundle: Bundle, limits: Limits | None = None, backend: str = "tor
         method: Annotated[str, Query(pattern="^(gradcam|gradcam\\+\\+)$")] = "gradcam",
     ) -> Response:
         """Grad-CAM overlay (PNG) beside the original: a qualitative aid, not a diagnosis."""
-        return _explain(bundle, file, method, limits)
+        return explainer(file, method, limits)
 
     return app
 
@@ -202,4 +262,4 @@ def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run an app from `create_app` with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -13,6 +13,7 @@ uploading artifacts afterwards is logged and never loses the finished run.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import time
@@ -123,6 +124,12 @@ def start_run(
 ) -> RunHandle | None:
     """Open an MLflow run with its params: (uri, run_id), or None when tracking is off."""
     if not cfg.enabled:
+        return None
+    if importlib.util.find_spec("mlflow") is None:  # the inference-only install
+        log.warning(
+            "tracking: MLflow is not installed, so this run is not tracked (outputs are on "
+            "disk as usual); pip install 'pneumonia[train]', or pass --no-track"
+        )
         return None
     from mlflow.entities import Param
 

@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
 )
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.profilers import AdvancedProfiler, Profiler, SimpleProfiler
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
@@ -101,7 +102,17 @@ def _trainer(
         num_sanity_val_steps=0,
         enable_progress_bar=t.progress,
         enable_model_summary=False,
+        profiler=_profiler(t.profiler, run),
     )
+
+
+def _profiler(kind: str, run: Path) -> Profiler | None:
+    """Lightning's profiler of that kind, writing `<run>/fit-profile.txt` (none: None)."""
+    if kind == "simple":
+        return SimpleProfiler(dirpath=run, filename="profile", extended=True)
+    if kind == "advanced":
+        return AdvancedProfiler(dirpath=run, filename="profile")
+    return None
 
 
 def _find_lr(trainer: Trainer, module: XrayClassifier, dm: XrayDataModule, run: Path) -> float:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pneumonia import LABELS
@@ -54,12 +55,29 @@ TrackingUriOpt = Annotated[
     ),
 ]
 BackendOpt = Annotated[
-    str, typer.Option("--backend", help="torch | onnx (run `pneumonia export --onnx` first).")
+    str,
+    typer.Option(
+        "--backend",
+        help="auto (ONNX Runtime when the bundle has a verified model.onnx, its int8 copy if "
+        "that passed its parity check, else PyTorch) | onnx | int8 | torch.",
+    ),
 ]
 WorkersOpt = Annotated[
     int | None, typer.Option("--workers", help="Worker processes (default: all cores).")
 ]
 
+
+# Packages of the `train` extra, absent from an inference-only install.
+TRAINING_ONLY = {
+    "torch",
+    "torchvision",
+    "lightning",
+    "timm",
+    "pytorch_grad_cam",
+    "onnx",
+    "mlflow",
+    "kagglehub",
+}
 
 # Errors of the machine, not of the code: said in one line, with what to do about them.
 MACHINE_ERRORS = {
@@ -81,12 +99,20 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except PneumoniaError as exc:
             message = str(exc)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.split(".")[0] not in TRAINING_ONLY:
+                raise
+            message = (
+                f"this command needs {exc.name.split('.')[0]}, part of the training install "
+                "(this one is inference-only: predict, evaluate and serve on ONNX Runtime); "
+                "pip install 'pneumonia[train]'"
+            )
         except OSError as exc:
             if exc.errno not in MACHINE_ERRORS:
                 raise
             reason = MACHINE_ERRORS[exc.errno].format(uid=os.getuid())
             message = f"{exc.filename}: {reason}" if exc.filename else reason
-        err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -131,6 +157,15 @@ def command_line(*args: object) -> str:
 def fmt(value: float | None) -> str:
     """A metric with 4 decimals, or n/a."""
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def say_backend(bundle: Any) -> None:
+    """One line on stderr: which runtime answers for the bundle."""
+    what = {
+        "onnx": "ONNX Runtime (model.onnx, verified)",
+        "int8": "ONNX Runtime, int8 (model.int8.onnx, verified, passed its parity check)",
+    }.get(bundle.backend, "PyTorch")
+    err.print(f"backend: {what}", highlight=False)
 
 
 def split_bundle(items: list[str]) -> tuple[str | None, list[str]]:
