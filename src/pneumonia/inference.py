@@ -137,7 +137,7 @@ def network_logits(
 def stream_logits(
     bundle: Bundle,
     paths: list[str],
-    batch_size: int = 32,
+    batch_size: int = 4,
     workers: int | None = None,
     show: bool = True,
     tta: bool = False,
@@ -223,7 +223,7 @@ def probabilities(
 def predict_paths(
     bundle: Bundle,
     paths: list[str],
-    batch_size: int = 32,
+    batch_size: int = 4,
     workers: int | None = None,
     show: bool = True,
     tta: bool = False,
