@@ -1,7 +1,7 @@
 """Benchmark: latency of `pneumonia serve` under concurrent clients on 127.0.0.1.
 
     .venv/bin/python benchmarks/service_latency.py [--bundle DIR] [--backend auto|onnx|torch] \
-        [--clients 8] [--seconds 30] [--side 224] [--max-batch 16] [--max-wait-ms 2]
+        [--clients 8] [--seconds 30] [--side 224] [--max-batch 16] [--max-wait-ms 2] [--threads N]
     .venv/bin/python benchmarks/service_latency.py --smoke      # 2 clients, 2 s (the tests)
 
 Starts the service in its own process (`python -m pneumonia serve`), waits for /health, then
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--side", type=int, default=224)
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             shutil.copytree(load_bundle(args.bundle).path, bundle)
             export_onnx(load_bundle(bundle))
         extra = ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
+        extra += ["--threads", str(args.threads)] if args.threads else []
         with running_service(bundle, args.backend, extra) as url:
             result = run_load(url, png_upload(args.side), args.clients, args.seconds)
     print(

@@ -63,6 +63,8 @@ def test_refusals_name_the_problem(tiny_run: TinyRun, exported: Path, tmp_path: 
         load_bundle(tiny_run.bundle, "onnx")
     with pytest.raises(PneumoniaError, match=r"already exists; pass --force"):
         export_onnx(load_bundle(exported))
+    with pytest.raises(PneumoniaError, match=r"needs the PyTorch network"):
+        export_onnx(load_bundle(exported, "onnx"), force=True)
     with pytest.raises(PneumoniaError, match=r"unknown backend 'tensorrt'"):
         load_bundle(exported, "tensorrt")
     altered = tmp_path / "altered"

@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ class MicroBatcher:
         self.settings = settings or Batching()
         self._queue: queue.Queue[Job | None] = queue.Queue(self.settings.max_queue)
         self._seconds_per_image = 0.005  # running estimate, for Retry-After
-        self.batches: list[int] = []  # images per network call, most recent last (bounded)
+        self.batches: deque[int] = deque(maxlen=1000)  # images per network call, recent last
         self._thread = threading.Thread(target=self._loop, name="micro-batcher", daemon=True)
         self._thread.start()
 
@@ -112,7 +113,7 @@ class MicroBatcher:
                 continue
             elapsed = (time.perf_counter() - start) / len(squares)
             self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * elapsed
-            self.batches = [*self.batches[-999:], len(squares)]
+            self.batches.append(len(squares))
             offset = 0
             for job_squares, future in jobs:
                 future.set_result(values[offset : offset + len(job_squares)])

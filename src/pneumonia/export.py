@@ -61,6 +61,8 @@ def export_onnx(bundle: Bundle, force: bool = False) -> dict[str, Any]:
     """Write `model.onnx` into the bundle, check parity, record it in `model.json`."""
     import onnxruntime
 
+    if bundle.backend != "torch":
+        raise PneumoniaError(f"{bundle.path}: export needs the PyTorch network (backend torch)")
     target = bundle.path / ONNX
     if target.exists() and not force:
         raise PneumoniaError(f"{target}: already exists; pass --force to export again")

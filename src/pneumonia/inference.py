@@ -62,11 +62,10 @@ def stream_squares(
 ) -> Iterator[np.ndarray | str]:
     """`load_square` for many paths, in order, decoded by `workers` threads at most `ahead`
     images in front of the consumer (decoding and resizing release the GIL)."""
-    jobs = iter([(p, contract.image_size, contract.resize) for p in paths])
     with ThreadPoolExecutor(max(1, workers or default_workers())) as pool:
         pending: deque[Future[np.ndarray | str]] = deque()
-        for job in jobs:
-            pending.append(pool.submit(load_square, job))
+        for path in paths:
+            pending.append(pool.submit(load_square, (path, contract.image_size, contract.resize)))
             if len(pending) >= ahead:
                 yield pending.popleft().result()
         while pending:

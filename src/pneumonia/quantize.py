@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumonia.bundle import INT8, ONNX, Bundle, file_record, verify_file, write_meta
+from pneumonia.bundle import INT8, Bundle, file_record, write_meta
 from pneumonia.errors import DataError, PneumoniaError
 from pneumonia.evaluate import score_split
 from pneumonia.inference import load_squares, to_probability
@@ -104,20 +104,19 @@ def quantize_bundle(
     workers: int | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Calibrate, write, judge; keep `model.int8.onnx` only when the parity rule passes."""
+    """Calibrate, write, judge against the float model `bundle` runs (loaded with backend
+    onnx); keep `model.int8.onnx` only when the parity rule passes."""
     if split == "test":
         raise PneumoniaError("the parity check runs on validation data, never on 'test'")
-    source = verify_file(bundle.path, bundle.meta, ONNX) if ONNX in bundle.meta.files else None
-    if source is None:
-        raise PneumoniaError(f"{bundle.path}: export the float model first (--onnx)")
+    if bundle.backend != "onnx":
+        raise PneumoniaError(f"{bundle.path}: load it on the float ONNX model (backend onnx)")
     target = bundle.path / INT8
     if (target.exists() or "int8" in bundle.meta.exports) and not force:
         raise PneumoniaError(f"{bundle.path}: already has an int8 attempt; pass --force")
     batches = calibration_batches(bundle, manifest, images, seed, workers)
     tmp = target.with_suffix(".onnx.tmp")
-    _quantize(source, tmp, batches)
-    float_bundle = Bundle(bundle.path, bundle.meta, OnnxModel(source), "onnx")
-    scored = score_split(float_bundle, manifest, split, workers, show=False)
+    _quantize(bundle.model.path, tmp, batches)  # the verified model.onnx the bundle runs
+    scored = score_split(bundle, manifest, split, workers, show=False)
     int8_bundle = Bundle(bundle.path, bundle.meta, OnnxModel(tmp), "onnx")
     int8_logits = score_split(int8_bundle, manifest, split, workers, show=False).logits
     result = parity(scored.labels, scored.logits, int8_logits, bundle)
