@@ -51,7 +51,9 @@ def running_service(
     """`pneumonia serve` in a subprocess on a free port; yields its URL once /health answers."""
     port = free_port()
     command = [sys.executable, "-m", "pneumonia", "serve", *([bundle] if bundle else [])]
-    command += ["--port", str(port), "--backend", backend, *extra]
+    log_dir = tempfile.mkdtemp(prefix="pneumonia-bench-log-")  # logging on, as by default
+    command += ["--port", str(port), "--backend", backend, "--log", f"{log_dir}/log.sqlite"]
+    command += extra
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -71,6 +73,7 @@ def running_service(
     finally:
         process.terminate()
         process.wait(timeout=30)
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def png_upload(side: int) -> bytes:

@@ -8,6 +8,9 @@
 #   docker run --rm -p 8000:8000 -v "$PWD/runs/r/bundle:/model:ro" pneumonia-api \
 #       serve /model --host 0.0.0.0 --port 8000
 # (the bundle must carry model.onnx: `pneumonia export BUNDLE --onnx` first)
+# Every prediction is logged (no pixels, no file names) to /app/logs/predictions.sqlite, a
+# volume: mount one to keep it, e.g. -v "$PWD/logs:/app/logs", and read it with
+# `pneumonia monitor logs/predictions.sqlite`.
 FROM python:3.11.7-slim-bookworm
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 \
@@ -27,11 +30,13 @@ RUN mkdir -p src/pneumonia && touch src/pneumonia/__init__.py \
 COPY src ./src
 RUN pip install --no-deps . && python -c "import matplotlib.font_manager" \
  && chmod 1777 /tmp/matplotlib \
- && useradd --create-home pneumonia
+ && useradd --create-home pneumonia \
+ && mkdir -p /app/logs && chown pneumonia /app/logs
 USER pneumonia
+VOLUME ["/app/logs"]
 
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"
 ENTRYPOINT ["pneumonia"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000", "--log", "/app/logs/predictions.sqlite"]

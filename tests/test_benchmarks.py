@@ -132,3 +132,15 @@ def test_inference_speed_times_the_cli(capsys: pytest.CaptureFixture[str]) -> No
     result = module.main(["--images", "6", "--repeats", "1"])
     assert 0 < result["one_s"] < result["folder_s"] + 1 and result["per_second"] > 0
     assert "6 synthetic X-rays; flags: (none)" in capsys.readouterr().out
+
+
+def test_ood_guard_smoke(tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tiny_run.cfg.data
+    args = ["--bundle", str(tiny_run.bundle), "--manifest", str(cfg.manifest)]
+    rows = load("ood_guard").main(
+        [*args, "--cache", str(cfg.cache_dir), "--views", "1", "--per-kind", "2"]
+    )
+    assert len(rows) == 2 * 3 * 2  # views {0, 1} x components x budgets
+    assert all(0 <= r["val flagged"] <= r["budget"] + 1e-9 for r in rows)
+    out = capsys.readouterr().out
+    assert "| views | components | budget |" in out and "baseline |logit|" in out

@@ -34,13 +34,16 @@ def test_bundle_files_are_readable_by_other_users(tiny_run: TinyRun, tmp_path: P
     folder = save_bundle(bundle.model, bundle.meta, tmp_path / "b")
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
     assert modes == dict.fromkeys(["MODEL_CARD.md", "model.json", "model.safetensors"], 0o644)
-    assert load_bundle(folder).meta.files == bundle.meta.files
+    resaved = load_bundle(folder)
+    assert resaved.meta.files == {"model.safetensors": bundle.meta.files["model.safetensors"]}
+    assert resaved.meta.guard is None and resaved.guard is None  # its file was not written
 
 
 def test_bundle_describes_itself(tiny_run: TinyRun) -> None:
     folder, meta = read_meta(tiny_run.bundle)
     assert sorted(p.name for p in folder.iterdir()) == [
         "MODEL_CARD.md",
+        "guard.safetensors",
         "model.json",
         "model.safetensors",
     ]

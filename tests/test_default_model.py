@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pneumonia.bundle import DEFAULT_BUNDLE, ONNX, load_bundle
-from pneumonia.config import load_config
+from pneumonia.config import Config, load_config
 from pneumonia.evaluate import evaluate
 from pneumonia.inference import predict_paths
 from pneumonia.split import make_manifest, write_manifest
@@ -18,16 +18,18 @@ def test_default_bundle_loads_and_is_small() -> None:
     assert bundle.path == DEFAULT_BUNDLE
     assert bundle.meta.architecture.name == "efficientnet_lite0"
     size = sum(p.stat().st_size for p in DEFAULT_BUNDLE.iterdir())
-    assert size < 32 * 2**20  # weights and their verified ONNX copy
+    assert size < 40 * 2**20  # weights, their verified ONNX copy and the guard (6.5 MB)
     assert ONNX in bundle.meta.files and load_bundle(None, "auto").backend in ("onnx", "int8")
     assert bundle.meta.validation["roc_auc"] >= 0.99
+    assert bundle.guard is not None and load_bundle(None, "auto").guard is not None
     assert (DEFAULT_BUNDLE / "MODEL_CARD.md").read_text().startswith("# Model card")
 
 
 def test_default_bundle_was_trained_by_the_default_recipe() -> None:
     """The shipped model is what `pneumonia train` makes with configs/default.yaml: every
     setting but where files go and what the run is called."""
-    shipped = load_bundle(None).meta.training["config"]
+    meta = load_bundle(None).meta
+    shipped = Config.model_validate(meta.training["config"]).model_dump(mode="json")
     default = load_config(None, []).model_dump(mode="json")
     for cfg in (shipped, default):
         for section, key in [("data", "manifest"), ("data", "cache_dir"), ("train", "out_dir")]:
@@ -35,6 +37,9 @@ def test_default_bundle_was_trained_by_the_default_recipe() -> None:
         cfg["train"].pop("run_name")
         cfg["data"].pop("num_workers")  # speed only: auto is 0 on 2 cores, more elsewhere
     assert shipped == default
+    guard = default["guard"]  # fitted by `pneumonia guard` with the default settings
+    assert meta.guard is not None and meta.guard.max_flag_rate == guard["max_flag_rate"]
+    assert meta.guard.fitted_on["augmented_views"] == guard["augmented_views"]
 
 
 def test_default_bundle_predicts(tmp_path: Path) -> None:

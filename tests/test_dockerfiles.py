@@ -71,11 +71,16 @@ def test_the_source_layer_builds_the_source_not_the_placeholder(path: Path, tmp_
     assert "__version__" in init  # a stale build/ gave the image an empty __init__.py
 
 
-def test_api_image_serves_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_image_serves_the_shipped_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     steps = dict(instructions(ROOT / "dockerfiles" / "api.Dockerfile"))
     assert json.loads(steps["ENTRYPOINT"]) == ["pneumonia"] and steps["EXPOSE"] == "8000"
     command = json.loads(steps["CMD"])
     assert command[0] == "serve" and "0.0.0.0" in command and "/health" in steps["HEALTHCHECK"]
+    log_path = command[command.index("--log") + 1]
+    assert Path(log_path).parent.as_posix() in json.loads(steps["VOLUME"])  # the log outlives
+    command[command.index("--log") + 1] = str(tmp_path / "predictions.sqlite")  # not /app here
     calls: list[tuple[object, ...]] = []
     monkeypatch.setattr(serve_module, "serve", lambda *args: calls.append(args))
     result = CliRunner().invoke(app, command)  # the image's command, on the shipped model
@@ -84,6 +89,7 @@ def test_api_image_serves_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -> 
     assert health["model_version"].startswith("efficientnet_lite0@")
     assert health["backend"] == "onnx"  # the lean image has no PyTorch to fall back on
     assert calls[0][1:] == ("0.0.0.0", 8000)
+    assert health["prediction_log"]["path"] == str(tmp_path / "predictions.sqlite")
 
 
 def test_the_api_image_is_the_inference_only_install() -> None:

@@ -1,6 +1,10 @@
 """The web service through FastAPI's TestClient: every route, every bad input."""
 
+import hashlib
 import io
+import json
+import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +15,7 @@ from PIL import Image
 from conftest import TinyRun
 from pneumonia import serve as serve_module
 from pneumonia.bundle import load_bundle
+from pneumonia.predlog import read_log
 from pneumonia.serve import Limits, create_app, model_version
 from pneumonia.synthetic import oversized_png, save_dicom, synthetic_xray
 
@@ -132,7 +137,7 @@ def test_an_unexpected_failure_is_a_json_500(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(serve_module, "probabilities", broken)
+    monkeypatch.setattr(serve_module, "score_squares", broken)
     response = client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")})
     assert response.status_code == 500 and "still up" in response.json()["error"]
     assert "Traceback" not in response.text
@@ -159,3 +164,82 @@ def test_onnx_backend_answers_like_torch(
     on_torch = client.post("/predict", files=upload).json()["results"][0]["probability"]
     assert on_onnx == pytest.approx(on_torch, abs=1e-4)
     assert onnx_client.get("/model").json()["backend"] == "onnx"
+
+
+def test_answers_carry_the_guard_and_are_logged(tiny_run: TinyRun, tmp_path: Path) -> None:
+    bundle = load_bundle(tiny_run.bundle)
+    assert bundle.guard is not None  # training fits it
+    app = create_app(bundle, log_path=tmp_path / "log.sqlite")
+    with TestClient(app) as client:
+        files = [
+            ("files", ("a.png", png_bytes(), "image/png")),
+            ("files", ("b.txt", b"x", "text/plain")),
+        ]
+        body = client.post("/predict", files=files).json()
+        assert (
+            body["guard"]["active"] is True and body["guard"]["threshold"] == bundle.guard.threshold
+        )
+        good = body["results"][0]
+        assert good["in_distribution"] == (good["ood_score"] <= bundle.guard.threshold)
+        assert client.get("/health").json()["prediction_log"]["written"] == 1  # not the bad one
+    [row] = read_log(tmp_path / "log.sqlite")
+    assert row.sha256 == hashlib.sha256(png_bytes()).hexdigest() and (row.width, row.height) == (
+        60,
+        48,
+    )
+    assert row.probability == good["probability"] and row.ood_score == good["ood_score"]
+    assert row.model == model_version(bundle) and row.backend == "torch" and row.latency_ms > 0
+    assert 0 < row.brightness < 1 and 0 < row.contrast < 1
+
+
+def test_a_dicom_header_never_reaches_the_log(tiny_run: TinyRun, tmp_path: Path) -> None:
+    dcm = save_dicom(np.full((40, 50), 900, np.uint16), tmp_path / "x.dcm")
+    app = create_app(load_bundle(tiny_run.bundle), log_path=tmp_path / "log.sqlite")
+    with TestClient(app) as client:
+        assert (
+            client.post("/predict", files={"files": ("x.dcm", dcm.read_bytes())}).status_code == 200
+        )
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("log.sqlite*"))
+    assert len(read_log(tmp_path / "log.sqlite")) == 1
+    for secret in (b"SECRET-ID-4711", b"Doe^Jane", b"20200101", b"x.dcm"):
+        assert secret not in raw
+
+
+def test_the_service_answers_while_the_log_cannot_be_written(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    app = create_app(load_bundle(tiny_run.bundle), log_path=tmp_path / "log.sqlite")
+
+    class FullDisk:
+        def __enter__(self) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        def __exit__(self, *args: object) -> None:
+            return None
+
+    log = app.state.service.log
+    with TestClient(app) as client:
+        healthy, log._db = log._db, FullDisk()  # what SQLite raises when the disk is full
+        for _ in range(3):
+            response = client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")})
+            assert response.status_code == 200 and "probability" in response.json()["results"][0]
+        status = client.get("/health").json()
+        assert status["status"] == "ok" and status["prediction_log"]["failed_writes"] == 3
+        log._db = healthy  # space freed
+        client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")})
+    assert len(read_log(tmp_path / "log.sqlite")) == 1
+
+
+def test_a_bundle_without_a_guard_says_so(tiny_run: TinyRun, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(tiny_run.bundle, tmp_path / "b"))
+    meta = json.loads((folder / "model.json").read_text())
+    meta["guard"] = None
+    del meta["files"]["guard.safetensors"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    with TestClient(create_app(load_bundle(folder))) as client:
+        body = client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")}).json()
+    assert body["guard"]["active"] is False and "no guard" in body["guard"]["reason"]
+    assert (
+        body["results"][0]["in_distribution"] is None
+        and 0 <= body["results"][0]["probability"] <= 1
+    )

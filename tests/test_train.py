@@ -2,6 +2,11 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +17,7 @@ from PIL import Image
 
 from conftest import TinyRun, prepare_tiny, tiny_config
 from pneumonia import train as train_module
-from pneumonia.config import Config
+from pneumonia.config import Config, dump_config
 from pneumonia.errors import DataError, PneumoniaError
 from pneumonia.models import ModelError
 from pneumonia.operating import OperatingPointError
@@ -138,3 +143,75 @@ def test_lr_finder_sets_the_learning_rate(tmp_path: Path) -> None:
     summary = train(cfg)
     assert summary["lr"] != cfg.train.lr
     assert Image.open(Path(summary["run_dir"]) / "lr_find.png").size[0] > 100
+
+
+def _train_process(cfg_file: Path, *extra: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "pneumonia", "train", *extra]
+    command += [] if "--resume" in extra else ["--config", str(cfg_file)]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    """A real kill (SIGKILL: no handler runs) after the first checkpoint, then `--resume`:
+    the same epochs, threshold, validation metrics and weights as a run never stopped."""
+    base = ["train.epochs=5", "train.early_stopping_patience=10", "data.batch_size=4"]
+    cfg = tiny_config(tmp_path, *base)
+    prepare_tiny(tmp_path, cfg)
+    files = {}
+    for name in ("killed", "whole"):
+        files[name] = dump_config(
+            cfg.model_copy(update={"train": cfg.train.model_copy(update={"run_name": name})}),
+            tmp_path / f"{name}.yaml",
+        )
+    killed = tmp_path / "runs" / "killed"
+    process = _train_process(files["killed"])
+    deadline = time.monotonic() + 240
+    while not (killed / "checkpoints" / "last.ckpt").is_file():
+        assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL and not (killed / "bundle").exists()
+    epochs_at_kill = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    assert epochs_at_kill < 4  # killed mid-run, not after the last epoch
+    for proc in (
+        _train_process(files["killed"], "--resume", str(killed)),
+        _train_process(files["whole"]),
+    ):
+        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()  # type: ignore[union-attr]
+    summaries = [
+        json.loads((tmp_path / "runs" / n / "summary.json").read_text())
+        for n in ("killed", "whole")
+    ]
+    for key in ("epochs_run", "best_epoch", "threshold", "validation"):
+        assert summaries[0][key] == summaries[1][key], key
+    weights = [
+        json.loads((tmp_path / "runs" / n / "bundle" / "model.json").read_text())["files"][
+            "model.safetensors"
+        ]
+        for n in ("killed", "whole")
+    ]
+    assert weights[0]["sha256"] == weights[1]["sha256"]
+    tables = [(tmp_path / "runs" / n / "metrics.csv").read_text() for n in ("killed", "whole")]
+    assert tables[0] == tables[1]  # the killed part's epochs were flushed before the kill
+
+
+def test_ddp_on_two_cpu_processes_writes_one_bundle(tmp_path: Path) -> None:
+    """DDP with the gloo backend: `pneumonia train` starts a second process, both train on
+    their half of each epoch, validation is gathered, and the first process alone writes
+    the bundle (with its guard) and reports."""
+    cfg = tiny_config(tmp_path, "train.accelerator=cpu", "train.devices=2", "train.epochs=2")
+    prepare_tiny(tmp_path, cfg)
+    process = _train_process(dump_config(cfg, tmp_path / "ddp.yaml"))
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err.decode()[-3000:]
+    run = tmp_path / "runs" / "tiny"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["device"] == "cpu" and summary["epochs_run"] == 2 and summary["processes"] == 2
+    assert sorted(p.name for p in (run / "bundle").iterdir()) == [
+        "MODEL_CARD.md", "guard.safetensors", "model.json", "model.safetensors"
+    ]  # fmt: skip
+    assert json.loads((run / "bundle" / "model.json").read_text())["training"]["device"] == "cpu"
+    assert err.decode().count("epoch 1:") == 1  # logged once, not once per process

@@ -13,7 +13,8 @@ import pytest
 import uvicorn
 
 from conftest import TinyRun
-from pneumonia.bundle import load_bundle
+from pneumonia.bundle import Bundle, load_bundle
+from pneumonia.ood_corpus import MAKERS
 from pneumonia.serve import create_app
 from pneumonia.synthetic import save_image, synthetic_xray
 
@@ -39,10 +40,17 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def service(tiny_run: TinyRun) -> Iterator[str]:
+    yield from running(load_bundle(tiny_run.bundle))
+
+
+@pytest.fixture(scope="module")
+def shipped_service() -> Iterator[str]:
+    yield from running(load_bundle(None, "onnx"))
+
+
+def running(bundle: Bundle) -> Iterator[str]:
     port = free_port()
-    config = uvicorn.Config(
-        create_app(load_bundle(tiny_run.bundle)), port=port, log_level="warning"
-    )
+    config = uvicorn.Config(create_app(bundle), port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -90,3 +98,24 @@ def test_upload_shows_probability_label_and_overlay(
         expect(page.locator("#error")).to_contain_text("not an image", timeout=30_000)
         browser.close()
     assert all(url.startswith(service) or url.startswith("blob:") for url in requests)
+
+
+def test_the_page_warns_when_the_image_is_no_chest_xray(
+    shipped_service: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    blank = save_image(MAKERS["cartoon"](np.random.default_rng(1), 300, 260), tmp_path / "c.png")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(shipped_service)
+        page.set_input_files("#file", str(blank))
+        expect(page.locator("#ood")).to_be_visible(timeout=30_000)
+        expect(page.locator("#ood")).to_contain_text(
+            "does not look like a pediatric frontal chest X-ray"
+        )
+        assert "untrusted" in (page.locator("#result").get_attribute("class") or "")
+        expect(page.locator("#guard")).to_contain_text("out-of-distribution score")
+        float(page.locator("#probability").inner_text())  # still shown, struck through
+        browser.close()

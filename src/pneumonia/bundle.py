@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pneumonia import LABELS, __version__
 from pneumonia.errors import PneumoniaError
+from pneumonia.guard import Guard, load_guard
 from pneumonia.outputs import plain_mode
 from pneumonia.preprocess import Preprocessing
 from pneumonia.runtime import BACKENDS, OnnxModel, torch_available
@@ -92,6 +93,23 @@ class Calibration(_Strict):
     brier_after: float | None = None
 
 
+class GuardRecord(_Strict):
+    """The out-of-distribution guard (`pneumonia.guard`): how it scores, where it stands."""
+
+    method: str
+    file: str
+    threshold: float
+    components: int
+    features: int
+    max_flag_rate: float
+    fitted_on: dict[str, Any] = Field(default_factory=dict)  # images, views
+    validation: dict[str, Any] = Field(default_factory=dict)  # flag rates measured at fit time
+    score: str = (
+        "mean squared whitened distance of the pooled features to the nearest class mean "
+        "(about 1 for training-like X-rays); in distribution when score <= threshold"
+    )
+
+
 class FileRecord(_Strict):
     sha256: str
     bytes: int
@@ -118,6 +136,8 @@ class BundleMeta(_Strict):
     versions: dict[str, str] = Field(default_factory=lambda: package_versions())
     files: dict[str, FileRecord] = Field(default_factory=dict)
     exports: dict[str, Any] = Field(default_factory=dict)  # e.g. onnx: file, opset, parity
+    guard: GuardRecord | None = None  # absent: bundles made before the guard, or without one
+    reference: dict[str, Any] = Field(default_factory=dict)  # what `monitor` compares against
 
     def contract_record(self) -> str:
         """What the weights file carries to tie it to this metadata."""
@@ -138,6 +158,7 @@ class Bundle:
     meta: BundleMeta
     model: Any
     backend: str = "torch"
+    guard: Guard | None = None
 
     @property
     def threshold(self) -> float:
@@ -194,7 +215,9 @@ def _sha256(path: Path) -> str:
 
 
 def save_bundle(model: nn.Module, meta: BundleMeta, folder: Path) -> Path:
-    """Write weights and metadata into `folder` (created; files inside are replaced)."""
+    """Write weights and metadata into `folder` (created; files inside are replaced). Only the
+    weights travel: a guard, exports and the monitoring reference belong to files that are
+    not written here, so they are dropped (`pneumonia guard`, `export` add them again)."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -202,7 +225,8 @@ def save_bundle(model: nn.Module, meta: BundleMeta, folder: Path) -> Path:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights), metadata={"pneumonia": meta.contract_record()})
     plain_mode(weights)
-    meta = meta.model_copy(update={"files": {WEIGHTS: file_record(weights)}})
+    update = {"files": {WEIGHTS: file_record(weights)}, "guard": None, "reference": {}}
+    meta = meta.model_copy(update={**update, "exports": {}})
     write_meta(meta, folder)
     log.info("bundle written: %s", folder)
     return folder
@@ -321,12 +345,31 @@ def load_bundle(
     if tuple(meta.labels) != LABELS:
         raise BundleError(f"{folder}: label order {meta.labels} is not {list(LABELS)}")
     chosen = choose_backend(folder, meta, backend)
+    model: Any
     if chosen in ("onnx", "int8"):
         name = ONNX if chosen == "onnx" else INT8
         model = OnnxModel(verify_file(folder, meta, name), threads)
         log.debug("%s: ONNX Runtime (%s)", folder, name)
-        return Bundle(folder, meta, model, chosen)
-    return Bundle(folder, meta, _torch_network(folder, meta, weights), "torch")
+    else:
+        model = _torch_network(folder, meta, weights)
+    return Bundle(folder, meta, model, chosen, _guard(folder, meta, model))
+
+
+def _guard(folder: Path, meta: BundleMeta, model: Any) -> Guard | None:
+    """The bundle's verified guard; None (with a warning saying why) when it cannot run."""
+    if meta.guard is None:
+        log.debug("%s: no out-of-distribution guard", folder)
+        return None
+    if isinstance(model, OnnxModel) and not model.has_features:
+        log.warning(
+            "%s: %s predates the guard's features output, so the guard is off; run "
+            "`pneumonia export %s --onnx --force`",
+            folder,
+            model.path.name,
+            folder,
+        )
+        return None
+    return load_guard(verify_file(folder, meta, meta.guard.file), meta.guard.threshold)
 
 
 def _torch_network(folder: Path, meta: BundleMeta, weights: Path) -> nn.Module:

@@ -139,7 +139,8 @@ class XrayClassifier(LightningModule):
         keys = ("train_loss", "train_acc", "val_loss", "val_acc", "val_auc")
         shown = "  ".join(f"{k} {m[k]:.4f}" for k in keys if k in m)
         took = time.perf_counter() - self._epoch_started
-        log.info("epoch %d: %s  lr %.2g  (%.0f s)", self.current_epoch, shown, head_lr, took)
+        if self.trainer.is_global_zero:  # once, not once per DDP process
+            log.info("epoch %d: %s  lr %.2g  (%.0f s)", self.current_epoch, shown, head_lr, took)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], idx: int) -> None:
         x, y = batch

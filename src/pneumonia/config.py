@@ -150,6 +150,19 @@ class OperatingConfig(_Strict):
         return views
 
 
+class GuardConfig(_Strict):
+    """The out-of-distribution guard fitted after training (`pneumonia.guard`)."""
+
+    enabled: bool = Field(True, description="fit the guard and store it in the bundle")
+    augmented_views: int = Field(
+        3, ge=0, le=16, description="augmented copies of each training image, besides the clean one"
+    )
+    components: int = Field(0, ge=0, description="principal directions kept; 0: all features")
+    max_flag_rate: float = Field(
+        0.01, gt=0, lt=0.5, description="share of clean validation X-rays the threshold may flag"
+    )
+
+
 class TrackingConfig(_Strict):
     """MLflow experiment tracking of `train` and `evaluate` runs (pneumonia.tracking)."""
 
@@ -168,6 +181,7 @@ class Config(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     operating: OperatingConfig = Field(default_factory=OperatingConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 

@@ -123,6 +123,10 @@ class UndersampleSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.per_class * len(self.by_class)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this at every epoch's start: a resumed run draws the same epochs."""
+        self.epoch = epoch
+
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng(self.seed + self.epoch)
         self.epoch += 1
@@ -139,6 +143,8 @@ class XrayDataModule(LightningDataModule):
         super().__init__()
         self.cfg = data
         self.contract = contract
+        # shuffles the training batches; its state travels with checkpoints (rng_state.py)
+        self.generator = torch.Generator().manual_seed(data.seed)
         self.cache_dir = cache_dir_for(data.cache_dir, contract)
         self.rows: dict[str, list[Row]] = {}
 
@@ -190,7 +196,7 @@ class XrayDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Augmented training batches, balanced as `data.balance` says."""
         ds = self.dataset("train", augment=True)
-        generator = torch.Generator().manual_seed(self.cfg.seed)
+        generator = self.generator.manual_seed(self.cfg.seed)
         if self.cfg.balance == "sampler":
             counts = np.bincount(ds.labels, minlength=len(LABELS))
             weights = [1.0 / counts[y] for y in ds.labels]

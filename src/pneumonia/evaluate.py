@@ -81,6 +81,7 @@ class Scored:
     labels: np.ndarray
     logits: np.ndarray
     unreadable: list[dict[str, str]]
+    ood: np.ndarray | None = None  # the guard's scores (NaN without a guard)
 
 
 def score_split(
@@ -94,7 +95,7 @@ def score_split(
     """Read `split` of `data` through the input door and run the network on every image."""
     items, source = select_items(data, split)
     paths = [it.path for it in items]
-    raw, errors = stream_logits(bundle, paths, workers=workers, show=show, tta=tta)
+    raw, ood, errors = stream_logits(bundle, paths, workers=workers, show=show, tta=tta)
     good = [i for i, error in enumerate(errors) if error is None]
     unreadable = [
         {"path": items[i].path, "reason": error}
@@ -106,7 +107,7 @@ def score_split(
     if not good:
         raise DataError(f"{source}: none of the {len(items)} images could be read")
     labels = np.array([LABELS.index(items[i].label) for i in good])
-    return Scored(source, [items[i] for i in good], labels, raw[good], unreadable)
+    return Scored(source, [items[i] for i in good], labels, raw[good], unreadable, ood[good])
 
 
 def evaluate(
@@ -178,12 +179,13 @@ def _evaluate(
         "metrics": jsonable(metrics),
         "intervals": jsonable(_intervals(labels, probs, bundle.threshold, patients, n_boot)),
         "calibration": _calibration(labels, probs),
+        "guard": _guard_result(bundle, scored),
         "unreadable": scored.unreadable,
         "mlflow_run": tracked[1] if tracked else None,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    _write_predictions(out / "predictions.csv", scored.items, labels, probs, bundle)
+    _write_predictions(out / "predictions.csv", scored, probs, bundle)
     if len(np.unique(labels)) == 2:
         roc_figure(labels, probs, bundle.threshold, out / "roc.png")
         pr_figure(labels, probs, out / "pr.png")
@@ -207,12 +209,30 @@ def _calibration(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     }
 
 
-def _write_predictions(
-    path: Path, items: list[Item], labels: np.ndarray, probs: np.ndarray, bundle: Bundle
-) -> None:
+def _guard_result(bundle: Bundle, scored: Scored) -> dict[str, Any]:
+    """How many of the split's images the guard flags (they are still scored and counted)."""
+    if bundle.guard is None or scored.ood is None:
+        return {"active": False}
+    flagged = ~bundle.guard.in_distribution(scored.ood)
+    return {
+        "active": True,
+        "threshold": bundle.guard.threshold,
+        "flagged": int(flagged.sum()),
+        "flagged_rate": float(flagged.mean()),
+        "flagged_by_label": {
+            lab: int(flagged[scored.labels == k].sum()) for k, lab in enumerate(LABELS)
+        },
+    }
+
+
+def _write_predictions(path: Path, scored: Scored, probs: np.ndarray, bundle: Bundle) -> None:
+    ood = scored.ood if scored.ood is not None else np.full(len(probs), np.nan)
+    inside = bundle.guard.in_distribution(ood) if bundle.guard is not None else None
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", "patient", "label", "probability", "predicted"])
-        for it, prob in zip(items, probs, strict=True):
+        header = ["path", "patient", "label", "probability", "predicted"]
+        writer.writerow([*header, "in_distribution", "ood_score"])
+        for i, (it, prob) in enumerate(zip(scored.items, probs, strict=True)):
             predicted = LABELS[int(prob >= bundle.threshold)]
-            writer.writerow([it.path, it.patient, it.label, f"{prob:.6f}", predicted])
+            verdict = ["", ""] if inside is None else [str(bool(inside[i])), f"{ood[i]:.4f}"]
+            writer.writerow([it.path, it.patient, it.label, f"{prob:.6f}", predicted, *verdict])

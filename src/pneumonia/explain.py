@@ -22,11 +22,10 @@ from PIL import Image, ImageDraw, ImageFont
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
-from pneumonia import LABELS
 from pneumonia.bundle import Architecture, Bundle
 from pneumonia.errors import ImageError, PneumoniaError
 from pneumonia.image_io import load_gray
-from pneumonia.inference import to_probability
+from pneumonia.inference import prediction, score_squares, to_probability
 from pneumonia.models import get_spec
 from pneumonia.preprocess import fit_to_square, to_tensor
 
@@ -46,6 +45,8 @@ class Explanation:
     probability: float
     label: str
     method: str
+    in_distribution: bool | None = None  # the guard's verdict; None: no guard
+    ood_score: float | None = None
 
 
 def _tokens_to_map(tokens: torch.Tensor) -> torch.Tensor:
@@ -129,8 +130,11 @@ def explain_gray(bundle: Bundle, gray: np.ndarray, name: str, method: str) -> Ex
     square = fit_to_square(gray, contract.image_size, contract.resize)
     prob, cam = cam_on_square(bundle, square, method)
     full = cam_to_original(cam, gray.shape[0], gray.shape[1], contract.resize)
-    label = LABELS[int(prob >= bundle.threshold)]
-    return Explanation(name, gray, full, prob, label, method)
+    verdict = prediction(bundle, name, prob, float(score_squares(bundle, [square])[0, 1]))
+    return Explanation(
+        name, gray, full, prob, str(verdict.label), method, verdict.in_distribution,
+        verdict.ood_score,
+    )  # fmt: skip
 
 
 def overlay_image(expl: Explanation, threshold: float, alpha: float = 0.5) -> Image.Image:
@@ -153,6 +157,8 @@ def overlay_image(expl: Explanation, threshold: float, alpha: float = 0.5) -> Im
         f"P(PNEUMONIA) {expl.probability:.3f} -> {expl.label} (threshold {threshold:.3g})  |  "
         f"{expl.method}: {CAVEAT}"
     )
+    if expl.in_distribution is False:
+        text = f"NOT LIKE A CHEST X-RAY - do not trust  |  {text}"
     size = header * 3 // 5
     font = ImageFont.load_default(size=size)
     while size > 8 and font.getlength(text) > canvas.width * 0.97:

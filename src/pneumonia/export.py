@@ -1,11 +1,12 @@
 """`pneumonia export BUNDLE --onnx`: the network as ONNX, checked against PyTorch.
 
 `model.onnx` is written inside the bundle folder with a dynamic batch axis (input `image`,
-N x 1 x S x S, the bundle's preprocessing contract; output `logit`, N x 1). Before it is kept,
-probabilities from ONNX Runtime and from PyTorch are compared on random and synthetic inputs;
-a difference of 1e-4 or more is refused. `model.json` then records the file's sha256 and the
-parity, so the ONNX backend (`--backend auto`, the default, or `onnx`) can verify it like
-the weights.
+N x 1 x S x S, the bundle's preprocessing contract; outputs `logit`, N x 1, and `features`,
+N x D, the pooled features the classifier head reads and the out-of-distribution guard
+scores). Before it is kept, probabilities from ONNX Runtime and from PyTorch are compared on
+random and synthetic inputs; a difference of 1e-4 or more is refused. `model.json` then
+records the file's sha256 and the parity, so the ONNX backend (`--backend auto`, the
+default, or `onnx`) can verify it like the weights.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pneumonia.bundle import ONNX, Bundle, file_record, write_meta
 from pneumonia.errors import PneumoniaError
 from pneumonia.inference import to_probability
 from pneumonia.preprocess import fit_to_square, to_tensor
-from pneumonia.runtime import OnnxModel
+from pneumonia.runtime import FEATURES, OnnxModel, head_layers, network_outputs
 from pneumonia.synthetic import synthetic_xray
 
 log = logging.getLogger(__name__)
@@ -42,17 +43,42 @@ def parity_inputs(bundle: Bundle, seed: int = 0) -> torch.Tensor:
     return torch.cat([to_tensor(np.stack(xrays), bundle.contract), noise])
 
 
+class WithFeatures(torch.nn.Module):
+    """A network that also returns the pooled features its classifier head(s) read."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        captured: list[torch.Tensor] = []
+        hooks = [
+            layer.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0].flatten(1)))
+            for layer in head_layers(self.model)
+        ]
+        try:
+            out = self.model(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return out, torch.cat(captured, 1)
+
+
 def _parity(bundle: Bundle, path: Path) -> dict[str, float]:
-    x = parity_inputs(bundle)
-    with torch.inference_mode():
-        ref = bundle.model(x).reshape(-1).numpy()
-    got = OnnxModel(path)(x.numpy()).reshape(-1)
+    x = parity_inputs(bundle).numpy()
+    ref, ref_features = network_outputs(bundle.model, x)
+    got, features = OnnxModel(path).outputs(x)
+    got = got.reshape(-1)
+    if features is None or ref_features is None:
+        raise PneumoniaError(f"{path}: the export has no {FEATURES} output")
     t = bundle.temperature
+    scale = float(np.abs(ref_features).max()) or 1.0
     return {
         "max_abs_diff_logit": float(np.abs(got - ref).max()),
         "max_abs_diff_probability": float(
             np.abs(to_probability(got, t) - to_probability(ref, t)).max()
         ),
+        "max_rel_diff_features": float(np.abs(features - ref_features).max() / scale),
         "images": len(x),
     }
 
@@ -72,29 +98,30 @@ def export_onnx(bundle: Bundle, force: bool = False) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            bundle.model,
+            WithFeatures(bundle.model).eval(),
             (example,),
             str(tmp),
             dynamo=False,
             input_names=["image"],
-            output_names=["logit"],
-            dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}},
+            output_names=["logit", FEATURES],
+            dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}, FEATURES: {0: "batch"}},
             opset_version=OPSET,
         )
     parity = _parity(bundle, tmp)
-    if parity["max_abs_diff_probability"] >= PARITY_LIMIT:
+    worst = max(parity["max_abs_diff_probability"], parity["max_rel_diff_features"])
+    if worst >= PARITY_LIMIT:
         tmp.unlink()
         raise PneumoniaError(
-            f"ONNX export of {bundle.path} differs from PyTorch by "
-            f"{parity['max_abs_diff_probability']:.2e} in probability (limit {PARITY_LIMIT}); "
-            "not written"
+            f"ONNX export of {bundle.path} differs from PyTorch by {worst:.2e} in probability "
+            f"or relative feature value (limit {PARITY_LIMIT}); not written"
         )
     tmp.replace(target)
     info = {
         "file": ONNX,
         "opset": OPSET,
         "input": f"image: N x 1 x {size} x {size} float32 (the preprocessing contract)",
-        "output": "logit: N x 1 (apply calibration.temperature and the threshold)",
+        "output": "logit: N x 1 (apply calibration.temperature and the threshold); "
+        "features: N x D (the guard's input)",
         **parity,
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,

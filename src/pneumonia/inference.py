@@ -24,7 +24,7 @@ from pneumonia.errors import DataError, ImageError
 from pneumonia.image_io import IMAGE_SUFFIXES, read_image
 from pneumonia.preprocess import Preprocessing, fit_to_square, to_array
 from pneumonia.progress import default_workers, parallel_map, progress_bar
-from pneumonia.runtime import run_network
+from pneumonia.runtime import network_outputs, run_network
 
 log = logging.getLogger(__name__)
 TTA_SHIFT = 0.04  # fraction of the side each TTA view is shifted by
@@ -38,6 +38,8 @@ class Prediction:
     probability: float | None
     label: str | None
     error: str | None = None
+    in_distribution: bool | None = None  # None: the bundle has no guard
+    ood_score: float | None = None
 
 
 def load_square(job: tuple[str, int, str]) -> np.ndarray | str:
@@ -94,11 +96,37 @@ def batch_logits(
     model: Any, contract: Preprocessing, squares: list[np.ndarray], tta: bool
 ) -> np.ndarray:
     """Raw logits of `model` for one batch of contract squares (mean over `tta_views`)."""
+    return batch_outputs(model, contract, squares, tta, features=False)[0]
+
+
+def batch_outputs(
+    model: Any, contract: Preprocessing, squares: list[np.ndarray], tta: bool, features: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(raw logits, pooled features of the unshifted view or None) for one batch of squares;
+    with `tta` the logits are the mean over `tta_views`."""
     x = to_array(np.stack(squares), contract)
-    if not tta:
-        return run_network(model, x)
-    per_view = np.stack([run_network(model, v) for v in tta_views(x, contract)])
-    return np.asarray(per_view.mean(axis=0), dtype=np.float32)
+    found, feats = network_outputs(model, x, features)
+    if tta:
+        shifted = [run_network(model, v) for v in tta_views(x, contract)[1:]]
+        found = np.asarray(np.stack([found, *shifted]).mean(axis=0), dtype=np.float32)
+    return found, feats
+
+
+def guard_scores(bundle: Bundle, features: np.ndarray | None, n: int) -> np.ndarray:
+    """The bundle guard's OOD scores for `features` (NaN for all `n` images without a guard)."""
+    if bundle.guard is None or features is None:
+        return np.full(n, np.nan)
+    return bundle.guard.scores(features)
+
+
+def score_squares(bundle: Bundle, squares: list[np.ndarray]) -> np.ndarray:
+    """(N, 2): calibrated P(PNEUMONIA) and the guard's OOD score (NaN without a guard) for
+    contract squares, in one network call (the service's batch function)."""
+    found, feats = batch_outputs(
+        bundle.model, bundle.contract, squares, False, bundle.guard is not None
+    )
+    probs = to_probability(found, bundle.temperature)
+    return np.stack([probs, guard_scores(bundle, feats, len(squares))], axis=1)
 
 
 def logits(
@@ -140,17 +168,23 @@ def stream_logits(
     workers: int | None = None,
     show: bool = True,
     tta: bool = False,
-) -> tuple[np.ndarray, list[str | None]]:
-    """Raw logits for image files, decoded while the network runs: (logits, NaN where
-    unreadable; per path None or the reason it could not be read)."""
+) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """Raw logits and OOD scores for image files, decoded while the network runs: (logits,
+    NaN where unreadable; the guard's scores, NaN where unreadable or without a guard; per
+    path None or the reason it could not be read)."""
     raw = np.full(len(paths), np.nan, dtype=np.float32)
+    ood = np.full(len(paths), np.nan)
     errors: list[str | None] = [None] * len(paths)
     batch: list[tuple[int, np.ndarray]] = []
+    guarded = bundle.guard is not None
 
     def flush() -> None:
         if batch:
-            found = batch_logits(bundle.model, bundle.contract, [sq for _, sq in batch], tta)
-            raw[[i for i, _ in batch]] = found
+            squares = [sq for _, sq in batch]
+            found, feats = batch_outputs(bundle.model, bundle.contract, squares, tta, guarded)
+            rows = [i for i, _ in batch]
+            raw[rows] = found
+            ood[rows] = guard_scores(bundle, feats, len(rows))
             batch.clear()
 
     with progress_bar(disable=not show) as bar:
@@ -164,7 +198,7 @@ def stream_logits(
                 flush()
             bar.advance(task)
         flush()
-    return raw, errors
+    return raw, ood, errors
 
 
 def check_operating_point(bundle: Bundle) -> bool:
@@ -229,19 +263,27 @@ def predict_paths(
 ) -> list[Prediction]:
     """Predict every path; unreadable images get an error instead of a probability."""
     check_tta(bundle, tta)
-    raw, errors = stream_logits(bundle, paths, batch_size, workers, show, tta)
+    raw, ood, errors = stream_logits(bundle, paths, batch_size, workers, show, tta)
     probs = np.full(len(paths), np.nan)
     readable = ~np.isnan(raw)
     probs[readable] = to_probability(raw[readable], bundle.temperature)
     results = []
-    for path, prob, error in zip(paths, probs, errors, strict=True):
+    for path, prob, score, error in zip(paths, probs, ood, errors, strict=True):
         if error is not None:
             log.warning("%s: %s", path, error)
             results.append(Prediction(path, None, None, error))
         else:
-            label = LABELS[1] if prob >= bundle.threshold else LABELS[0]
-            results.append(Prediction(path, float(prob), label))
+            results.append(prediction(bundle, path, float(prob), float(score)))
     return results
+
+
+def prediction(bundle: Bundle, name: str, probability: float, ood_score: float) -> Prediction:
+    """The label at the bundle's threshold and the guard's verdict for one scored image."""
+    label = LABELS[1] if probability >= bundle.threshold else LABELS[0]
+    if bundle.guard is None or np.isnan(ood_score):
+        return Prediction(name, probability, label)
+    inside = bool(bundle.guard.in_distribution(np.array([ood_score]))[0])
+    return Prediction(name, probability, label, None, inside, ood_score)
 
 
 def expand_inputs(items: Iterable[str]) -> list[str]:

@@ -8,6 +8,7 @@ import logging
 import re
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -17,7 +18,7 @@ from pneumonia.image_io import read_image
 from pneumonia.inference import Prediction
 
 log = logging.getLogger(__name__)
-FIELDS = ("path", "probability", "label", "error")
+FIELDS = ("path", "probability", "label", "in_distribution", "ood_score", "error")
 
 
 def write_tables(predictions: list[Prediction], bundle: Bundle, out: Path) -> tuple[Path, Path]:
@@ -30,16 +31,32 @@ def write_tables(predictions: list[Prediction], bundle: Bundle, out: Path) -> tu
         for p in predictions:
             row = asdict(p)
             row["probability"] = "" if p.probability is None else f"{p.probability:.6f}"
+            row["ood_score"] = "" if p.ood_score is None else f"{p.ood_score:.4f}"
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
     payload = {
         "bundle": str(bundle.path),
         "architecture": bundle.meta.architecture.name,
         "threshold": bundle.threshold,
         "threshold_rule": bundle.meta.threshold.rule,
+        "guard": guard_summary(bundle),
         "predictions": [asdict(p) for p in predictions],
     }
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     return csv_path, json_path
+
+
+def guard_summary(bundle: Bundle) -> dict[str, Any]:
+    """What a client needs to read `in_distribution` and `ood_score`: the guard or its absence."""
+    record = bundle.meta.guard
+    if bundle.guard is None or record is None:
+        why = "the bundle has no guard" if record is None else "its model file lacks features"
+        return {"active": False, "reason": f"{why}; in_distribution is null"}
+    return {
+        "active": True,
+        "method": record.method,
+        "threshold": record.threshold,
+        "score": record.score,
+    }
 
 
 def _safe_name(path: str, index: int) -> str:
@@ -62,6 +79,8 @@ def annotate(prediction: Prediction, threshold: float, target: Path, max_side: i
         img = img.resize((512, round(img.height * scale)), Image.Resampling.BILINEAR)
     text = f"{prediction.label}  P(PNEUMONIA)={prediction.probability:.3f}"
     text += f"  (threshold {threshold:.3g})"
+    if prediction.in_distribution is False:
+        text = f"NOT LIKE A CHEST X-RAY - do not trust: {text}"
     size = img.width // 20
     font = ImageFont.load_default(size=size)
     while size > 8 and font.getlength(text) > img.width * 0.95:
@@ -71,6 +90,8 @@ def annotate(prediction: Prediction, threshold: float, target: Path, max_side: i
     box = draw.textbbox((0, 0), text, font=font)
     draw.rectangle((0, 0, img.width, box[3] + size // 2), fill=(0, 0, 0))
     color = (255, 80, 80) if prediction.label == "PNEUMONIA" else (90, 220, 90)
+    if prediction.in_distribution is False:
+        color = (255, 200, 0)
     draw.text((size // 3, size // 4), text, fill=color, font=font)
     img.save(target)
     return target

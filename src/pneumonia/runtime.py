@@ -16,10 +16,12 @@ from pneumonia.progress import default_workers
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnx", "int8", "torch")
+FEATURES = "features"  # the ONNX output with the pooled features the classifier head reads
 
 
 class OnnxModel:
-    """An ONNX Runtime session on the CPU: float32 N x 1 x S x S in, N x 1 logits out."""
+    """An ONNX Runtime session on the CPU: float32 N x 1 x S x S in, N x 1 logits out (and,
+    from exports that have it, the N x D pooled `features` output the guard reads)."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -32,10 +34,16 @@ class OnnxModel:
         self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
+        self.has_features = FEATURES in [o.name for o in self.session.get_outputs()]
 
     def __call__(self, x: Any) -> np.ndarray:
+        return self.outputs(x)[0]
+
+    def outputs(self, x: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N x 1 logits, N x D features or None when the export has none)."""
         array = np.ascontiguousarray(np.asarray(x), dtype=np.float32)
-        return np.asarray(self.session.run(None, {self.input: array})[0])
+        found = self.session.run(None, {self.input: array})
+        return np.asarray(found[0]), np.asarray(found[1]) if self.has_features else None
 
     def eval(self) -> OnnxModel:
         return self
@@ -44,16 +52,45 @@ class OnnxModel:
 def run_network(model: Any, x: np.ndarray) -> np.ndarray:
     """Logits, shape (N,), of `model` for the float32 batch `x` (N x 1 x S x S): ONNX Runtime
     directly, a PyTorch module (in eval mode) on its own device."""
+    return network_outputs(model, x, features=False)[0]
+
+
+def network_outputs(
+    model: Any, x: np.ndarray, features: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(logits (N,), pooled features (N, D) or None) of `model` for the batch `x`. Features
+    are what the classifier head(s) read: from the ONNX `features` output, or captured from
+    a PyTorch module's head inputs; None from an ONNX export without them."""
     if isinstance(model, OnnxModel):
-        return model(x).reshape(-1)
+        found, feats = model.outputs(x) if features else (model(x), None)
+        return found.reshape(-1), feats
     import torch
 
     weights = next(model.parameters(), None)
     device = weights.device if weights is not None else torch.device("cpu")
     batch = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-    with torch.inference_mode():  # NHWC: twice the images/s of NCHW on this CPU (benchmarks)
-        out = model(batch.contiguous(memory_format=torch.channels_last))
-        return np.asarray(out.reshape(-1).float().cpu().numpy())
+    captured: list[Any] = []
+    hooks = [
+        layer.register_forward_hook(lambda _m, inp, _o: captured.append(inp[0].flatten(1)))
+        for layer in (head_layers(model) if features else [])
+    ]
+    try:
+        with torch.inference_mode():  # NHWC: twice the images/s of NCHW on this CPU
+            out = model(batch.contiguous(memory_format=torch.channels_last))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    found = np.asarray(out.reshape(-1).float().cpu().numpy())
+    if not features:
+        return found, None
+    return found, np.asarray(torch.cat(captured, 1).float().cpu().numpy())
+
+
+def head_layers(model: Any) -> list[Any]:
+    """The classification layer(s) whose inputs are the pooled features: the network's own
+    (`get_classifier`, as timm and our CNNs have it), or each ensemble member's."""
+    members = getattr(model, "members", None)
+    return [net.get_classifier() for net in (members if members is not None else [model])]
 
 
 def torch_available() -> bool:

@@ -16,12 +16,15 @@ install answers 501.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -30,13 +33,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pneumonia import LABELS, __version__
+from pneumonia import __version__
 from pneumonia.batching import Batching, MicroBatcher, Overloaded
 from pneumonia.bundle import TRAIN_EXTRA, WEIGHTS, Bundle, load_bundle
 from pneumonia.card import model_card
 from pneumonia.errors import ImageError, ImageTooLargeError
 from pneumonia.image_io import decode_image
-from pneumonia.inference import check_operating_point, probabilities
+from pneumonia.inference import check_operating_point, prediction, score_squares
+from pneumonia.predict import guard_summary
+from pneumonia.predlog import PredictionLog, Record, now
 from pneumonia.preprocess import fit_to_square
 from pneumonia.runtime import torch_available
 
@@ -88,22 +93,35 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A decoded upload: where it sits in the answer, its square and what the log keeps."""
+
+    index: int
+    square: np.ndarray
+    sha256: str
+    width: int
+    height: int
+
+
 def _predict(
-    bundle: Bundle, batcher: MicroBatcher, uploads: list[UploadFile], limits: Limits
+    service: Service, uploads: list[UploadFile], limits: Limits, started: float
 ) -> JSONResponse:
     if not uploads:
         return _error(422, "no file uploaded; send images as multipart field 'files'")
     if len(uploads) > limits.max_files:
         return _error(413, f"{len(uploads)} files; at most {limits.max_files} per request")
+    bundle = service.bundle
     results: list[dict[str, Any]] = []
-    good: list[tuple[int, Any]] = []
+    good: list[Upload] = []
     problems: list[UploadProblem] = []
     for upload in uploads:
         try:
             name, data = _read(upload, limits)
             gray = _gray(name, data, limits)
             square = fit_to_square(gray, bundle.contract.image_size, bundle.contract.resize)
-            good.append((len(results), square))
+            digest = hashlib.sha256(data).hexdigest()
+            good.append(Upload(len(results), square, digest, gray.shape[1], gray.shape[0]))
             results.append({"filename": name})
         except UploadProblem as p:
             problems.append(p)
@@ -111,18 +129,53 @@ def _predict(
     if not good:
         first = problems[0]
         return _error(first.status, f"{first.filename}: {first.reason}", results=results)
-    probs = batcher.submit([sq for _, sq in good])
-    for (i, _), prob in zip(good, probs, strict=True):
-        label = LABELS[int(prob >= bundle.threshold)]
-        results[i].update(probability=float(prob), label=label)
+    scored = service.batcher.submit([u.square for u in good])
+    for u, (prob, score) in zip(good, scored, strict=True):
+        answer = prediction(bundle, results[u.index]["filename"], float(prob), float(score))
+        results[u.index].update(
+            probability=answer.probability,
+            label=answer.label,
+            in_distribution=answer.in_distribution,
+            ood_score=answer.ood_score,
+        )
+    service.record(good, results, started)
     return JSONResponse(
         {
             "model_version": model_version(bundle),
             "threshold": bundle.threshold,
             "threshold_rule": bundle.meta.threshold.rule,
+            "guard": guard_summary(bundle),
             "results": results,
         }
     )
+
+
+@dataclass
+class Service:
+    """What the routes share: the bundle, the batcher and the prediction log (or None)."""
+
+    bundle: Bundle
+    batcher: MicroBatcher
+    log: PredictionLog | None
+
+    def record(self, uploads: list[Upload], results: list[dict[str, Any]], started: float) -> None:
+        """Append one log row per answered upload (a failed write is logged, not raised)."""
+        if self.log is None:
+            return
+        latency = round(1000 * (time.perf_counter() - started), 2)
+        version, when = model_version(self.bundle), now()
+        rows = []
+        for u in uploads:
+            r = results[u.index]
+            x = u.square.astype(np.float32) / 255.0
+            rows.append(
+                Record(
+                    when, u.sha256, u.width, u.height, round(float(x.mean()), 6),
+                    round(float(x.std()), 6), version, self.bundle.backend, r["probability"],
+                    r["label"], r["in_distribution"], r["ood_score"], latency,
+                )
+            )  # fmt: skip
+        self.log.write(rows)
 
 
 class Explainer:
@@ -156,6 +209,8 @@ class Explainer:
         headers = {
             "X-Probability": f"{expl.probability:.6f}",
             "X-Label": expl.label,
+            "X-In-Distribution": str(expl.in_distribution).lower(),
+            "X-OOD-Score": "" if expl.ood_score is None else f"{expl.ood_score:.4f}",
             "X-Model-Version": model_version(bundle),
         }
         return Response(
@@ -164,19 +219,26 @@ class Explainer:
 
 
 def create_app(
-    bundle: Bundle, limits: Limits | None = None, batching: Batching | None = None
+    bundle: Bundle,
+    limits: Limits | None = None,
+    batching: Batching | None = None,
+    log_path: Path | None = None,
 ) -> FastAPI:
     """The service for `bundle` (loaded by the caller, once, on the backend `/predict` runs
-    on); requests are micro-batched as `batching` says."""
+    on); requests are micro-batched as `batching` says; with `log_path`, every prediction is
+    appended to that SQLite prediction log."""
     limits = limits or Limits()
     check_operating_point(bundle)
-    batcher = MicroBatcher(lambda squares: probabilities(bundle, squares), batching)
+    batcher = MicroBatcher(lambda squares: score_squares(bundle, squares), batching)
+    service = Service(bundle, batcher, PredictionLog(log_path) if log_path else None)
     explainer = Explainer(bundle)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         batcher.close()
+        if service.log is not None:
+            service.log.close()
 
     app = FastAPI(
         title="pneumonia",
@@ -186,6 +248,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.batcher = batcher
+    app.state.service = service
     page = files("pneumonia").joinpath("web/index.html").read_text(encoding="utf-8")
 
     @app.exception_handler(UploadProblem)
@@ -224,6 +287,8 @@ def create_app(
             "model_version": model_version(bundle),
             "backend": bundle.backend,
             "version": __version__,
+            "guard": guard_summary(bundle)["active"],
+            "prediction_log": service.log.status() if service.log else None,
         }
 
     @app.get("/model")
@@ -237,6 +302,7 @@ def create_app(
             "labels": list(meta.labels),
             "threshold": meta.threshold.value,
             "threshold_rule": meta.threshold.rule,
+            "guard": guard_summary(bundle),
             "preprocessing": meta.preprocessing.describe(),
             "validation": meta.validation,
             "card": model_card(meta),
@@ -244,8 +310,9 @@ def create_app(
 
     @app.post("/predict")
     def predict(files: Annotated[list[UploadFile], File()]) -> JSONResponse:
-        """P(PNEUMONIA) and label for each uploaded image (multipart field `files`)."""
-        return _predict(bundle, batcher, files, limits)
+        """P(PNEUMONIA), label and the guard's verdict (`in_distribution`, `ood_score`) for
+        each uploaded image (multipart field `files`)."""
+        return _predict(service, files, limits, time.perf_counter())
 
     @app.post("/explain", response_class=Response)
     def explain(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import time
 import warnings
 from datetime import datetime
@@ -34,7 +35,14 @@ from torch.utils.data import DataLoader
 
 from pneumonia import LABELS
 from pneumonia.averaging import EMAAveraging
-from pneumonia.bundle import Architecture, BundleMeta, Calibration, Threshold, save_bundle
+from pneumonia.bundle import (
+    Architecture,
+    BundleMeta,
+    Calibration,
+    Threshold,
+    load_bundle,
+    save_bundle,
+)
 from pneumonia.classifier import XrayClassifier
 from pneumonia.config import Config, dump_config, load_config
 from pneumonia.datamodule import XrayDataModule
@@ -44,6 +52,7 @@ from pneumonia.models import create_model, get_spec
 from pneumonia.operating import check_validation, fit_operating_point
 from pneumonia.outputs import fresh_dir
 from pneumonia.plots import read_epoch_metrics, training_curves
+from pneumonia.rng_state import RngState
 from pneumonia.split import manifest_digest, summarize
 from pneumonia.tracking import RunHandle, end_run, log_outputs, start_run, training_logger
 
@@ -74,7 +83,7 @@ def _callbacks(cfg: Config, run: Path) -> tuple[ModelCheckpoint, list[Callback]]
         dirpath=run / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
     )
     stop = EarlyStopping(monitor="val_auc", mode="max", patience=cfg.train.early_stopping_patience)
-    callbacks: list[Callback] = [best, last, stop]
+    callbacks: list[Callback] = [best, last, stop, RngState()]
     if cfg.train.weight_averaging == "ema":
         callbacks.append(EMAAveraging(cfg.train.ema_decay, start_epoch=cfg.train.freeze_epochs))
     if cfg.train.progress:
@@ -86,7 +95,8 @@ def _trainer(
     cfg: Config, run: Path, callbacks: list[Callback], tracked: RunHandle | None
 ) -> Trainer:
     t = cfg.train
-    csv_log = CSVLogger(save_dir=run, name="logs", version=f"part{len(log_files(run)) + 1}")
+    part = f"part{len(log_files(run)) + 1}"  # flushed every step: a killed run keeps its rows
+    csv_log = CSVLogger(save_dir=run, name="logs", version=part, flush_logs_every_n_steps=1)
     mlflow_log = training_logger(tracked)
     return Trainer(
         default_root_dir=run,
@@ -224,7 +234,17 @@ def _counts(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in keys}
 
 
+RUN_ENV = "PNEUMONIA_RUN_DIR"  # the run folder, for DDP's worker processes
+
+
 def _start(cfg: Config, resume: Path | None, force: bool) -> tuple[Config, Path, Path | None]:
+    """(config, run folder, checkpoint to resume from). DDP on CPUs or GPUs starts the same
+    command once more per extra device (LOCAL_RANK >= 1): those processes join the run
+    folder the first one made (named in RUN_ENV, which they inherit)."""
+    if int(os.environ.get("LOCAL_RANK", "0")) > 0 and RUN_ENV in os.environ:
+        run = Path(os.environ[RUN_ENV])
+        last = run / "checkpoints" / "last.ckpt"
+        return load_config(run / "config.yaml"), run, last if resume is not None else None
     if resume is None:
         get_spec(cfg.model.name)  # an unknown model fails before anything is written
         run = fresh_dir(run_folder(cfg), force)
@@ -241,6 +261,7 @@ def train(
 ) -> dict[str, Any]:
     """Train one model as `cfg` says (or resume a run folder); returns the run's summary."""
     cfg, run, ckpt = _start(cfg, resume, force)
+    os.environ[RUN_ENV] = str(run)
     seed_everything(cfg.train.seed, workers=True, verbose=False)
     dm = XrayDataModule(cfg.data, cfg.preprocess)
     dm.setup("fit")
@@ -321,11 +342,17 @@ def _finish(
         "mlflow_run": info["mlflow_run"],
         "lr": module.lr,
         "device": str(trainer.strategy.root_device),
+        "processes": trainer.world_size,
         "precision": cfg.train.precision,
         "history": epoch_history(run / "metrics.csv"),
     }
     meta = _bundle_meta(cfg, dm, (threshold, calibration), metrics, info)
     bundle = save_bundle(module.model.cpu(), meta, run / "bundle")
+    guard = None
+    if cfg.guard.enabled:
+        from pneumonia.guard_training import add_guard
+
+        guard = add_guard(load_bundle(bundle), dm, cfg.guard, cfg.train.seed).model_dump()
     summary = {
         "run_dir": str(run),
         "bundle": str(bundle),
@@ -334,6 +361,7 @@ def _finish(
         "threshold_rule": threshold.rule,
         "temperature": calibration.temperature if calibration else None,
         "validation": jsonable(headline(metrics)),
+        "guard": guard,
     }
     (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

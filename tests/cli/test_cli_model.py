@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from conftest import TinyRun, prepare_tiny, tiny_config
 from pneumonia import bundle as bundle_module
 from pneumonia.cli import app
+from pneumonia.ood_corpus import MAKERS
 from pneumonia.synthetic import oversized_png, save_dicom, save_image, synthetic_xray
 
 runner = CliRunner()
@@ -89,6 +90,28 @@ def test_predict_writes_tables_and_pictures(tiny_run: TinyRun, tmp_path: Path) -
     assert len(pictures) == 8
     first = Image.open(pictures[0])
     assert first.mode == "RGB" and first.size[0] >= 32
+
+
+def test_predict_marks_what_is_not_a_chest_xray(tmp_path: Path) -> None:
+    """The shipped model on the issue's examples: a blank image, noise, a cartoon, and a real-
+    looking X-ray; the CLI table, CSV, JSON and pictures all carry the guard's verdict."""
+    rng = np.random.default_rng(0)
+    images = {kind: MAKERS[kind](rng, 240, 280) for kind in ("blank", "noise", "cartoon")}
+    for kind, gray in images.items():
+        save_image(gray, tmp_path / "in" / f"{kind}.png")
+    out = tmp_path / "p"
+    result = invoke("predict", tmp_path / "in", "--out", out, "--show", "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert "chest X-ray?" in result.output and "3 image(s) do not look like" in result.output
+    with (out / "predictions.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["in_distribution"] for r in rows] == ["False"] * 3 and all(
+        r["probability"] for r in rows
+    )
+    payload = json.loads((out / "predictions.json").read_text())
+    assert payload["guard"]["active"] and payload["guard"]["threshold"] > 0
+    assert all(p["in_distribution"] is False for p in payload["predictions"])
+    assert len(list((out / "images").iterdir())) == 3
 
 
 def test_predict_without_bundle_uses_the_default(

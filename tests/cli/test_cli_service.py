@@ -44,10 +44,34 @@ def test_serve_wraps_the_service(
 ) -> None:
     calls: list[tuple[object, ...]] = []
     monkeypatch.setattr(serve_module, "serve", lambda *args: calls.append(args))
+    monkeypatch.chdir(tmp_path)  # the log's default path is relative: logs/predictions.sqlite
     result = invoke("serve", tiny_run.bundle, "--port", 8123)
     assert result.exit_code == 0, result.output
     assert "http://127.0.0.1:8123/" in result.output and calls[0][1:] == ("127.0.0.1", 8123)
-    health = TestClient(calls[0][0]).get("/health").json()  # type: ignore[arg-type]
+    client = TestClient(calls[0][0])  # type: ignore[arg-type]
+    health = client.get("/health").json()
     assert health["model_version"].startswith("cnn_small@")
+    assert health["prediction_log"]["path"] == "logs/predictions.sqlite"
+    assert (tmp_path / "logs" / "predictions.sqlite").is_file()
+    result = invoke("serve", tiny_run.bundle, "--no-log")
+    assert result.exit_code == 0 and "prediction log: off" in result.output
+    assert TestClient(calls[1][0]).get("/health").json()["prediction_log"] is None  # type: ignore[arg-type]
     result = invoke("serve", tiny_run.bundle, "--backend", "onnx")
-    assert result.exit_code == 1 and "pneumonia export" in result.output and len(calls) == 1
+    assert result.exit_code == 1 and "pneumonia export" in result.output and len(calls) == 2
+
+
+def test_guard_command_on_a_bundle_without_one(tiny_run: TinyRun, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(tiny_run.bundle, tmp_path / "b"))
+    meta = json.loads((folder / "model.json").read_text())
+    meta["guard"] = None
+    del meta["files"]["guard.safetensors"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    image = next((tiny_run.data / "chest_xray" / "test" / "NORMAL").iterdir())
+    result = invoke("predict", folder, image, "--out", tmp_path / "p")
+    assert result.exit_code == 0 and "has no out-of-distribution guard" in result.output
+    assert "no guard" in result.output
+    result = invoke("guard", folder, "--views", 1)
+    assert result.exit_code == 0, result.output
+    assert "guard: threshold" in result.output and "validation X-rays" in result.output
+    assert "noise" in result.output and (folder / "guard.safetensors").is_file()
+    assert invoke("guard", folder).exit_code == 1  # already guarded: --force to fit again

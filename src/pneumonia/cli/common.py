@@ -174,3 +174,33 @@ def split_bundle(items: list[str]) -> tuple[str | None, list[str]]:
     if first.is_dir() and (first / "model.json").is_file():
         return items[0], items[1:]
     return None, items
+
+
+def guard_cell(p: Any) -> str:
+    """The guard's verdict on one prediction, for a table."""
+    if p.in_distribution is None:
+        return "-" if p.probability is None else "no guard"
+    if p.in_distribution:
+        return f"yes ({p.ood_score:.2f})"
+    return f"[bold yellow]NO ({p.ood_score:.2f}): do not trust[/]"
+
+
+def say_guard(bundle: Any, predictions: list[Any]) -> None:
+    """A line about images the guard flagged, or about a bundle that has no guard."""
+    if bundle.guard is None:
+        err.print(
+            f"note: {bundle.path} has no out-of-distribution guard, so nothing says whether an "
+            f"input is a chest X-ray at all; add one with `pneumonia guard {bundle.path}`",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    flagged = sum(p.in_distribution is False for p in predictions)
+    if flagged:
+        err.print(
+            f"[bold yellow]{flagged} image(s) do not look like the pediatric frontal chest "
+            f"X-rays this model learned from[/] (guard score above {bundle.guard.threshold:.3g}); "
+            "their probabilities are not to be trusted",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -22,7 +22,9 @@ from pneumonia.cli.common import (
     command_line,
     console,
     fmt,
+    guard_cell,
     print_list,
+    say_guard,
     split_bundle,
     user_errors,
 )
@@ -144,14 +146,16 @@ def explain_command(
     out_dir = fresh_dir(out, force)
     results = explain_paths(bundle, paths, out_dir, method)
     table = Table(title=f"{method} on {bundle.meta.architecture.name}: {CAVEAT}")
-    for col in ("image", "P(PNEUMONIA)", "label", "overlay"):
+    for col in ("image", "P(PNEUMONIA)", "label", "chest X-ray?", "overlay"):
         table.add_column(col, overflow="fold")
     for path, expl, written in results:
         if expl is None:
-            table.add_row(path, "-", f"[red]error: {written}[/]", "")
+            table.add_row(path, "-", f"[red]error: {written}[/]", "", "")
         else:
-            table.add_row(path, f"{expl.probability:.3f}", expl.label, written)
+            cells = (f"{expl.probability:.3f}", expl.label, guard_cell(expl), written)
+            table.add_row(path, *cells)
     console.print(table)
+    say_guard(bundle, [expl for _, expl, _ in results if expl is not None])
     if all(expl is None for _, expl, _ in results):
         raise typer.Exit(1)
 

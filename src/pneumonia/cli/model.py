@@ -25,9 +25,11 @@ from pneumonia.cli.common import (
     command_line,
     console,
     fmt,
+    guard_cell,
     print_list,
     resolve_config,
     say_backend,
+    say_guard,
     split_bundle,
     user_errors,
 )
@@ -76,6 +78,8 @@ def train_command(
     given = [*(overrides or []), *(["--config", config] if config else [])]
     command = command_line("train", *given, *(["--resume", resume] if resume else []))
     summary = train(cfg, resume=resume, force=force, command=command)
+    if "validation" not in summary:  # a DDP worker process: the first process reports
+        return
     console.print(_metrics_table("Validation (best epoch)", summary["validation"]))
     console.print(
         f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
@@ -232,10 +236,12 @@ def predict_command(
     table.add_column("image", overflow="fold")
     table.add_column("P(PNEUMONIA)", justify="right")
     table.add_column("label")
+    table.add_column("chest X-ray?", overflow="fold")
     for p in predictions:
         prob = "-" if p.probability is None else f"{p.probability:.3f}"
-        table.add_row(p.path, prob, p.label or f"[red]error: {p.error}[/]")
+        table.add_row(p.path, prob, p.label or f"[red]error: {p.error}[/]", guard_cell(p))
     console.print(table)
+    say_guard(bundle, predictions)
     csv_path, _ = write_tables(predictions, bundle, out_dir)
     if show:
         shown = annotate_all(predictions, bundle.threshold, out_dir / "images")

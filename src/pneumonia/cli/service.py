@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from pneumonia.cli.common import BackendOpt, ForceOpt, WorkersOpt, console, user_errors
+from pneumonia.cli.common import BackendOpt, ForceOpt, OutOpt, WorkersOpt, console, user_errors
 
 
 @user_errors
@@ -31,17 +32,23 @@ def serve_command(
     threads: Annotated[
         int | None, typer.Option(min=1, help="ONNX Runtime threads (default: all cores).")
     ] = None,
+    log: Annotated[
+        Path, typer.Option(help="SQLite prediction log, appended to (read by `monitor`).")
+    ] = Path("logs/predictions.sqlite"),
+    no_log: Annotated[bool, typer.Option("--no-log", help="Keep no prediction log.")] = False,
 ) -> None:
-    """Serve a bundle over HTTP: a web page at /, POST /predict and /explain, /docs."""
+    """Serve a bundle over HTTP: a web page at /, POST /predict and /explain, /docs; every
+    prediction is logged (no pixels, no file names) for `pneumonia monitor`."""
     from pneumonia.batching import Batching
     from pneumonia.bundle import load_bundle
     from pneumonia.serve import create_app, model_version, serve
 
     loaded = load_bundle(bundle, backend, threads)  # a missing or altered ONNX file fails here
-    app = create_app(loaded, batching=Batching(max_batch, max_wait_ms, max_queue))
+    batching = Batching(max_batch, max_wait_ms, max_queue)
+    app = create_app(loaded, batching=batching, log_path=None if no_log else log)
     console.print(
         f"serving {model_version(loaded)} ({loaded.backend}) on http://{host}:{port}/ "
-        "(Ctrl+C stops)"
+        f"(Ctrl+C stops); prediction log: {'off' if no_log else log}"
     )
     serve(app, host, port)
 
@@ -98,4 +105,75 @@ def export_command(
     console.print("predict, evaluate and serve use the fastest kept model (--backend auto)")
 
 
-COMMANDS: dict[str, Callable[..., None]] = {"serve": serve_command, "export": export_command}
+@user_errors
+def guard_command(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle folder to guard.")],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", "-d", help="Split manifest (default: the one it trained on)."),
+    ] = None,
+    views: Annotated[
+        int, typer.Option(min=0, max=16, help="Augmented copies of each training image.")
+    ] = 3,
+    max_flag_rate: Annotated[
+        float, typer.Option(min=0.001, max=0.5, help="Share of validation X-rays it may flag.")
+    ] = 0.01,
+    force: ForceOpt = False,
+) -> None:
+    """Fit the out-of-distribution guard of a bundle made without one (training fits it)."""
+    from pneumonia.config import GuardConfig
+    from pneumonia.guard_training import guard_bundle
+
+    cfg = GuardConfig(augmented_views=views, max_flag_rate=max_flag_rate)
+    record = guard_bundle(bundle, data, cfg, force)
+    flagged = record.validation["corpus_flagged"]
+    console.print(
+        f"guard: threshold {record.threshold:.4g} on {record.features} features; flags "
+        f"{100 * record.validation['flagged']:.1f}% of {record.validation['images']} "
+        "validation X-rays and, of the generated corpus: "
+        + ", ".join(f"{k} {100 * v:.0f}%" for k, v in flagged.items())
+    )
+
+
+@user_errors
+def monitor_command(
+    log: Annotated[Path, typer.Argument(help="The service's SQLite prediction log.")],
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", "-b", help="The served bundle (default: shipped).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Window start: an ISO date or time, or 7d / 12h ago.")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Window end (exclusive), same forms.")] = None,
+    out: OutOpt = Path("reports/monitor"),
+    force: ForceOpt = False,
+) -> None:
+    """Drift report of a prediction log against the bundle's validation reference; exits 3
+    when an alert rule trips (for cron jobs and CI)."""
+    from pneumonia.monitor import monitor
+    from pneumonia.outputs import fresh_dir
+
+    result = monitor(log, bundle, fresh_dir(out, force), since, until)
+    table = Table(
+        title=f"{result['volume']['predictions']} predictions by {result['model_version']}"
+    )
+    for col in ("rule", "value", "alerts when", "status"):
+        table.add_column(col, overflow="fold")
+    for r in result["rules"]:
+        value = "-" if r["value"] is None else f"{r['value']:.4g}"
+        status = (
+            "[bold red]ALERT[/]" if r["tripped"] else "not judged" if r["value"] is None else "ok"
+        )
+        table.add_row(r["rule"], value, r["limit"], status)
+    console.print(table)
+    console.print(f"report: {out / 'monitor.html'} and monitor.json")
+    if result["alerts"]:
+        raise typer.Exit(3)
+
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "monitor": monitor_command,
+    "serve": serve_command,
+    "export": export_command,
+    "guard": guard_command,
+}
