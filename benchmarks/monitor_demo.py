@@ -33,7 +33,7 @@ from pneumonia.serve import create_app
 from pneumonia.shifts import apply_shift
 from pneumonia.split import read_manifest
 
-START = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+START = datetime(2026, 11, 2, tzinfo=UTC)
 
 
 def png(gray: np.ndarray) -> bytes:

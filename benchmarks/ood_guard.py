@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     ]
     best = min(rule, key=lambda r: r["shifts mean"]) if rule else None
     print(f"\nadopt rule picks: {best and {k: best[k] for k in ('views', 'components', 'budget')}}")
+    if best:
+        cells = ", ".join(f"{k[6:]} {v:.3f}" for k, v in best.items() if k.startswith("shift "))
+        print(f"its flag rate per shift of the validation X-rays: {cells}")
     return rows
 
 
@@ -174,11 +177,9 @@ def report(
     row["shifts mean"] = float(np.mean([shift_flags[s] for s in scored]))
     row["shifts max"] = max(shift_flags[s] for s in scored)
     row["wide_1.5"], row["inverted view"] = shift_flags["wide_1.5"], shift_flags["inverted"]
-    print(
-        "| "
-        + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values())
-        + " |"
-    )
+    line = "| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values())
+    row.update({f"shift {s}": v for s, v in shift_flags.items()})
+    print(line + " |")
     return row
 
 

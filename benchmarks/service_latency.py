@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--side", type=int, default=224)
+    parser.add_argument("--no-log", action="store_true", help="serve without the prediction log")
     parser.add_argument("--smoke", action="store_true", help="2 clients for 2 s")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -146,11 +147,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             export_onnx(load_bundle(bundle))
         extra = ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
         extra += ["--threads", str(args.threads)] if args.threads else []
+        extra += ["--no-log"] if args.no_log else []
         with running_service(bundle, args.backend, extra) as url:
             result = run_load(url, png_upload(args.side), args.clients, args.seconds)
     print(
         f"\n{args.backend}, {args.clients} clients, {args.seconds:g} s, max batch "
-        f"{args.max_batch}, wait {args.max_wait_ms:g} ms, one "
+        f"{args.max_batch}, wait {args.max_wait_ms:g} ms, "
+        f"log {'off' if args.no_log else 'on'}, one "
         f"{args.side}x{args.side} PNG per request; {platform.machine()}, {os.cpu_count()} cores\n"
     )
     print("| backend | clients | requests | errors | requests/s | p50 ms | p95 ms | p99 ms |")

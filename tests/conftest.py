@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,3 +99,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     cfg = tiny_config(tmp)
     root = prepare_tiny(tmp, cfg)
     return TinyRun(cfg, root, train(cfg, command="pytest"))
+
+
+def unguarded_copy(bundle: Path, folder: Path) -> Path:
+    """A copy of `bundle` as bundles were before the out-of-distribution guard existed."""
+    shutil.copytree(bundle, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["guard"] = None
+    del meta["files"]["guard.safetensors"]
+    (folder / "guard.safetensors").unlink()
+    (folder / "model.json").write_text(json.dumps(meta))
+    return folder

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TinyRun
+from conftest import TinyRun, unguarded_copy
 from pneumonia.bundle import ONNX, file_record, load_bundle, read_meta, write_meta
 from pneumonia.config import GuardConfig
 from pneumonia.errors import PneumoniaError
@@ -51,12 +51,8 @@ OLD_EXPORT = {"file": ONNX, "opset": 17, "max_abs_diff_probability": 0.0, "image
 
 def without_guard(tiny_run: TinyRun, folder: Path) -> Path:
     """A copy of the tiny bundle as bundles were before the guard, with a logit-only ONNX."""
-    shutil.copytree(tiny_run.bundle, folder)
+    unguarded_copy(tiny_run.bundle, folder)
     _, meta = read_meta(folder)
-    (folder / GUARD).unlink()
-    files = {k: v for k, v in meta.files.items() if k != GUARD}
-    meta = meta.model_copy(update={"guard": None, "reference": {}, "files": files})
-    write_meta(meta, folder)
     bundle = load_bundle(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -64,7 +60,7 @@ def without_guard(tiny_run: TinyRun, folder: Path) -> Path:
         torch.onnx.export(bundle.model, (torch.zeros(1, 1, size, size),), str(folder / ONNX),
                           dynamo=False, input_names=["image"], output_names=["logit"],
                           dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}})  # fmt: skip
-    files = {**files, ONNX: file_record(folder / ONNX)}
+    files = {**meta.files, ONNX: file_record(folder / ONNX)}
     write_meta(meta.model_copy(update={"exports": {"onnx": OLD_EXPORT}, "files": files}), folder)
     return folder
 

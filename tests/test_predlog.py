@@ -52,7 +52,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert log.status()["written"] == 400 and log.failures == 0
+    assert log.status()["written"] == 400 and log.lost == 0
     assert len(read_log(tmp_path / "log.sqlite")) == 400
 
 
@@ -71,7 +71,7 @@ def test_a_failing_write_is_counted_not_raised(
     healthy = log._db
     log._db = FullDisk()  # type: ignore[assignment]
     assert log.write([record()]) is False and log.write([record()]) is False
-    assert log.status()["failed_writes"] == 2 and "disk is full" in caplog.text
+    assert log.status()["lost"] == 2 and "disk is full" in caplog.text
     log._db = healthy
     assert log.write([record()]) is True  # space freed: logging resumes
 
@@ -82,3 +82,22 @@ def test_reading_what_is_not_a_log(tmp_path: Path) -> None:
     (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(ValueError, match="not a prediction log"):
         read_log(tmp_path / "junk.sqlite")
+
+
+def test_appends_are_written_by_one_thread_in_order(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "log.sqlite")
+
+    def client(k: int) -> None:
+        for i in range(25):
+            log.append([record(f"2026-11-23T1{k}:00:{i:02d}.000+00:00")])
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert log.status()["written"] == 100  # status waits for the queue
+    log.append([record("2026-11-24T00:00:00.000+00:00")])
+    log.close()  # writes what is still queued
+    rows = read_log(tmp_path / "log.sqlite")
+    assert len(rows) == 101 and [r.time for r in rows] == sorted(r.time for r in rows)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TinyRun
+from conftest import TinyRun, unguarded_copy
 from pneumonia import quantize
 from pneumonia.bundle import INT8, BundleError, load_bundle
 from pneumonia.cli import app
@@ -67,14 +67,19 @@ def test_a_passing_copy_is_kept_hashed_and_chosen(
     manifest = str(tiny_run.cfg.data.manifest)
     result = CliRunner().invoke(app, ["export", str(exported), "--int8", "--data", manifest])
     assert result.exit_code == 0 and "kept: model.int8.onnx" in result.output, result.output
-    bundle = load_bundle(exported, "auto")
-    assert bundle.backend == "int8" and (exported / INT8).is_file()
+    # the guard was fitted on float features: auto keeps the float model and its guard
+    guarded = load_bundle(exported, "auto")
+    assert guarded.backend == "onnx" and guarded.guard is not None
+    bundle = load_bundle(exported, "int8")
+    assert bundle.backend == "int8" and (exported / INT8).is_file() and bundle.guard is None
     x = np.random.default_rng(0).normal(size=(2, 1, 32, 32)).astype(np.float32)
     assert bundle.model(x).shape == (2, 1)
-    with (exported / INT8).open("ab") as fh:
+    unguarded = unguarded_copy(exported, exported.parent / "unguarded")
+    assert load_bundle(unguarded, "auto").backend == "int8"  # no guard: auto takes int8
+    with (unguarded / INT8).open("ab") as fh:
         fh.write(b"\0")
     with pytest.raises(BundleError, match=r"model\.int8\.onnx: altered"):
-        load_bundle(exported, "auto")
+        load_bundle(unguarded, "auto")
 
 
 def test_int8_needs_data_and_never_judges_on_test(exported: Path, tiny_run: TinyRun) -> None:

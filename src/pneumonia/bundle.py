@@ -290,14 +290,14 @@ def build_network(arch: Architecture, contract: Preprocessing) -> nn.Module:
 
 def choose_backend(folder: Path, meta: BundleMeta, backend: str) -> str:
     """`torch`, `onnx` or `int8` for `backend` (auto: the int8 model when it passed its parity
-    rule, else the float ONNX model, else PyTorch); refused, naming the fix, when the choice
-    cannot run here."""
+    rule and the bundle has no guard, else the float ONNX model, else PyTorch); refused,
+    naming the fix, when the choice cannot run here."""
     if backend not in BACKENDS:
         raise BundleError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     has_onnx = ONNX in meta.files and "onnx" in meta.exports
     has_int8 = INT8 in meta.files and meta.exports.get("int8", {}).get("passed") is True
-    if backend == "auto":
-        backend = "int8" if has_int8 else "onnx" if has_onnx else "torch"
+    if backend == "auto":  # the guard was fitted on float features: int8 would switch it off
+        backend = "int8" if has_int8 and meta.guard is None else "onnx" if has_onnx else "torch"
     if backend == "onnx" and not has_onnx:
         raise BundleError(
             f"{folder}: has no ONNX model; run `pneumonia export {folder} --onnx` first"
@@ -359,6 +359,9 @@ def _guard(folder: Path, meta: BundleMeta, model: Any) -> Guard | None:
     """The bundle's verified guard; None (with a warning saying why) when it cannot run."""
     if meta.guard is None:
         log.debug("%s: no out-of-distribution guard", folder)
+        return None
+    if isinstance(model, OnnxModel) and model.path.name == INT8:
+        log.warning("%s: the guard is off on the int8 model (fitted on float features)", folder)
         return None
     if isinstance(model, OnnxModel) and not model.has_features:
         log.warning(

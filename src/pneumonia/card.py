@@ -70,6 +70,25 @@ def _exports(meta: BundleMeta) -> list[str]:
     return lines
 
 
+def _guard(meta: BundleMeta) -> str:
+    g = meta.guard
+    if g is None:
+        return (
+            "- Out-of-distribution guard: none; nothing says whether an input is a chest "
+            "X-ray at all (`pneumonia guard BUNDLE` adds one)."
+        )
+    v = g.validation
+    corpus = ", ".join(f"{k} {100 * r:.0f}%" for k, r in v.get("corpus_flagged", {}).items())
+    return (
+        f"- Out-of-distribution guard: {g.method} on {g.features} pooled features "
+        f"({g.components} components), fitted on {g.fitted_on.get('train_images')} training "
+        f"images and {g.fitted_on.get('augmented_views')} augmented views of each; threshold "
+        f"{g.threshold:.4g} flags {100 * v.get('flagged', 0):.1f}% of {v.get('images')} "
+        f"validation X-rays (budget {100 * g.max_flag_rate:.0f}%). Generated images "
+        f"flagged: {corpus}."
+    )
+
+
 def _members(meta: BundleMeta) -> list[str]:
     members = meta.architecture.members or []
     if not members:
@@ -124,6 +143,7 @@ def model_card(meta: BundleMeta) -> str:
         f"x/255 then (x - {p.mean}) / {p.std}.",
         f"- Threshold: {meta.threshold.value:.4g} ({_rule(meta)}).",
         f"- Calibration: {_calibration(meta)}.",
+        _guard(meta),
         "",
         "## Data",
         f"- Manifest `{d.get('manifest', '?')}` "

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 log = logging.getLogger(__name__)
 GUARD = "guard.safetensors"
+_BLAS = ThreadpoolController()  # found once: limiting it per call then costs microseconds
 METHOD = "mahalanobis_pca"
 
 
@@ -36,9 +38,13 @@ class Guard:
     threshold: float
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """Mean squared whitened distance to the nearest class mean (about 1 in distribution)."""
-        z = (np.asarray(features, dtype=np.float64) - self.center) @ self.projection
-        dist = ((z[:, None, :] - self.means[None, :, :]) ** 2).sum(-1)
+        """Mean squared whitened distance to the nearest class mean (about 1 in distribution).
+        In float32, as stored: the same numbers at fit time and at inference. On one BLAS
+        thread: OpenBLAS's threads spin after a call and took a quarter of the service's
+        throughput from ONNX Runtime (docs/monitoring.md)."""
+        with _BLAS.limit(limits=1, user_api="blas"):
+            z = (np.asarray(features, dtype=np.float32) - self.center) @ self.projection
+        dist = ((z[:, None, :] - self.means[None, :, :]) ** 2).sum(-1, dtype=np.float64)
         return np.asarray(dist.min(axis=1) / self.projection.shape[1])
 
     def in_distribution(self, scores: np.ndarray) -> np.ndarray:
@@ -62,7 +68,9 @@ def fit_guard(
     top = np.argsort(variance)[::-1][:k]
     projection = vectors[:, top] / np.sqrt(np.maximum(variance[top], 0) + eps)
     center = x.mean(0)
-    return Guard(center, projection, (class_means - center) @ projection, float("inf"))
+    means = (class_means - center) @ projection
+    center, projection, means = (a.astype(np.float32) for a in (center, projection, means))
+    return Guard(center, projection, means, float("inf"))
 
 
 def set_threshold(guard: Guard, val_scores: np.ndarray, max_flag_rate: float) -> Guard:
@@ -86,7 +94,7 @@ def load_guard(path: Path, threshold: float) -> Guard:
     """A guard read back from `save_guard`'s file, with its recorded threshold."""
     from safetensors.numpy import load_file
 
-    arrays = {k: v.astype(np.float64) for k, v in load_file(str(path)).items()}
+    arrays = load_file(str(path))
     return Guard(arrays["center"], arrays["projection"], arrays["means"], threshold)
 
 

@@ -290,7 +290,7 @@ def _png(fig: Figure) -> str:
 def _figures(rows: list[Record], probs: np.ndarray, meta: BundleMeta) -> dict[str, str]:
     """Volume per day, and each distribution against its reference, as data URIs."""
     volume = Counter(r.time[:10] for r in rows)
-    fig = Figure(figsize=(6, 2.6))
+    fig = Figure(figsize=(6, 2.6), layout="constrained")
     ax = fig.subplots()
     ax.bar(list(volume), list(volume.values()), color="#2f6fb0")
     ax.set_ylabel("predictions")
@@ -307,7 +307,7 @@ def _figures(rows: list[Record], probs: np.ndarray, meta: BundleMeta) -> dict[st
         ("brightness", np.array([r.brightness for r in rows]), "input mean (0-1)", None),
         ("contrast", np.array([r.contrast for r in rows]), "input standard deviation", None),
     ]
-    fig = Figure(figsize=(10, 5.6))
+    fig = Figure(figsize=(10, 5.6), layout="constrained")
     for ax, (name, values, title, line) in zip(fig.subplots(2, 2).ravel(), panels, strict=True):
         reference = np.asarray(meta.reference.get(name, []))
         both = np.concatenate([reference, values]) if len(values) else reference

@@ -12,8 +12,10 @@ logged and counted, and the service goes on answering.
 from __future__ import annotations
 
 import logging
+import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime
@@ -22,6 +24,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 TABLE = "predictions"
+COMMIT_EVERY_S = 0.2  # the writer commits at most this often
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,11 @@ class PredictionLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.failures = 0
+        self.lost = 0  # rows that could not be written
         self.written = 0
         self._lock = threading.Lock()
+        self._queue: queue.Queue[list[Record] | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -83,24 +88,62 @@ class PredictionLog:
                 with self._db:
                     self._db.executemany(f"INSERT INTO {TABLE} VALUES ({marks})", rows)
             except (sqlite3.Error, OSError) as exc:
-                self.failures += 1
-                if self.failures == 1 or self.failures % 100 == 0:
+                first = self.lost == 0
+                self.lost += len(rows)
+                if first or self.lost % 100 < len(rows):
                     log.warning(
-                        "prediction log %s: write failed (%s); %d failed so far, the service "
-                        "keeps answering",
+                        "prediction log %s: write failed (%s); %d rows lost so far, the "
+                        "service keeps answering",
                         self.path,
                         exc,
-                        self.failures,
+                        self.lost,
                     )
                 return False
             self.written += len(rows)
             return True
 
+    def append(self, records: list[Record]) -> None:
+        """Queue `records` for the writer thread (started at the first call); returns at once."""
+        with self._lock:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._drain, name="prediction-log")
+                self._writer.daemon = True
+                self._writer.start()
+        self._queue.put(records)
+
+    def _drain(self) -> None:
+        while True:
+            batches = [self._queue.get()]
+            if batches[0] is not None:
+                time.sleep(COMMIT_EVERY_S)  # let rows gather: one commit for many requests
+            while not self._queue.empty():
+                batches.append(self._queue.get_nowait())
+            rows = [r for batch in batches if batch is not None for r in batch]
+            try:
+                if rows:
+                    self.write(rows)
+            except Exception:  # never let the writer die: flush() would wait forever
+                self.lost += len(rows)
+                log.exception("prediction log %s: unexpected error while writing", self.path)
+            for _ in batches:
+                self._queue.task_done()
+            if None in batches:
+                return
+
+    def flush(self) -> None:
+        """Wait until every appended record has been written (or has failed)."""
+        self._queue.join()
+
     def status(self) -> dict[str, Any]:
-        """Path, rows written and failed writes since start (for /health)."""
-        return {"path": str(self.path), "written": self.written, "failed_writes": self.failures}
+        """Path, rows written and rows lost to failed writes since start (for /health)."""
+        self.flush()
+        return {"path": str(self.path), "written": self.written, "lost": self.lost}
 
     def close(self) -> None:
+        """Write what is queued, stop the writer, close the database."""
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
         with self._lock:
             self._db.close()
 

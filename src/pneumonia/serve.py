@@ -175,7 +175,7 @@ class Service:
                     r["label"], r["in_distribution"], r["ood_score"], latency,
                 )
             )  # fmt: skip
-        self.log.write(rows)
+        self.log.append(rows)
 
 
 class Explainer:

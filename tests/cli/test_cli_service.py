@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from conftest import TinyRun
+from conftest import TinyRun, unguarded_copy
 from pneumonia import serve as serve_module
 from pneumonia.cli import app
 
@@ -61,11 +61,7 @@ def test_serve_wraps_the_service(
 
 
 def test_guard_command_on_a_bundle_without_one(tiny_run: TinyRun, tmp_path: Path) -> None:
-    folder = Path(shutil.copytree(tiny_run.bundle, tmp_path / "b"))
-    meta = json.loads((folder / "model.json").read_text())
-    meta["guard"] = None
-    del meta["files"]["guard.safetensors"]
-    (folder / "model.json").write_text(json.dumps(meta))
+    folder = unguarded_copy(tiny_run.bundle, tmp_path / "b")
     image = next((tiny_run.data / "chest_xray" / "test" / "NORMAL").iterdir())
     result = invoke("predict", folder, image, "--out", tmp_path / "p")
     assert result.exit_code == 0 and "has no out-of-distribution guard" in result.output

@@ -59,7 +59,8 @@ BackendOpt = Annotated[
     typer.Option(
         "--backend",
         help="auto (ONNX Runtime when the bundle has a verified model.onnx, its int8 copy if "
-        "that passed its parity check, else PyTorch) | onnx | int8 | torch.",
+        "that passed its parity check and no guard needs float features, else PyTorch) | "
+        "onnx | int8 | torch.",
     ),
 ]
 WorkersOpt = Annotated[
