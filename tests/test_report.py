@@ -63,6 +63,8 @@ def test_page_carries_the_numbers_figures_and_errors(tiny_run: TinyRun, tmp_path
     assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing fetched from a network
     epochs = len(bundle.meta.training["history"])
     assert epochs == bundle.meta.training["epochs_run"] and html.count("<tr><td>") >= epochs
+    guard = result["guard"]
+    assert guard["active"] and f"guard flagged {guard['flagged']} of {m['n']} images" in html
 
 
 def test_a_bundle_without_history_says_so(tiny_run: TinyRun, tmp_path: Path) -> None:

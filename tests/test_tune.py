@@ -1,5 +1,6 @@
 """Re-tuning a bundle: new threshold and calibration from validation, weights untouched."""
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -28,6 +29,10 @@ def test_retune_writes_a_new_bundle_that_evaluate_agrees_with(
     assert new.temperature == result["calibration"].temperature
     scored = evaluate(new, manifest, "val", tmp_path / "e", workers=1, show=False, n_boot=0)
     assert scored["metrics"]["confusion_matrix"] == new.meta.validation["confusion_matrix"]
+    rows = list(csv.DictReader((tmp_path / "e" / "predictions.csv").open()))
+    reference = new.meta.reference["probability"]  # monitor's reference, at the new calibration
+    assert reference == pytest.approx([float(r["probability"]) for r in rows], abs=1e-5)
+    assert new.guard is not None  # the guard's file travelled with the new bundle
     assert load_bundle(tiny_run.bundle).meta == bundle.meta  # the original is unchanged
 
 

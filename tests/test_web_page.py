@@ -1,16 +1,19 @@
 """The web page end to end in headless Chromium: upload a synthetic X-ray, see the result and
 the Grad-CAM overlay. Skips when no Chromium is installed (`.ci/run` installs Debian's)."""
 
+import os
 import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import uvicorn
+from PIL import Image
 
 from conftest import TinyRun
 from pneumonia.bundle import Bundle, load_bundle
@@ -30,6 +33,19 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
+# PNEUMONIA_SCREENSHOTS=docs/figures pytest tests/test_web_page.py refreshes the docs' pictures
+SHOTS = os.environ.get("PNEUMONIA_SCREENSHOTS")
+DOCS = Path(__file__).parents[1] / "docs"
+
+
+def screenshot(page: Any, tmp_path: Path, name: str) -> Path:
+    """A full-page PNG in `tmp_path` (checked), copied to $PNEUMONIA_SCREENSHOTS when set."""
+    target = tmp_path / name
+    page.screenshot(path=str(target), full_page=True)
+    assert Image.open(target).size[0] >= 800
+    if SHOTS:
+        shutil.copy(target, Path(SHOTS) / name)
+    return target
 
 
 def free_port() -> int:
@@ -108,7 +124,7 @@ def test_the_page_warns_when_the_image_is_no_chest_xray(
     blank = save_image(MAKERS["cartoon"](np.random.default_rng(1), 300, 260), tmp_path / "c.png")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
+        page = browser.new_page(viewport={"width": 1000, "height": 800})
         page.goto(shipped_service)
         page.set_input_files("#file", str(blank))
         expect(page.locator("#ood")).to_be_visible(timeout=30_000)
@@ -118,4 +134,32 @@ def test_the_page_warns_when_the_image_is_no_chest_xray(
         assert "untrusted" in (page.locator("#result").get_attribute("class") or "")
         expect(page.locator("#guard")).to_contain_text("out-of-distribution score")
         float(page.locator("#probability").inner_text())  # still shown, struck through
+        expect(page.locator("#overlay")).to_be_visible(timeout=60_000)
+        screenshot(page, tmp_path, "web-page-ood.png")
         browser.close()
+
+
+def test_the_page_on_an_xray_and_the_shipped_report(shipped_service: str, tmp_path: Path) -> None:
+    """The pictures of the docs: the page answering on an X-ray-like image with its
+    Grad-CAM, and the shipped model's report (docs/report-shipped-val.html) as a browser
+    shows it, with no request leaving the page."""
+    from playwright.sync_api import expect, sync_playwright
+
+    gray = synthetic_xray("PNEUMONIA", 420, 500, np.random.default_rng(5))
+    xray = save_image(gray, tmp_path / "x.png")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1000, "height": 800})
+        page.goto(shipped_service)
+        page.set_input_files("#file", str(xray))
+        expect(page.locator("#overlay")).to_be_visible(timeout=60_000)
+        expect(page.locator("#guard")).to_contain_text("out-of-distribution score")
+        screenshot(page, tmp_path, "web-page.png")
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto((DOCS / "report-shipped-val.html").as_uri())
+        expect(page.locator("h1").first).to_contain_text("evaluation report")
+        expect(page.locator("body")).to_contain_text("out-of-distribution guard flagged")
+        screenshot(page, tmp_path, "report.png")
+        browser.close()
+    assert all(url.startswith("file:") or url.startswith("data:") for url in requests)

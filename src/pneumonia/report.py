@@ -165,6 +165,15 @@ def _notes(bundle: Bundle, result: dict[str, Any]) -> list[str]:
         )
     if result["split"] == "val" and not notes:
         notes.append("Validation data: the model's checkpoint was selected on it.")
+    guard = result.get("guard", {})
+    if guard.get("active"):
+        notes.append(
+            f"The out-of-distribution guard flagged {guard['flagged']} of "
+            f"{result['metrics']['n']} images ({100 * guard['flagged_rate']:.1f}%) as unlike "
+            "the training X-rays; they are scored and counted above like the others."
+        )
+    else:
+        notes.append("The bundle has no out-of-distribution guard (`pneumonia guard`).")
     return notes
 
 

@@ -17,6 +17,7 @@ from pneumonia.bundle import CARD, META, Bundle, BundleMeta, write_meta
 from pneumonia.config import OperatingConfig
 from pneumonia.errors import DataError, PneumoniaError
 from pneumonia.evaluate import score_split, select_items
+from pneumonia.inference import to_probability
 from pneumonia.metrics import binary_metrics, headline, jsonable
 from pneumonia.operating import fit_operating_point
 
@@ -89,12 +90,18 @@ def retune(
     validation.update({k: metrics[k] for k in ("n", "positives", "threshold")})
     validation["confusion_matrix"] = metrics["confusion_matrix"]
     output = BundleMeta.model_fields["output"].default
+    reference = dict(bundle.meta.reference)
+    if reference:  # what `monitor` compares answers with: now at the new calibration
+        temperature = calibration.temperature if calibration else 1.0
+        reference["probability"] = [round(float(p), 6) for p in to_probability(raw, temperature)]
+        reference["split"] = source
     meta = bundle.meta.model_copy(
         update={
             "threshold": threshold,
             "calibration": calibration,
             "validation": validation,
             "output": output,
+            "reference": reference,
         }
     )
     folder = _target(bundle, out)
