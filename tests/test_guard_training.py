@@ -31,7 +31,8 @@ def test_training_fits_the_guard_and_the_reference(tiny_run: TinyRun) -> None:
     assert guard.validation["flagged"] <= cfg.max_flag_rate + 1e-9
     assert set(guard.validation["corpus_flagged"]) == set(KINDS)
     ref = meta.reference
-    assert len(ref["probability"]) == len(ref["ood_score"]) == len(ref["brightness"]) == n_val
+    assert len(ref["probability"]) == len(ref["ood_score"]) == n_val
+    assert len(ref["brightness"]) == len(ref["contrast"]) == n_train and ref["inputs"] == "train"
     assert ref["train_prevalence"] == pytest.approx(
         np.mean([r.label == "PNEUMONIA" for r in rows if r.split == "train"])
     )

@@ -34,7 +34,8 @@ def write_log(path: Path, n: int, seed: int, drift: bool = False, model: str | N
         if drift and rng.random() < 0.9:  # a new site: sicker patients (label shift) ...
             j = int(rng.choice(likely_sick))
         prob, ood = ref["probability"][j], ref["ood_score"][j]
-        bright, contrast = ref["brightness"][j], ref["contrast"][j]
+        k = int(rng.integers(len(ref["brightness"])))  # inputs: the training images' reference
+        bright, contrast = ref["brightness"][k], ref["contrast"][k]
         if drift:  # ... brighter images, and some uploads that are no X-rays at all
             bright = min(1.0, bright + 0.15)
             if rng.random() < 0.3:

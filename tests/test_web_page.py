@@ -116,6 +116,15 @@ def test_upload_shows_probability_label_and_overlay(
     assert all(url.startswith(service) or url.startswith("blob:") for url in requests)
 
 
+def upload(playwright: Any, url: str, image: Path) -> tuple[Any, Any]:
+    """(browser, page): Chromium at the service's page, `image` chosen in its file input."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    page.goto(url)
+    page.set_input_files("#file", str(image))
+    return browser, page
+
+
 def test_the_page_warns_when_the_image_is_no_chest_xray(
     shipped_service: str, tmp_path: Path
 ) -> None:
@@ -123,10 +132,7 @@ def test_the_page_warns_when_the_image_is_no_chest_xray(
 
     blank = save_image(MAKERS["cartoon"](np.random.default_rng(1), 300, 260), tmp_path / "c.png")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1000, "height": 800})
-        page.goto(shipped_service)
-        page.set_input_files("#file", str(blank))
+        browser, page = upload(p, shipped_service, blank)
         expect(page.locator("#ood")).to_be_visible(timeout=30_000)
         expect(page.locator("#ood")).to_contain_text(
             "does not look like a pediatric frontal chest X-ray"
@@ -148,10 +154,7 @@ def test_the_page_on_an_xray_and_the_shipped_report(shipped_service: str, tmp_pa
     gray = synthetic_xray("PNEUMONIA", 420, 500, np.random.default_rng(5))
     xray = save_image(gray, tmp_path / "x.png")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1000, "height": 800})
-        page.goto(shipped_service)
-        page.set_input_files("#file", str(xray))
+        browser, page = upload(p, shipped_service, xray)
         expect(page.locator("#overlay")).to_be_visible(timeout=60_000)
         expect(page.locator("#guard")).to_contain_text("out-of-distribution score")
         screenshot(page, tmp_path, "web-page.png")

@@ -110,13 +110,13 @@ def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 
         },
     )
     path = save_guard(guard, bundle.path / GUARD)
-    stats = square_stats(val_squares)
     reference = {
-        "split": "val",
+        "split": "val",  # answers and guard scores: validation (training's are optimistic)
+        "inputs": "train",  # input statistics: the training squares
         "train_prevalence": float(np.mean(labels)),
         "probability": _rounded(to_probability(val_logits, bundle.temperature)),
         "ood_score": _rounded(val_scores),
-        **{k: _rounded(v) for k, v in stats.items()},
+        **{k: _rounded(v, 4) for k, v in training_stats(train).items()},
     }
     meta = bundle.meta.model_copy(
         update={
@@ -135,8 +135,17 @@ def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 
     return record
 
 
-def _rounded(values: np.ndarray) -> list[float]:
-    return [round(float(v), 6) for v in values]
+def training_stats(train: CachedImages, chunk: int = 512) -> dict[str, np.ndarray]:
+    """`square_stats` of every training square, read from the cache a chunk at a time."""
+    parts = [
+        square_stats(np.stack([np.load(p) for p in train.paths[i : i + chunk]]))
+        for i in range(0, len(train.paths), chunk)
+    ]
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
+def _rounded(values: np.ndarray, digits: int = 6) -> list[float]:
+    return [round(float(v), digits) for v in values]
 
 
 def guard_bundle(

@@ -3,7 +3,8 @@
 Reads the service's prediction log (`pneumonia.predlog`) over a time window and compares it
 with the reference the bundle stores (its validation split, recorded when the guard was
 fitted): volume per day, the out-of-distribution rate against the guard's validation rate,
-the distribution of scores and of two input statistics (PSI and Kolmogorov-Smirnov), the
+the distribution of scores (against validation) and of two input statistics (against the
+training images; PSI and Kolmogorov-Smirnov), the
 predicted positive rate, and the prevalence estimated by EM prior adjustment (Saerens et al.,
 2002) with the threshold that would keep the bundle's target sensitivity under it. Each rule
 says its value, its limit and whether it tripped. Writes `monitor.json` and a self-contained
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 MIN_ROWS = 30  # fewer predictions than this: distribution rules are not judged
 OOD_PVALUE = 0.001  # the OOD rate alert: binomial p-value against the validation rate
 PRIOR_SHIFT = 0.15  # the prevalence alert: |estimated - validation| above this
+INPUT_STATS = ("brightness", "contrast")  # their reference is the training images
 SENSITIVITY_DROP = 0.02  # the sensitivity alert: expected sensitivity this far below reference
 
 
@@ -318,7 +320,7 @@ def _figures(rows: list[Record], probs: np.ndarray, meta: BundleMeta) -> dict[st
                 bins=bins,
                 density=True,
                 alpha=0.5,
-                label="validation reference",
+                label=f"reference ({'training' if name in INPUT_STATS else 'validation'})",
                 color="#8aa0b4",
             )
         if len(values):
