@@ -35,23 +35,11 @@ import torch
 from pneumonia.bundle import load_bundle
 from pneumonia.config import Config
 from pneumonia.datamodule import XrayDataModule
-from pneumonia.guard import Guard, fit_guard, set_threshold
-from pneumonia.guard_training import dataset_outputs
+from pneumonia.guard import Guard, fit_guard, flag_rates, set_threshold
+from pneumonia.guard_training import dataset_outputs, image_outputs
 from pneumonia.image_io import read_image
-from pneumonia.inference import batch_outputs
 from pneumonia.ood_corpus import FROM_XRAYS, KINDS, MAKERS, ood_corpus
-from pneumonia.preprocess import fit_to_square
 from pneumonia.shifts import SHIFTS, apply_shift
-
-
-def square_features(bundle, images: list[np.ndarray]) -> np.ndarray:  # type: ignore[no-untyped-def]
-    size, resize = bundle.contract.image_size, bundle.contract.resize
-    squares = [fit_to_square(im, size, resize) for im in images]
-    parts = [
-        batch_outputs(bundle.model, bundle.contract, squares[i : i + 64], False, True)[1]
-        for i in range(0, len(squares), 64)
-    ]
-    return np.concatenate(parts)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
@@ -79,29 +67,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     grays = [read_image(r.path)[1].pixels for r in dm.rows["val"]]
     names = [Path(r.path).name for r in dm.rows["val"]]
     shifted = {
-        s: square_features(
+        s: image_outputs(
             bundle, [apply_shift(s, g, 0, n) for g, n in zip(grays, names, strict=True)]
-        )
+        )[1]
         for s in SHIFTS
     }
     corpus = ood_corpus(args.per_kind, grays[:200], seed=1)
     kinds = np.array([k for k, _ in corpus])
-    corpus_features = square_features(bundle, [im for _, im in corpus])
-    corpus_logits = np.concatenate(
-        [
-            batch_outputs(
-                bundle.model,
-                bundle.contract,
-                [
-                    fit_to_square(im, bundle.contract.image_size, bundle.contract.resize)
-                    for _, im in corpus[i : i + 64]
-                ],
-                False,
-                False,
-            )[0]
-            for i in range(0, len(corpus), 64)
-        ]
-    )
+    corpus_logits, corpus_features = image_outputs(bundle, [im for _, im in corpus])
     print(f"features extracted in {time.perf_counter() - started:.0f} s\n")
 
     scored = [s for s in SHIFTS if SHIFTS[s].scored]
@@ -164,16 +137,21 @@ def report(
     corpus: np.ndarray,
     kinds: np.ndarray,
 ) -> dict[str, float]:
-    flag = lambda f: float(np.mean(~guard.in_distribution(guard.scores(f))))  # noqa: E731
+    corpus_scores = guard.scores(corpus)
+    scores = {
+        "val flagged": guard.scores(val),
+        **{k: corpus_scores[kinds == k] for k in KINDS},
+        **{f"shift {name}": guard.scores(f) for name, f in shifted.items()},
+    }
+    rates = {k: float(r["flagged"]) for k, r in flag_rates(guard, scores).items()}
     row: dict[str, float] = {
         "views": n_views,
         "components": components or val.shape[1],
         "budget": budget,
-        "val flagged": flag(val),
+        "val flagged": rates["val flagged"],
+        **{k: rates[k] for k in KINDS},
     }
-    corpus_flags = ~guard.in_distribution(guard.scores(corpus))
-    row.update({k: float(corpus_flags[kinds == k].mean()) for k in KINDS})
-    shift_flags = {s: flag(f) for s, f in shifted.items()}
+    shift_flags = {name: rates[f"shift {name}"] for name in shifted}
     row["shifts mean"] = float(np.mean([shift_flags[s] for s in scored]))
     row["shifts max"] = max(shift_flags[s] for s in scored)
     row["wide_1.5"], row["inverted view"] = shift_flags["wide_1.5"], shift_flags["inverted"]

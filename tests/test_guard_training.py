@@ -14,7 +14,7 @@ from pneumonia.bundle import ONNX, file_record, load_bundle, read_meta, write_me
 from pneumonia.config import GuardConfig
 from pneumonia.errors import PneumoniaError
 from pneumonia.guard import GUARD
-from pneumonia.guard_training import guard_bundle, square_stats
+from pneumonia.guard_training import guard_bundle
 from pneumonia.ood_corpus import KINDS
 from pneumonia.split import read_manifest
 
@@ -37,14 +37,6 @@ def test_training_fits_the_guard_and_the_reference(tiny_run: TinyRun) -> None:
         np.mean([r.label == "PNEUMONIA" for r in rows if r.split == "train"])
     )
     assert load_bundle(tiny_run.bundle).guard.threshold == guard.threshold  # type: ignore[union-attr]
-
-
-def test_square_stats() -> None:
-    squares = np.stack([np.zeros((4, 4), np.uint8), np.full((4, 4), 255, np.uint8)])
-    squares[0, :2] = 255
-    stats = square_stats(squares)
-    np.testing.assert_allclose(stats["brightness"], [0.5, 1.0])
-    np.testing.assert_allclose(stats["contrast"], [0.5, 0.0])
 
 
 OLD_EXPORT = {"file": ONNX, "opset": 17, "max_abs_diff_probability": 0.0, "images": 6}

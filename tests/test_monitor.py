@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pneumonia.bundle import DEFAULT_BUNDLE, read_meta
+from pneumonia.bundle import DEFAULT_BUNDLE, model_version, read_meta
 from pneumonia.cli import app
 from pneumonia.errors import PneumoniaError
-from pneumonia.monitor import model_version, monitor, parse_when
+from pneumonia.monitor import monitor, parse_when
 from pneumonia.predlog import PredictionLog, Record
 
 START = datetime(2026, 11, 1, tzinfo=UTC)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pneumonia.preprocess import Preprocessing, fit_to_square, to_tensor
+from pneumonia.preprocess import Preprocessing, fit_to_square, square_stats, to_tensor
 
 
 def test_pad_keeps_the_whole_image_centred() -> None:
@@ -41,3 +41,11 @@ def test_cache_key_follows_pixel_settings_only() -> None:
     assert base.cache_key() != Preprocessing(image_size=128).cache_key()
     assert base.cache_key() != Preprocessing(resize="crop").cache_key()
     assert base.describe()["size"] == [base.image_size, base.image_size]
+
+
+def test_square_stats() -> None:
+    squares = np.stack([np.zeros((4, 4), np.uint8), np.full((4, 4), 255, np.uint8)])
+    squares[0, :2] = 255
+    stats = square_stats(squares)
+    np.testing.assert_allclose(stats["brightness"], [0.5, 1.0])
+    np.testing.assert_allclose(stats["contrast"], [0.5, 0.0])

@@ -184,6 +184,13 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def model_version(meta: BundleMeta) -> str:
+    """`<architecture>@<first 12 hex of the weights' sha256>`: how services and logs name a
+    model."""
+    record = meta.files.get(WEIGHTS)
+    return f"{meta.architecture.name}@{record.sha256[:12] if record else 'unknown'}"
+
+
 def file_record(path: Path) -> FileRecord:
     """sha256 and size of a bundle file, for `BundleMeta.files`."""
     return FileRecord(sha256=_sha256(path), bytes=path.stat().st_size)

@@ -23,7 +23,7 @@ from pneumonia.bundle import ONNX, Bundle, file_record, write_meta
 from pneumonia.errors import PneumoniaError
 from pneumonia.inference import to_probability
 from pneumonia.preprocess import fit_to_square, to_tensor
-from pneumonia.runtime import FEATURES, OnnxModel, head_layers, network_outputs
+from pneumonia.runtime import FEATURES, OnnxModel, head_inputs, network_outputs
 from pneumonia.synthetic import synthetic_xray
 
 log = logging.getLogger(__name__)
@@ -51,16 +51,8 @@ class WithFeatures(torch.nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        captured: list[torch.Tensor] = []
-        hooks = [
-            layer.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0].flatten(1)))
-            for layer in head_layers(self.model)
-        ]
-        try:
+        with head_inputs(self.model) as captured:
             out = self.model(x)
-        finally:
-            for hook in hooks:
-                hook.remove()
         return out, torch.cat(captured, 1)
 
 

@@ -32,10 +32,18 @@ from pneumonia.bundle import (
 from pneumonia.config import Config, GuardConfig
 from pneumonia.datamodule import CachedImages, XrayDataModule
 from pneumonia.errors import PneumoniaError
-from pneumonia.guard import GUARD, METHOD, Guard, fit_guard, save_guard, set_threshold
-from pneumonia.inference import to_probability
+from pneumonia.guard import (
+    GUARD,
+    METHOD,
+    Guard,
+    fit_guard,
+    flag_rates,
+    save_guard,
+    set_threshold,
+)
+from pneumonia.inference import batch_outputs, to_probability
 from pneumonia.ood_corpus import ood_corpus
-from pneumonia.preprocess import fit_to_square, to_array
+from pneumonia.preprocess import fit_to_square, square_stats
 from pneumonia.runtime import OnnxModel, network_outputs
 
 log = logging.getLogger(__name__)
@@ -54,26 +62,25 @@ def dataset_outputs(model: Any, ds: CachedImages) -> tuple[np.ndarray, np.ndarra
     return np.concatenate(logits), np.concatenate(features)
 
 
-def square_stats(squares: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image input statistics of contract squares (N, S, S) uint8: mean and standard
-    deviation of the pixels in [0, 1] (what `monitor` compares a service's inputs against)."""
-    x = squares.reshape(len(squares), -1).astype(np.float32) / 255.0
-    return {"brightness": x.mean(1), "contrast": x.std(1)}
+def image_outputs(bundle: Bundle, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(raw logits, pooled features) of the bundle's network for decoded 2-D uint8 images,
+    each put through its contract, in batches of 64."""
+    size, resize = bundle.contract.image_size, bundle.contract.resize
+    squares = [fit_to_square(img, size, resize) for img in images]
+    parts = [
+        batch_outputs(bundle.model, bundle.contract, squares[i : i + 64], False, True)
+        for i in range(0, len(squares), 64)
+    ]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def corpus_detection(bundle: Bundle, guard: Guard, xrays: list[np.ndarray]) -> dict[str, Any]:
     """Share of each kind of the generated OOD corpus the guard flags (30 images a kind)."""
     corpus = ood_corpus(30, xrays, seed=0)
-    size, resize = bundle.contract.image_size, bundle.contract.resize
-    squares = np.stack([fit_to_square(img, size, resize) for _, img in corpus])
-    batches = [to_array(squares[i : i + 64], bundle.contract) for i in range(0, len(squares), 64)]
-    features = [network_outputs(bundle.model, x)[1] for x in batches]
-    scores = guard.scores(np.concatenate([f for f in features if f is not None]))
+    scores = guard.scores(image_outputs(bundle, [img for _, img in corpus])[1])
     kinds = np.array([k for k, _ in corpus])
-    return {
-        str(k): round(float(np.mean(scores[kinds == k] > guard.threshold)), 4)
-        for k in dict.fromkeys(kinds)
-    }
+    rates = flag_rates(guard, {str(k): scores[kinds == k] for k in dict.fromkeys(kinds)})
+    return {k: round(float(r["flagged"]), 4) for k, r in rates.items()}
 
 
 def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 0) -> GuardRecord:

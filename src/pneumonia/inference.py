@@ -242,17 +242,6 @@ def to_probability(raw_logits: np.ndarray, temperature: float = 1.0) -> np.ndarr
     return np.exp(-np.logaddexp(0.0, -z))
 
 
-def probabilities(
-    bundle: Bundle,
-    squares: list[np.ndarray],
-    batch_size: int = 32,
-    show: bool = False,
-    tta: bool = False,
-) -> np.ndarray:
-    """Calibrated P(PNEUMONIA) for contract squares (the bundle's temperature applied)."""
-    return to_probability(logits(bundle, squares, batch_size, show, tta), bundle.temperature)
-
-
 def predict_paths(
     bundle: Bundle,
     paths: list[str],

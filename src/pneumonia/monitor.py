@@ -29,7 +29,7 @@ from jinja2 import Environment, select_autoescape
 from matplotlib.figure import Figure
 
 from pneumonia import __version__
-from pneumonia.bundle import WEIGHTS, BundleMeta, read_meta
+from pneumonia.bundle import BundleMeta, model_version, read_meta
 from pneumonia.drift import (
     PSI_ALERT,
     PSI_WATCH,
@@ -70,12 +70,6 @@ def parse_when(text: str | None, now: datetime | None = None) -> str | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
-def model_version(meta: BundleMeta) -> str:
-    """`<architecture>@<weights sha256 prefix>`, as the service logs it."""
-    record = meta.files.get(WEIGHTS)
-    return f"{meta.architecture.name}@{record.sha256[:12] if record else 'unknown'}"
 
 
 def rule(
@@ -248,27 +242,28 @@ def monitor(
     start, end = parse_when(since), parse_when(until)
     rows, models = _rows(log_path, meta, start, end)
     inside = [r for r in rows if r.in_distribution is not False]  # flagged images: not scored
-    probs = np.array([r.probability for r in inside])
+    values = {
+        "probability": np.array([r.probability for r in inside]),
+        "ood_score": np.array([r.ood_score for r in rows if r.ood_score is not None]),
+        "brightness": np.array([r.brightness for r in rows]),
+        "contrast": np.array([r.contrast for r in rows]),
+    }
     guard, rules = _guard_section(rows, meta)
     distributions = []
-    for name, values in (
-        ("probability", probs),
-        ("ood_score", np.array([r.ood_score for r in rows if r.ood_score is not None])),
-        ("brightness", np.array([r.brightness for r in rows])),
-        ("contrast", np.array([r.contrast for r in rows])),
-    ):
-        stats, outcome = _distribution(name, meta.reference.get(name, []), values)
+    for name, window in values.items():
+        stats, outcome = _distribution(name, meta.reference.get(name, []), window)
         distributions.append(stats)
         rules.append(outcome)
-    prior, prior_rules = _prior_section(probs, meta)
+    prior, prior_rules = _prior_section(values["probability"], meta)
     rules += prior_rules
-    result = {
+    version, volume = model_version(meta), _volume(rows)
+    result: dict[str, Any] = {
         "log": str(log_path),
         "bundle": str(folder),
-        "model_version": model_version(meta),
+        "model_version": version,
         "window": {"since": start, "until": end},
-        "other_models": {m: n for m, n in models.items() if m != model_version(meta)},
-        "volume": _volume(rows),
+        "other_models": {m: n for m, n in models.items() if m != version},
+        "volume": volume,
         "guard": guard,
         "distributions": distributions,
         "prior": prior,
@@ -278,7 +273,7 @@ def monitor(
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "monitor.json").write_text(json.dumps(result, indent=2) + "\n")
-    figures = _figures(rows, probs, meta)
+    figures = _figures(volume["per_day"], values, meta)
     (out / "monitor.html").write_text(_render(result, figures), encoding="utf-8")
     return result
 
@@ -289,30 +284,26 @@ def _png(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _figures(rows: list[Record], probs: np.ndarray, meta: BundleMeta) -> dict[str, str]:
+def _figures(
+    per_day: dict[str, int], values: dict[str, np.ndarray], meta: BundleMeta
+) -> dict[str, str]:
     """Volume per day, and each distribution against its reference, as data URIs."""
-    volume = Counter(r.time[:10] for r in rows)
     fig = Figure(figsize=(6, 2.6), layout="constrained")
     ax = fig.subplots()
-    ax.bar(list(volume), list(volume.values()), color="#2f6fb0")
+    ax.bar(list(per_day), list(per_day.values()), color="#2f6fb0")
     ax.set_ylabel("predictions")
     ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     out = {"volume": _png(fig)}
     panels = [
-        ("probability", probs, "P(PNEUMONIA), in-distribution images", meta.threshold.value),
-        (
-            "ood_score",
-            np.array([r.ood_score for r in rows if r.ood_score is not None]),
-            "guard score",
-            meta.guard.threshold if meta.guard else None,
-        ),
-        ("brightness", np.array([r.brightness for r in rows]), "input mean (0-1)", None),
-        ("contrast", np.array([r.contrast for r in rows]), "input standard deviation", None),
+        ("probability", "P(PNEUMONIA), in-distribution images", meta.threshold.value),
+        ("ood_score", "guard score", meta.guard.threshold if meta.guard else None),
+        ("brightness", "input mean (0-1)", None),
+        ("contrast", "input standard deviation", None),
     ]
     fig = Figure(figsize=(10, 5.6), layout="constrained")
-    for ax, (name, values, title, line) in zip(fig.subplots(2, 2).ravel(), panels, strict=True):
-        reference = np.asarray(meta.reference.get(name, []))
-        both = np.concatenate([reference, values]) if len(values) else reference
+    for ax, (name, title, line) in zip(fig.subplots(2, 2).ravel(), panels, strict=True):
+        reference, window = np.asarray(meta.reference.get(name, [])), values[name]
+        both = np.concatenate([reference, window]) if len(window) else reference
         bins = np.linspace(both.min(), both.max(), 31) if len(both) and np.ptp(both) > 0 else 30
         if len(reference):
             ax.hist(
@@ -323,9 +314,9 @@ def _figures(rows: list[Record], probs: np.ndarray, meta: BundleMeta) -> dict[st
                 label=f"reference ({'training' if name in INPUT_STATS else 'validation'})",
                 color="#8aa0b4",
             )
-        if len(values):
+        if len(window):
             ax.hist(
-                values, bins=bins, density=True, alpha=0.6, label="this window", color="#e07b00"
+                window, bins=bins, density=True, alpha=0.6, label="this window", color="#e07b00"
             )
         if line is not None:
             ax.axvline(line, color="#b3261e", linestyle="--", label="threshold")

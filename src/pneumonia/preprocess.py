@@ -87,6 +87,13 @@ def to_array(square: np.ndarray, contract: Preprocessing) -> np.ndarray:
     return np.ascontiguousarray((x - np.float32(contract.mean)) / np.float32(contract.std))
 
 
+def square_stats(squares: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image input statistics of contract squares (N, S, S) uint8: mean and standard
+    deviation of the pixels in [0, 1] (the prediction log's and `monitor`'s reference's)."""
+    x = squares.reshape(len(squares), -1).astype(np.float32) / 255.0
+    return {"brightness": x.mean(1), "contrast": x.std(1)}
+
+
 def to_tensor(square: np.ndarray, contract: Preprocessing) -> torch.Tensor:
     """`to_array` as a torch tensor (for training and PyTorch inference)."""
     import torch

@@ -7,6 +7,8 @@ nor timm. `run_network` imports torch only when it is handed a PyTorch module.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,21 +71,28 @@ def network_outputs(
     weights = next(model.parameters(), None)
     device = weights.device if weights is not None else torch.device("cpu")
     batch = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-    captured: list[Any] = []
-    hooks = [
-        layer.register_forward_hook(lambda _m, inp, _o: captured.append(inp[0].flatten(1)))
-        for layer in (head_layers(model) if features else [])
-    ]
-    try:
-        with torch.inference_mode():  # NHWC: twice the images/s of NCHW on this CPU
-            out = model(batch.contiguous(memory_format=torch.channels_last))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with head_inputs(model, features) as captured, torch.inference_mode():
+        out = model(batch.contiguous(memory_format=torch.channels_last))  # NHWC: 2x NCHW here
     found = np.asarray(out.reshape(-1).float().cpu().numpy())
     if not features:
         return found, None
     return found, np.asarray(torch.cat(captured, 1).float().cpu().numpy())
+
+
+@contextmanager
+def head_inputs(model: Any, active: bool = True) -> Iterator[list[Any]]:
+    """While open, collects the inputs of the model's classification layer(s), flattened:
+    the pooled features, one tensor per head and forward pass (nothing when not `active`)."""
+    captured: list[Any] = []
+    hooks = [
+        layer.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0].flatten(1)))
+        for layer in (head_layers(model) if active else [])
+    ]
+    try:
+        yield captured
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def head_layers(model: Any) -> list[Any]:

@@ -35,14 +35,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pneumonia import __version__
 from pneumonia.batching import Batching, MicroBatcher, Overloaded
-from pneumonia.bundle import TRAIN_EXTRA, WEIGHTS, Bundle, load_bundle
+from pneumonia.bundle import TRAIN_EXTRA, Bundle, load_bundle
+from pneumonia.bundle import model_version as version_of
 from pneumonia.card import model_card
 from pneumonia.errors import ImageError, ImageTooLargeError
 from pneumonia.image_io import decode_image
 from pneumonia.inference import check_operating_point, prediction, score_squares
 from pneumonia.predict import guard_summary
 from pneumonia.predlog import PredictionLog, Record, now
-from pneumonia.preprocess import fit_to_square
+from pneumonia.preprocess import fit_to_square, square_stats
 from pneumonia.runtime import torch_available
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,7 @@ class UploadProblem(Exception):  # noqa: N818 - answered as an HTTP error, not r
 
 def model_version(bundle: Bundle) -> str:
     """`<architecture>@<first 12 hex of the weights' sha256>`."""
-    record = bundle.meta.files.get(WEIGHTS)
-    return f"{bundle.meta.architecture.name}@{record.sha256[:12] if record else 'unknown'}"
+    return version_of(bundle.meta)
 
 
 def _read(upload: UploadFile, limits: Limits) -> tuple[str, bytes]:
@@ -164,15 +164,15 @@ class Service:
             return
         latency = round(1000 * (time.perf_counter() - started), 2)
         version, when = model_version(self.bundle), now()
+        stats = square_stats(np.stack([u.square for u in uploads]))
         rows = []
-        for u in uploads:
+        for k, u in enumerate(uploads):
             r = results[u.index]
-            x = u.square.astype(np.float32) / 255.0
             rows.append(
                 Record(
-                    when, u.sha256, u.width, u.height, round(float(x.mean()), 6),
-                    round(float(x.std()), 6), version, self.bundle.backend, r["probability"],
-                    r["label"], r["in_distribution"], r["ood_score"], latency,
+                    when, u.sha256, u.width, u.height, round(float(stats["brightness"][k]), 6),
+                    round(float(stats["contrast"][k]), 6), version, self.bundle.backend,
+                    r["probability"], r["label"], r["in_distribution"], r["ood_score"], latency,
                 )
             )  # fmt: skip
         self.log.append(rows)

@@ -1,4 +1,4 @@
-"""`pneumonia serve | export`: deployment, thin wrappers over `pneumonia.serve` and `.export`."""
+"""`pneumonia serve | export | guard | monitor`: deployment and operation, thin wrappers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import typer
 from rich.table import Table
 
 from pneumonia.cli.common import BackendOpt, ForceOpt, OutOpt, WorkersOpt, console, user_errors
+from pneumonia.config import GuardConfig
+
+GUARD_DEFAULTS = GuardConfig()  # `pneumonia guard` fits what training fits by default
 
 
 @user_errors
@@ -114,14 +117,13 @@ def guard_command(
     ] = None,
     views: Annotated[
         int, typer.Option(min=0, max=16, help="Augmented copies of each training image.")
-    ] = 3,
+    ] = GUARD_DEFAULTS.augmented_views,
     max_flag_rate: Annotated[
         float, typer.Option(min=0.001, max=0.5, help="Share of validation X-rays it may flag.")
-    ] = 0.01,
+    ] = GUARD_DEFAULTS.max_flag_rate,
     force: ForceOpt = False,
 ) -> None:
     """Fit the out-of-distribution guard of a bundle made without one (training fits it)."""
-    from pneumonia.config import GuardConfig
     from pneumonia.guard_training import guard_bundle
 
     cfg = GuardConfig(augmented_views=views, max_flag_rate=max_flag_rate)
