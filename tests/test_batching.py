@@ -46,6 +46,28 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows() -> None:
     assert max(batcher.batches) <= 8 + 2  # the last request may overshoot by its own size
 
 
+def test_lanes_run_batches_at_once() -> None:
+    both = threading.Barrier(2, timeout=5)  # passes only when two batches run together
+
+    def meet(batch: list[np.ndarray]) -> np.ndarray:
+        both.wait()
+        return np.array([float(sq[0, 0]) for sq in batch])
+
+    batcher = MicroBatcher(meet, Batching(max_batch=1, max_wait_ms=0), lanes=2)
+    answers: dict[int, np.ndarray] = {}
+    threads = [
+        threading.Thread(target=lambda k=k: answers.update({k: batcher.submit(squares(k, 1))}))
+        for k in (3, 4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    batcher.close()
+    assert answers[3].tolist() == [3.0] and answers[4].tolist() == [4.0]
+    assert not both.broken
+
+
 def test_a_full_queue_is_refused_at_once() -> None:
     release = threading.Event()
     entered = threading.Event()

@@ -144,3 +144,26 @@ def test_ood_guard_smoke(tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]) 
     assert all(0 <= r["val flagged"] <= r["budget"] + 1e-9 for r in rows)
     out = capsys.readouterr().out
     assert "| views | components | budget |" in out and "baseline |logit|" in out
+
+
+def test_int8_study_and_ort_lanes_smoke(
+    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from pneumonia.bundle import load_bundle
+    from pneumonia.export import export_onnx
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(tiny_run.bundle, folder)
+    export_onnx(load_bundle(folder))
+    out = tmp_path / "study.json"
+    args = ["--bundle", str(folder), "--data", str(tiny_run.cfg.data.manifest), "--out", str(out)]
+    result = load("int8_study").main([*args, "--only", "minmax", "--seconds", "0.2"])
+    row = result["candidates"]["minmax"]
+    assert 0 <= row["same_labels"] <= 1 and row["images_per_s"] > 0 and out.is_file()
+    assert row["shifts"] and row["passed"] == (row["passed"] and row["speedup"] >= 1.5)
+    assert "| minmax |" in capsys.readouterr().out
+    load("ort_lanes").main([str(folder / "model.onnx"), "--seconds", "0.2"])
+    table = [line for line in capsys.readouterr().out.splitlines() if "model.onnx |" in line]
+    assert len(table) == 1 and all(float(v) > 0 for v in table[0].split("|")[2:-1])

@@ -87,7 +87,7 @@ def test_api_image_serves_the_shipped_model(
     assert result.exit_code == 0, result.output
     health = TestClient(calls[0][0]).get("/health").json()  # type: ignore[arg-type]
     assert health["model_version"].startswith("efficientnet_lite0@")
-    assert health["backend"] == "onnx"  # the lean image has no PyTorch to fall back on
+    assert health["backend"] == "int8"  # its passed int8 copy; the lean image has no PyTorch
     assert calls[0][1:] == ("0.0.0.0", 8000)
     assert health["prediction_log"]["path"] == str(tmp_path / "predictions.sqlite")
 

@@ -91,3 +91,26 @@ def test_auto_takes_onnx_when_the_bundle_has_it(tiny_run: TinyRun, exported: Pat
     assert load_bundle(exported).backend == "torch"  # the library default stays PyTorch
     plain = load_bundle(tiny_run.bundle, "auto")
     assert plain.backend == "torch" and not isinstance(plain.model, OnnxModel)
+
+
+def test_same_padding_is_fixed_for_the_contract_size(tmp_path: Path) -> None:
+    from timm.layers import Conv2dSame
+
+    from pneumonia.export import static_padding
+    from pneumonia.models import create_model
+
+    model = create_model("efficientnet_lite0").eval()  # timm tf_ network: TF 'SAME' padding
+    example = torch.zeros(1, 1, 64, 64)
+    fixed = static_padding(model, example)
+    assert any(isinstance(m, Conv2dSame) for m in model.modules())
+    assert not any(isinstance(m, Conv2dSame) for m in fixed.modules())
+    x = torch.randn(3, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(fixed(x), model(x), atol=1e-5)
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(fixed, (example,), str(path), dynamo=False, input_names=["image"],
+                      dynamic_axes={"image": {0: "batch"}}, opset_version=17)  # fmt: skip
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "Conv" in ops and not ops & {"Shape", "Ceil"}  # no shape arithmetic left

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pneumonia.bundle import ONNX, load_bundle
-from pneumonia.inference import predict_paths
+from pneumonia.inference import load_square, network_scores, predict_paths
 from pneumonia.runtime import OnnxModel, run_network
 from pneumonia.synthetic import save_image, synthetic_xray
 
@@ -86,10 +86,12 @@ def run_lean(images: Path, block: bool) -> dict:
     return json.loads(done.stdout.split("RESULT", 1)[1])
 
 
-def test_the_shipped_bundle_carries_a_verified_onnx_model() -> None:
-    bundle = load_bundle(None, "auto")
+def test_the_shipped_bundle_carries_verified_onnx_and_int8_models() -> None:
+    bundle = load_bundle(None, "onnx")
     assert bundle.backend == "onnx" and isinstance(bundle.model, OnnxModel)
     assert ONNX in bundle.meta.files and bundle.meta.exports["onnx"]["max_abs_diff_probability"]
+    fast = load_bundle(None, "auto")  # the int8 copy passed its rule with this guard
+    assert fast.backend == "int8" and fast.guard is not None and fast.meta.exports["int8"]["passed"]
 
 
 @pytest.mark.parametrize("block", [False, True], ids=["installed-unused", "not-installed"])
@@ -114,10 +116,21 @@ def test_predict_evaluate_serve_without_pytorch(images: Path, block: bool) -> No
 def test_onnx_answers_like_pytorch_on_the_shipped_model(images: Path) -> None:
     paths = sorted(str(p) for p in (images / "data").rglob("*.png"))
     on_torch = predict_paths(load_bundle(None, "torch"), paths, show=False, workers=1)
-    on_onnx = predict_paths(load_bundle(None, "auto"), paths, show=False, workers=1)
+    on_onnx = predict_paths(load_bundle(None, "onnx"), paths, show=False, workers=1)
     for a, b in zip(on_torch, on_onnx, strict=True):
         assert a.probability is not None and b.probability is not None
         assert abs(a.probability - b.probability) < 1e-4 and a.label == b.label
+
+
+def test_onnx_lanes_run_concurrently_and_keep_the_order(images: Path) -> None:
+    paths = sorted(str(p) for p in (images / "data").rglob("*.png"))
+    squares = [load_square((p, 192, "pad")) for p in paths]
+    one, two = (load_bundle(None, "onnx", threads) for threads in (1, 2))
+    assert (one.model.lanes, two.model.lanes) == (1, 2)
+    a = network_scores(one.model, one.contract, squares * 3, batch_size=1, features=True)
+    b = network_scores(two.model, two.contract, squares * 3, batch_size=1, features=True)
+    assert a[1] is not None and b[1] is not None and a[1].shape[0] == 3 * len(paths)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
 def test_run_network_takes_numpy_for_both_backends() -> None:

@@ -1,7 +1,8 @@
 """Micro-batching for the service: concurrent requests share one network call.
 
-Request threads decode their uploads and hand the contract squares to a `MicroBatcher`. One
-worker thread takes the oldest request, waits up to `max_wait_ms` for more (up to
+Request threads decode their uploads and hand the contract squares to a `MicroBatcher`. Each
+of its `lanes` worker threads (one per concurrent network call the model runs well: one per
+core on ONNX Runtime) takes the oldest request, waits up to `max_wait_ms` for more (up to
 `max_batch` images in all), runs the network once and gives every request its own rows. The
 queue of waiting requests is bounded: when it is full a request is refused at once
 (`Overloaded`, answered 503 with Retry-After) instead of waiting without end.
@@ -47,18 +48,26 @@ class Overloaded(Exception):  # noqa: N818 - answered as HTTP 503, not raised to
 
 
 class MicroBatcher:
-    """Runs `run(squares) -> one value per square` over requests grouped into batches."""
+    """Runs `run(squares) -> one value per square` over requests grouped into batches, on
+    `lanes` worker threads (`run` must be safe to call from several threads at once)."""
 
     def __init__(
-        self, run: Callable[[list[np.ndarray]], np.ndarray], settings: Batching | None = None
+        self,
+        run: Callable[[list[np.ndarray]], np.ndarray],
+        settings: Batching | None = None,
+        lanes: int = 1,
     ) -> None:
         self.run = run
         self.settings = settings or Batching()
         self._queue: queue.Queue[Job | None] = queue.Queue(self.settings.max_queue)
         self._seconds_per_image = 0.005  # running estimate, for Retry-After
         self.batches: deque[int] = deque(maxlen=1000)  # images per network call, recent last
-        self._thread = threading.Thread(target=self._loop, name="micro-batcher", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"micro-batcher-{i}", daemon=True)
+            for i in range(max(1, lanes))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, squares: list[np.ndarray]) -> np.ndarray:
         """The values for `squares`, computed in a shared batch; raises `Overloaded` at once
@@ -76,9 +85,11 @@ class MicroBatcher:
         return max(1, round(waiting * self._seconds_per_image))
 
     def close(self) -> None:
-        """Stop the worker after the requests already queued."""
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        """Stop the workers after the requests already queued."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def _collect(self, first: Job) -> tuple[list[Job], bool]:
         """`first` and whatever arrives within the wait, up to `max_batch` images."""

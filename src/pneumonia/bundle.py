@@ -295,24 +295,39 @@ def build_network(arch: Architecture, contract: Preprocessing) -> nn.Module:
     return EnsembleModel.from_members(arch.members, contract)
 
 
+def int8_state(meta: BundleMeta) -> tuple[bool, bool]:
+    """(usable, guarded): the bundle has an int8 model that passed its parity rule against
+    the float `model.onnx` it now has; and its guard's verdicts were judged on that int8
+    model with the guard it now has (a re-fitted guard or re-exported model is not)."""
+    record = meta.exports.get("int8", {})
+    onnx = meta.files.get(ONNX)
+    usable = INT8 in meta.files and record.get("passed") is True and onnx is not None
+    usable &= record.get("source_sha256") == (onnx.sha256 if onnx else None)
+    guard = meta.files.get(meta.guard.file) if meta.guard else None
+    guarded = usable and guard is not None and record.get("guard_sha256") == guard.sha256
+    return bool(usable), bool(guarded and "same_guard_verdict" in record)
+
+
 def choose_backend(folder: Path, meta: BundleMeta, backend: str) -> str:
     """`torch`, `onnx` or `int8` for `backend` (auto: the int8 model when it passed its parity
-    rule and the bundle has no guard, else the float ONNX model, else PyTorch); refused,
-    naming the fix, when the choice cannot run here."""
+    rule, with the guard when the bundle has one, else the float ONNX model, else PyTorch);
+    refused, naming the fix, when the choice cannot run here."""
     if backend not in BACKENDS:
         raise BundleError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     has_onnx = ONNX in meta.files and "onnx" in meta.exports
-    has_int8 = INT8 in meta.files and meta.exports.get("int8", {}).get("passed") is True
-    if backend == "auto":  # the guard was fitted on float features: int8 would switch it off
-        backend = "int8" if has_int8 and meta.guard is None else "onnx" if has_onnx else "torch"
+    has_int8, int8_guarded = int8_state(meta)
+    if backend == "auto":  # a guard not judged on the int8 model would be switched off
+        with_guard = meta.guard is None or int8_guarded
+        backend = "int8" if has_int8 and with_guard else "onnx" if has_onnx else "torch"
     if backend == "onnx" and not has_onnx:
         raise BundleError(
             f"{folder}: has no ONNX model; run `pneumonia export {folder} --onnx` first"
         )
     if backend == "int8" and not has_int8:
         raise BundleError(
-            f"{folder}: has no int8 model that passed its parity check; run `pneumonia export "
-            f"{folder} --int8 --data MANIFEST` (model.json records a failed attempt)"
+            f"{folder}: has no int8 model that passed its parity check against its model.onnx; "
+            f"run `pneumonia export {folder} --int8 --data MANIFEST --force` (model.json "
+            "records the last attempt)"
         )
     if backend == "torch" and not torch_available():
         raise BundleError(
@@ -367,8 +382,13 @@ def _guard(folder: Path, meta: BundleMeta, model: Any) -> Guard | None:
     if meta.guard is None:
         log.debug("%s: no out-of-distribution guard", folder)
         return None
-    if isinstance(model, OnnxModel) and model.path.name == INT8:
-        log.warning("%s: the guard is off on the int8 model (fitted on float features)", folder)
+    if isinstance(model, OnnxModel) and model.path.name == INT8 and not int8_state(meta)[1]:
+        log.warning(
+            "%s: the guard is off on the int8 model (not judged with this guard); run "
+            "`pneumonia export %s --int8 --data MANIFEST --force`",
+            folder,
+            folder,
+        )
         return None
     if isinstance(model, OnnxModel) and not model.has_features:
         log.warning(

@@ -62,12 +62,24 @@ def _exports(meta: BundleMeta) -> list[str]:
         )
     if int8:
         kept = f"kept as `{int8['file']}`" if int8["passed"] else "not kept"
-        lines.append(
-            f"- int8 (ONNX Runtime static quantization): {kept}. On {int8['judged_on']}: "
-            f"ROC-AUC {int8['roc_auc_float']:.4f} (float) vs {int8['roc_auc_int8']:.4f}, "
-            f"same labels {int8['same_labels']:.4f}; rule {int8['rule']}."
-        )
+        lines.append(f"- int8 (ONNX Runtime static quantization): {kept}. {int8_summary(int8)}")
     return lines
+
+
+def int8_summary(record: dict[str, Any]) -> str:
+    """One sentence of an int8 attempt's parity numbers (`model.json` `exports.int8`)."""
+    text = (
+        f"On {record['judged_on']}: ROC-AUC {record['roc_auc_float']:.4f} (float) vs "
+        f"{record['roc_auc_int8']:.4f}, same labels {record['same_labels']:.4f}"
+    )
+    if record.get("shifted_same_labels") is not None:
+        text += (
+            f", shifted {record['shifted_same_labels']:.4f} (largest ROC-AUC change "
+            f"{record['worst_shift_auc_change']:.4f}, {record['worst_shift']})"
+        )
+    if record.get("same_guard_verdict") is not None:
+        text += f", same guard verdicts {record['same_guard_verdict']:.4f}"
+    return f"{text}; rule {record['rule']}."
 
 
 def _guard(meta: BundleMeta) -> str:

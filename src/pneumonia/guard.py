@@ -15,6 +15,7 @@ Stored in the bundle as `guard.safetensors` (center, projection, class means), r
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from threadpoolctl import ThreadpoolController
 log = logging.getLogger(__name__)
 GUARD = "guard.safetensors"
 _BLAS = ThreadpoolController()  # found once: limiting it per call then costs microseconds
+_BLAS_LOCK = threading.Lock()  # the limit is process-wide: one scoring call sets it at a time
 METHOD = "mahalanobis_pca"
 
 
@@ -42,7 +44,7 @@ class Guard:
         In float32, as stored: the same numbers at fit time and at inference. On one BLAS
         thread: OpenBLAS's threads spin after a call and took a quarter of the service's
         throughput from ONNX Runtime (docs/monitoring.md)."""
-        with _BLAS.limit(limits=1, user_api="blas"):
+        with _BLAS_LOCK, _BLAS.limit(limits=1, user_api="blas"):
             z = (np.asarray(features, dtype=np.float32) - self.center) @ self.projection
         dist = ((z[:, None, :] - self.means[None, :, :]) ** 2).sum(-1, dtype=np.float64)
         return np.asarray(dist.min(axis=1) / self.projection.shape[1])

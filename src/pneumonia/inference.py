@@ -1,7 +1,8 @@
 """Inference through the one input door: file -> grayscale -> contract square -> probability.
 
 Images are decoded by threads a little ahead of the network, which runs in batches on the
-bundle's backend (ONNX Runtime or PyTorch), so decoding overlaps inference. An image that
+bundle's backend (ONNX Runtime or PyTorch), so decoding overlaps inference; on ONNX Runtime
+one batch per core runs at once, each on one thread (see `runtime.OnnxModel`). An image that
 cannot be read becomes a row that says why; every other image is still predicted. This module
 is on the lean path: it imports no PyTorch.
 """
@@ -24,7 +25,7 @@ from pneumonia.errors import DataError, ImageError
 from pneumonia.image_io import IMAGE_SUFFIXES, read_image
 from pneumonia.preprocess import Preprocessing, fit_to_square, to_array
 from pneumonia.progress import default_workers, parallel_map, progress_bar
-from pneumonia.runtime import network_outputs, run_network
+from pneumonia.runtime import lanes, network_outputs, run_network
 
 log = logging.getLogger(__name__)
 TTA_SHIFT = 0.04  # fraction of the side each TTA view is shifted by
@@ -92,13 +93,6 @@ def tta_views(x: np.ndarray, contract: Preprocessing) -> list[np.ndarray]:
     return [x, *(shift(x, dy, dx, black) for dy, dx in ((-d, 0), (d, 0), (0, -d), (0, d)))]
 
 
-def batch_logits(
-    model: Any, contract: Preprocessing, squares: list[np.ndarray], tta: bool
-) -> np.ndarray:
-    """Raw logits of `model` for one batch of contract squares (mean over `tta_views`)."""
-    return batch_outputs(model, contract, squares, tta, features=False)[0]
-
-
 def batch_outputs(
     model: Any, contract: Preprocessing, squares: list[np.ndarray], tta: bool, features: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -149,16 +143,37 @@ def network_logits(
     tta: bool = False,
 ) -> np.ndarray:
     """Raw logits of `model` (a PyTorch module in eval mode, on its own device, or an ONNX
-    Runtime model) for contract squares, in batches; with `tta`, the mean over `tta_views`."""
+    Runtime model) for contract squares; see `network_scores`."""
+    return network_scores(model, contract, squares, batch_size, show, tta)[0]
+
+
+def network_scores(
+    model: Any,
+    contract: Preprocessing,
+    squares: list[np.ndarray],
+    batch_size: int = 32,
+    show: bool = False,
+    tta: bool = False,
+    features: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(raw logits, pooled features or None) of `model` for contract squares, in batches (as
+    many at once as the model has `lanes`); with `tta`, the logits are the mean over
+    `tta_views`."""
     if not squares:
-        return np.zeros(0, dtype=np.float32)
-    out = []
-    with progress_bar(transient=True, disable=not show) as bar:
+        return np.zeros(0, dtype=np.float32), None
+    starts = range(0, len(squares), batch_size)
+    found, feats = [], []
+    with (
+        ThreadPoolExecutor(lanes(model)) as pool,
+        progress_bar(transient=True, disable=not show) as bar,
+    ):
         task = bar.add_task("predicting", total=len(squares))
-        for i in range(0, len(squares), batch_size):
-            out.append(batch_logits(model, contract, squares[i : i + batch_size], tta))
-            bar.advance(task, len(out[-1]))
-    return np.concatenate(out)
+        batches = (squares[i : i + batch_size] for i in starts)
+        for out, f in pool.map(lambda b: batch_outputs(model, contract, b, tta, features), batches):
+            found.append(out)
+            feats += [] if f is None else [f]
+            bar.advance(task, len(out))
+    return np.concatenate(found), np.concatenate(feats) if feats else None
 
 
 def stream_logits(
@@ -176,28 +191,30 @@ def stream_logits(
     ood = np.full(len(paths), np.nan)
     errors: list[str | None] = [None] * len(paths)
     batch: list[tuple[int, np.ndarray]] = []
-    guarded = bundle.guard is not None
+    running: deque[tuple[list[int], Future[tuple[np.ndarray, np.ndarray | None]]]] = deque()
+    guarded, ahead = bundle.guard is not None, 2 * lanes(bundle.model)
 
-    def flush() -> None:
-        if batch:
-            squares = [sq for _, sq in batch]
-            found, feats = batch_outputs(bundle.model, bundle.contract, squares, tta, guarded)
-            rows = [i for i, _ in batch]
-            raw[rows] = found
-            ood[rows] = guard_scores(bundle, feats, len(rows))
-            batch.clear()
+    def collect(keep: int) -> None:  # results of the oldest batches, until `keep` still run
+        while len(running) > keep:
+            rows, future = running.popleft()
+            found, feats = future.result()
+            raw[rows], ood[rows] = found, guard_scores(bundle, feats, len(rows))
 
-    with progress_bar(disable=not show) as bar:
+    with ThreadPoolExecutor(lanes(bundle.model)) as pool, progress_bar(disable=not show) as bar:
         task = bar.add_task("predicting", total=len(paths))
         for i, square in enumerate(stream_squares(paths, bundle.contract, workers)):
             if isinstance(square, str):
                 errors[i] = square
             else:
                 batch.append((i, square))
-            if len(batch) == batch_size:
-                flush()
+            if len(batch) == batch_size or (batch and i == len(paths) - 1):
+                squares = [sq for _, sq in batch]
+                args = (bundle.model, bundle.contract, squares, tta, guarded)
+                running.append(([k for k, _ in batch], pool.submit(batch_outputs, *args)))
+                batch = []
+                collect(ahead)
             bar.advance(task)
-        flush()
+        collect(0)
     return raw, ood, errors
 
 

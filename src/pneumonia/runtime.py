@@ -23,13 +23,20 @@ FEATURES = "features"  # the ONNX output with the pooled features the classifier
 
 class OnnxModel:
     """An ONNX Runtime session on the CPU: float32 N x 1 x S x S in, N x 1 logits out (and,
-    from exports that have it, the N x D pooled `features` output the guard reads)."""
+    from exports that have it, the N x D pooled `features` output the guard reads).
+
+    Each call runs on one thread, and up to `lanes` calls (default: one per core) run at
+    once from different threads (`map_batches`): on this 2-core CPU two concurrent
+    one-thread calls ran 432 images/s where one two-thread call ran 270-324, as this
+    network's small layers gain little from splitting one call across cores
+    (docs/benchmarks.md)."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_workers()
+        self.lanes = threads or default_workers()
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -49,6 +56,12 @@ class OnnxModel:
 
     def eval(self) -> OnnxModel:
         return self
+
+
+def lanes(model: Any) -> int:
+    """How many calls of `model` should run at once: an `OnnxModel`'s lanes; 1 for a PyTorch
+    module, whose own threads already share every core within one call."""
+    return int(getattr(model, "lanes", 1))
 
 
 def run_network(model: Any, x: np.ndarray) -> np.ndarray:

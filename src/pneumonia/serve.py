@@ -44,7 +44,7 @@ from pneumonia.inference import check_operating_point, prediction, score_squares
 from pneumonia.predict import guard_summary
 from pneumonia.predlog import PredictionLog, Record, now
 from pneumonia.preprocess import fit_to_square, square_stats
-from pneumonia.runtime import torch_available
+from pneumonia.runtime import lanes, torch_available
 
 log = logging.getLogger(__name__)
 SERVICE_METHODS = ("gradcam", "gradcam++")  # scorecam takes minutes on a CPU: CLI only
@@ -229,7 +229,9 @@ def create_app(
     appended to that SQLite prediction log."""
     limits = limits or Limits()
     check_operating_point(bundle)
-    batcher = MicroBatcher(lambda squares: score_squares(bundle, squares), batching)
+    batcher = MicroBatcher(
+        lambda squares: score_squares(bundle, squares), batching, lanes(bundle.model)
+    )
     service = Service(bundle, batcher, PredictionLog(log_path) if log_path else None)
     explainer = Explainer(bundle)
 

@@ -18,10 +18,15 @@ import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from pneumonia.errors import ImageError
+from pneumonia.image_io import read_image
+from pneumonia.preprocess import fit_to_square
 
 Group = Literal["geometry", "exposure", "resolution", "noise", "artefact"]
 ShiftFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -239,3 +244,15 @@ def apply_shift(name: str, gray: np.ndarray, seed: int = 0, key: str = "") -> np
         raise ValueError(f"unknown shift {name!r}; known: {', '.join(SHIFTS)}")
     out = shift.fn(gray, shift_rng(seed, key, name))
     return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def views_job(job: tuple[str, tuple[str, ...], int, int, str]) -> np.ndarray | str:
+    """(path, shift names, seed, size, resize) -> (1 + shifts, size, size) uint8, or why not."""
+    path, names, seed, size, resize = job
+    try:
+        gray = read_image(path)[1].pixels
+    except ImageError as exc:
+        return exc.reason
+    key = Path(path).name
+    views = [fit_to_square(apply_shift(n, gray, seed, key), size, resize) for n in (CLEAN, *names)]
+    return np.stack(views)

@@ -26,29 +26,16 @@ from sklearn.metrics import roc_auc_score
 
 from pneumonia import LABELS
 from pneumonia.bundle import Bundle
-from pneumonia.errors import DataError, ImageError
+from pneumonia.errors import DataError
 from pneumonia.evaluate import select_items
-from pneumonia.image_io import read_image
 from pneumonia.inference import check_operating_point, network_logits, to_probability
-from pneumonia.preprocess import Preprocessing, fit_to_square
+from pneumonia.preprocess import Preprocessing
 from pneumonia.progress import parallel_map
-from pneumonia.shifts import CLEAN, SHIFTS, apply_shift, resolve
+from pneumonia.shifts import CLEAN, SHIFTS, resolve, views_job
 from pneumonia.uncertainty import bootstrap
 
 log = logging.getLogger(__name__)
 CHUNK = 512  # images decoded and shifted at a time (bounds memory on large sets)
-
-
-def _views_job(job: tuple[str, tuple[str, ...], int, int, str]) -> np.ndarray | str:
-    """(path, shift names, seed, size, resize) -> (1 + shifts, size, size) uint8, or why not."""
-    path, names, seed, size, resize = job
-    try:
-        gray = read_image(path)[1].pixels
-    except ImageError as exc:
-        return exc.reason
-    key = Path(path).name
-    views = [fit_to_square(apply_shift(n, gray, seed, key), size, resize) for n in (CLEAN, *names)]
-    return np.stack(views)
 
 
 @dataclass
@@ -79,7 +66,7 @@ def view_logits(
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start : start + CHUNK]
         jobs = [(p, tuple(shifts), seed, contract.image_size, contract.resize) for p in chunk]
-        loaded = parallel_map(_views_job, jobs, "shifting images", workers, show)
+        loaded = parallel_map(views_job, jobs, "shifting images", workers, show)
         good = [(start + i, v) for i, v in enumerate(loaded) if not isinstance(v, str)]
         pairs = zip(chunk, loaded, strict=True)
         unreadable += [{"path": p, "reason": v} for p, v in pairs if isinstance(v, str)]

@@ -33,7 +33,10 @@ def serve_command(
         int, typer.Option(min=1, help="Requests that may wait; beyond, 503 + Retry-After.")
     ] = 64,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="ONNX Runtime threads (default: all cores).")
+        int | None,
+        typer.Option(
+            min=1, help="ONNX Runtime calls at once, one thread each (default: one per core)."
+        ),
     ] = None,
     log: Annotated[
         Path, typer.Option(help="SQLite prediction log, appended to (read by `monitor`).")
@@ -88,6 +91,7 @@ def export_command(
             f"difference {result['max_abs_diff_logit']:.2e}"
         )
     if int8:
+        from pneumonia.card import int8_summary
         from pneumonia.quantize import quantize_bundle
 
         if data is None:
@@ -100,11 +104,7 @@ def export_command(
             force=force,
         )
         verdict = "kept: model.int8.onnx" if q["passed"] else "NOT kept"
-        console.print(
-            f"int8 on {q['judged_on']}: ROC-AUC {q['roc_auc_float']:.4f} -> "
-            f"{q['roc_auc_int8']:.4f}, same labels {q['same_labels']:.4f} ({q['rule']}): "
-            f"{verdict}"
-        )
+        console.print(f"int8 {verdict}. {int8_summary(q)}", highlight=False)
     console.print("predict, evaluate and serve use the fastest kept model (--backend auto)")
 
 
