@@ -59,7 +59,7 @@ BackendOpt = Annotated[
     typer.Option(
         "--backend",
         help="auto (ONNX Runtime when the bundle has a verified model.onnx, its int8 copy if "
-        "that passed its parity check and no guard needs float features, else PyTorch) | "
+        "that passed its parity check with the bundle's guard, else PyTorch) | "
         "onnx | int8 | torch.",
     ),
 ]
