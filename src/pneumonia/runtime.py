@@ -26,10 +26,10 @@ class OnnxModel:
     from exports that have it, the N x D pooled `features` output the guard reads).
 
     Each call runs on one thread, and up to `lanes` calls (default: one per core) run at
-    once from different threads (`map_batches`): on this 2-core CPU two concurrent
-    one-thread calls ran 432 images/s where one two-thread call ran 270-324, as this
-    network's small layers gain little from splitting one call across cores
-    (docs/benchmarks.md)."""
+    once from different threads (`inference.network_scores`, the service's micro-batcher):
+    on this 2-core CPU two concurrent one-thread calls ran 402 images/s where one two-thread
+    call ran 244, as this network's small layers gain little from splitting one call across
+    cores (`benchmarks/ort_lanes.py`, docs/benchmarks.md)."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
