@@ -1,7 +1,7 @@
 """Candidate studies (issues 11, 12): train candidate recipes, run the shift suite on each.
 
     .venv/bin/python benchmarks/robust_study.py CANDIDATE... [--data DIR] [--out DIR]
-        [--set KEY=VALUE ...]
+        [--set KEY=VALUE ...] [--reuse]
 
 A candidate is a config under configs/experiments/robust/ (or `--configs DIR`). `data split`
 runs once; for each candidate: the cache for its preprocessing (reused when present), `train`
@@ -43,6 +43,11 @@ def main() -> None:
         "--configs", type=Path, default=CANDIDATES, help="folder of candidate configs"
     )
     parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="a candidate whose run already wrote its bundle is not trained again",
+    )
+    parser.add_argument(
         "--weights-dir",
         type=Path,
         help="<model name>.safetensors ImageNet weights here (a machine without the packages)",
@@ -76,8 +81,13 @@ def main() -> None:
         prepare_cache(
             rows, cfg.data.cache_dir, cfg.preprocess, cfg.data.loader_workers() or None, show=False
         )
-        summary = train(cfg, force=True, command=f"benchmarks/robust_study.py {name}")
-        bundle = load_bundle(summary["bundle"])
+        trained = out / "run" / "bundle"
+        if args.reuse and (trained / "model.json").is_file():
+            bundle = load_bundle(trained, "torch")
+            summary = {**bundle.meta.training, "threshold": bundle.threshold}
+        else:
+            summary = train(cfg, force=True, command=f"benchmarks/robust_study.py {name}")
+            bundle = load_bundle(summary["bundle"], "torch")
         if torch.cuda.is_available():  # the suite's network passes on the GPU too
             bundle.model.cuda()
         result = stress(bundle, cfg.data.manifest, "val", out / "stress", show=False)

@@ -167,3 +167,21 @@ def test_int8_study_and_ort_lanes_smoke(
     load("ort_lanes").main([str(folder / "model.onnx"), "--seconds", "0.2"])
     table = [line for line in capsys.readouterr().out.splitlines() if "model.onnx |" in line]
     assert len(table) == 1 and all(float(v) > 0 for v in table[0].split("|")[2:-1])
+
+
+def test_guard_fit_times_both_backends_and_they_agree(
+    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from pneumonia.bundle import load_bundle
+    from pneumonia.export import export_onnx
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(tiny_run.bundle, folder)
+    export_onnx(load_bundle(folder))
+    data = tiny_run.cfg.data
+    args = ["--bundle", str(folder), "--manifest", str(data.manifest), "--views", "1"]
+    result = load("guard_fit").main([*args, "--cache", str(data.cache_dir)])
+    assert result["torch"] > 0 and result["onnx"] > 0 and result["score_difference"] < 1e-3
+    assert "| onnx |" in capsys.readouterr().out

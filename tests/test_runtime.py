@@ -7,6 +7,8 @@ any package of the training install fails there, as in `pip install pneumonia` w
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 
 from pneumonia.bundle import ONNX, load_bundle
 from pneumonia.inference import load_square, network_scores, predict_paths
-from pneumonia.runtime import OnnxModel, run_network
+from pneumonia.runtime import OnnxModel, lane_map, run_network
 from pneumonia.synthetic import save_image, synthetic_xray
 
 TORCH = ("torch", "torchvision", "lightning", "timm", "pytorch_grad_cam")
@@ -131,6 +133,30 @@ def test_onnx_lanes_run_concurrently_and_keep_the_order(images: Path) -> None:
     b = network_scores(two.model, two.contract, squares * 3, batch_size=1, features=True)
     assert a[1] is not None and b[1] is not None and a[1].shape[0] == 3 * len(paths)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+class TwoLanes:
+    lanes = 2
+
+
+def test_lane_map_runs_calls_side_by_side_in_order_reading_a_bounded_way_ahead() -> None:
+    together = threading.Barrier(2, timeout=5)  # broken unless two calls run at once
+    taken: list[int] = []
+
+    def items() -> Iterator[int]:
+        for i in range(12):
+            taken.append(i)
+            yield i
+
+    def call(i: int) -> int:
+        together.wait()
+        return i * i
+
+    out = []
+    for result in lane_map(TwoLanes(), call, items()):
+        out.append(result)
+        assert len(taken) - len(out) <= 2 * TwoLanes.lanes
+    assert out == [i * i for i in range(12)]
 
 
 def test_run_network_takes_numpy_for_both_backends() -> None:

@@ -17,10 +17,12 @@ from PIL import Image
 
 from conftest import TinyRun, prepare_tiny, tiny_config
 from pneumonia import train as train_module
+from pneumonia.bundle import load_bundle
 from pneumonia.config import Config, dump_config
 from pneumonia.errors import DataError, PneumoniaError
 from pneumonia.models import ModelError
 from pneumonia.operating import OperatingPointError
+from pneumonia.runtime import run_network
 from pneumonia.train import train
 
 
@@ -222,3 +224,34 @@ def test_ddp_on_two_cpu_processes_writes_one_bundle(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert json.loads((run / "bundle" / "model.json").read_text())["training"]["device"] == "cpu"
     assert err.decode().count("epoch 1:") == 1  # logged once, not once per process
+
+
+def test_the_bundle_is_exported_and_its_guard_fitted_on_onnx(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = tiny_config(tmp_path, "train.export_onnx=true", "train.epochs=1")
+    prepare_tiny(tmp_path, cfg)
+    with caplog.at_level("INFO"):
+        summary = train(cfg)
+    auto, torch_bundle = (load_bundle(Path(summary["bundle"]), b) for b in ("auto", "torch"))
+    assert summary["onnx"] and auto.backend == "onnx"
+    assert summary["guard"] is not None and "on the onnx backend" in caplog.text
+    x = torch.randn(5, 1, 32, 32).numpy()
+    assert abs(run_network(auto.model, x) - run_network(torch_bundle.model, x)).max() < 1e-4
+
+
+def test_a_failed_export_keeps_the_trained_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = tiny_config(tmp_path, "train.export_onnx=true", "train.epochs=1")
+    prepare_tiny(tmp_path, cfg)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr("pneumonia.export.export_onnx", broken)
+    with caplog.at_level("INFO"):
+        summary = train(cfg)
+    assert not summary["onnx"] and load_bundle(Path(summary["bundle"])).backend == "torch"
+    assert "exporter crashed" in caplog.text and "pneumonia export" in caplog.text
+    assert summary["guard"] is not None and "on the torch backend" in caplog.text

@@ -116,6 +116,9 @@ class TrainConfig(_Strict):
     profiler: Literal["none", "simple", "advanced"] = Field(
         "none", description="Lightning profiler; its report goes to <run>/fit-profile.txt"
     )
+    export_onnx: bool = Field(
+        True, description="write the bundle's verified model.onnx; the guard is fitted on it"
+    )
 
 
 class OperatingConfig(_Strict):

@@ -44,21 +44,28 @@ from pneumonia.guard import (
 from pneumonia.inference import batch_outputs, to_probability
 from pneumonia.ood_corpus import ood_corpus
 from pneumonia.preprocess import fit_to_square, square_stats
-from pneumonia.runtime import OnnxModel, network_outputs
+from pneumonia.runtime import OnnxModel, lane_map, lanes, network_outputs
 
 log = logging.getLogger(__name__)
 
 
 def dataset_outputs(model: Any, ds: CachedImages) -> tuple[np.ndarray, np.ndarray]:
     """(raw logits, pooled features) of `model` (PyTorch, or ONNX with a features output) for
-    every item of a cached dataset."""
+    every item of a cached dataset: batches are loaded (and augmented) while the network runs
+    on the ones before, one call per lane."""
     logits, features = [], []
-    for x, _ in DataLoader(ds, batch_size=64):
-        found, feats = network_outputs(model, x.numpy())
-        if feats is None:
-            raise ValueError("the network gives no features; export its ONNX model again")
-        logits.append(found)
-        features.append(feats)
+    batches = (x.numpy() for x, _ in DataLoader(ds, batch_size=64))
+    threads = torch.get_num_threads()
+    if lanes(model) > 1:  # the lanes take the cores: augmenting on one thread, not fighting them
+        torch.set_num_threads(1)  # (twice as fast on 2 cores, benchmarks/guard_fit.py)
+    try:
+        for found, feats in lane_map(model, lambda x: network_outputs(model, x), batches):
+            if feats is None:
+                raise ValueError("the network gives no features; export its ONNX model again")
+            logits.append(found)
+            features.append(feats)
+    finally:
+        torch.set_num_threads(threads)
     return np.concatenate(logits), np.concatenate(features)
 
 
@@ -134,8 +141,9 @@ def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 
     )
     write_meta(meta, bundle.path)
     log.info(
-        "guard fitted in %.0f s: threshold %.3g, %.1f%% of validation flagged",
+        "guard fitted in %.0f s on the %s backend: threshold %.3g, %.1f%% of validation flagged",
         time.perf_counter() - started,
+        bundle.backend,
         guard.threshold,
         100 * record.validation["flagged"],
     )

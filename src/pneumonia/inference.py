@@ -25,7 +25,7 @@ from pneumonia.errors import DataError, ImageError
 from pneumonia.image_io import IMAGE_SUFFIXES, read_image
 from pneumonia.preprocess import Preprocessing, fit_to_square, to_array
 from pneumonia.progress import default_workers, parallel_map, progress_bar
-from pneumonia.runtime import lanes, network_outputs, run_network
+from pneumonia.runtime import lane_map, network_outputs, run_network
 
 log = logging.getLogger(__name__)
 TTA_SHIFT = 0.04  # fraction of the side each TTA view is shifted by
@@ -163,13 +163,14 @@ def network_scores(
         return np.zeros(0, dtype=np.float32), None
     starts = range(0, len(squares), batch_size)
     found, feats = [], []
-    with (
-        ThreadPoolExecutor(lanes(model)) as pool,
-        progress_bar(transient=True, disable=not show) as bar,
-    ):
+    with progress_bar(transient=True, disable=not show) as bar:
         task = bar.add_task("predicting", total=len(squares))
         batches = (squares[i : i + batch_size] for i in starts)
-        for out, f in pool.map(lambda b: batch_outputs(model, contract, b, tta, features), batches):
+
+        def run(batch: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+            return batch_outputs(model, contract, batch, tta, features)
+
+        for out, f in lane_map(model, run, batches):
             found.append(out)
             feats += [] if f is None else [f]
             bar.advance(task, len(out))
@@ -190,31 +191,31 @@ def stream_logits(
     raw = np.full(len(paths), np.nan, dtype=np.float32)
     ood = np.full(len(paths), np.nan)
     errors: list[str | None] = [None] * len(paths)
-    batch: list[tuple[int, np.ndarray]] = []
-    running: deque[tuple[list[int], Future[tuple[np.ndarray, np.ndarray | None]]]] = deque()
-    guarded, ahead = bundle.guard is not None, 2 * lanes(bundle.model)
+    guarded = bundle.guard is not None
 
-    def collect(keep: int) -> None:  # results of the oldest batches, until `keep` still run
-        while len(running) > keep:
-            rows, future = running.popleft()
-            found, feats = future.result()
-            raw[rows], ood[rows] = found, guard_scores(bundle, feats, len(rows))
-
-    with ThreadPoolExecutor(lanes(bundle.model)) as pool, progress_bar(disable=not show) as bar:
-        task = bar.add_task("predicting", total=len(paths))
+    def batches() -> Iterator[list[tuple[int, np.ndarray]]]:  # (row, square) of readable files
+        batch: list[tuple[int, np.ndarray]] = []
         for i, square in enumerate(stream_squares(paths, bundle.contract, workers)):
             if isinstance(square, str):
                 errors[i] = square
             else:
                 batch.append((i, square))
-            if len(batch) == batch_size or (batch and i == len(paths) - 1):
-                squares = [sq for _, sq in batch]
-                args = (bundle.model, bundle.contract, squares, tta, guarded)
-                running.append(([k for k, _ in batch], pool.submit(batch_outputs, *args)))
-                batch = []
-                collect(ahead)
             bar.advance(task)
-        collect(0)
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def run(batch: list[tuple[int, np.ndarray]]) -> tuple[list[int], np.ndarray, np.ndarray | None]:
+        squares = [square for _, square in batch]
+        found, feats = batch_outputs(bundle.model, bundle.contract, squares, tta, guarded)
+        return [i for i, _ in batch], found, feats
+
+    with progress_bar(disable=not show) as bar:
+        task = bar.add_task("predicting", total=len(paths))
+        for rows, found, feats in lane_map(bundle.model, run, batches()):
+            raw[rows], ood[rows] = found, guard_scores(bundle, feats, len(rows))
     return raw, ood, errors
 
 

@@ -7,10 +7,12 @@ nor timm. `run_network` imports torch only when it is handed a PyTorch module.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -19,6 +21,8 @@ from pneumonia.progress import default_workers
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnx", "int8", "torch")
 FEATURES = "features"  # the ONNX output with the pooled features the classifier head reads
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 class OnnxModel:
@@ -62,6 +66,24 @@ def lanes(model: Any) -> int:
     """How many calls of `model` should run at once: an `OnnxModel`'s lanes; 1 for a PyTorch
     module, whose own threads already share every core within one call."""
     return int(getattr(model, "lanes", 1))
+
+
+def lane_map(model: Any, fn: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+    """`fn` over `items`, in order, with as many calls at once as `model` has `lanes`; at most
+    twice that many items are taken from `items` ahead of the results (a generator that
+    decodes or augments keeps working while the network runs, in bounded memory)."""
+    width = lanes(model)
+    if width == 1:
+        yield from map(fn, items)
+        return
+    running: deque[Future[Result]] = deque()
+    with ThreadPoolExecutor(width) as pool:
+        for item in items:
+            running.append(pool.submit(fn, item))
+            if len(running) > 2 * width:
+                yield running.popleft().result()
+        while running:
+            yield running.popleft().result()
 
 
 def run_network(model: Any, x: np.ndarray) -> np.ndarray:

@@ -49,6 +49,8 @@ def test_train_then_evaluate(tmp_path: Path) -> None:
     meta = json.loads((bundle / "model.json").read_text())
     assert meta["training"]["command"].startswith("pneumonia train data.manifest=")
     assert f"MLflow run: {meta['training']['mlflow_run']}" in result.output
+    assert "inference backend: ONNX Runtime" in result.output and "model.onnx" in meta["files"]
+    assert "out-of-distribution guard fitted" in result.output
 
     out = tmp_path / "eval"
     args = ["--data", tmp_path / "data", "--out", out, "--workers", 1, "--bootstrap", 50]

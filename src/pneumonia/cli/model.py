@@ -86,8 +86,17 @@ def train_command(
         f"{summary['duration_s']:.0f} s on {summary['device']}"
     )
     console.print(f"run: {summary['run_dir']}\nbundle: {summary['bundle']}")
+    runs_on = "ONNX Runtime (model.onnx)" if summary["onnx"] else "PyTorch (not exported)"
+    console.print(f"inference backend: {runs_on}; {_guard_line(summary['guard'])}")
     if summary.get("mlflow_run"):
         console.print(f"MLflow run: {summary['mlflow_run']}")
+
+
+def _guard_line(guard: dict[str, Any] | None) -> str:
+    if guard is None:
+        return "no out-of-distribution guard (guard.enabled=false)"
+    flagged = guard["validation"]["flagged"]
+    return f"out-of-distribution guard fitted ({100 * flagged:.1f}% of validation flagged)"
 
 
 @user_errors
