@@ -185,3 +185,12 @@ def test_guard_fit_times_both_backends_and_they_agree(
     result = load("guard_fit").main([*args, "--cache", str(data.cache_dir)])
     assert result["torch"] > 0 and result["onnx"] > 0 and result["score_difference"] < 1e-3
     assert "| onnx |" in capsys.readouterr().out
+
+
+def test_train_step_times_each_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--model", "cnn_small", "--settings", "32:0", "32:2", "--steps", "1", "--batch", "4"]
+    result = load("train_step").main([*args, "--ops"])
+    assert result["default 32:0"] > 0 and result["default 32:2"] > 0
+    assert result["memory_gb_s"] > 0 and result["default 32:0 faults"] >= 0
+    out = capsys.readouterr().out
+    assert "| default | 32 | 2 |" in out and "convolution" in out

@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from pneumonia import LABELS
+from pneumonia.allocator import keep_freed_memory
 from pneumonia.averaging import EMAAveraging
 from pneumonia.bundle import (
     Architecture,
@@ -262,6 +263,7 @@ def train(
     """Train one model as `cfg` says (or resume a run folder); returns the run's summary."""
     cfg, run, ckpt = _start(cfg, resume, force)
     os.environ[RUN_ENV] = str(run)
+    keep_freed_memory()  # no page faults for every tensor of every step (pneumonia.allocator)
     seed_everything(cfg.train.seed, workers=True, verbose=False)
     dm = XrayDataModule(cfg.data, cfg.preprocess)
     dm.setup("fit")
