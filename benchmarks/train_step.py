@@ -11,8 +11,7 @@ first, kept frozen as `pneumonia.classifier.freeze_stages` does). Random graysca
 process, after `pneumonia.allocator.keep_freed_memory()` (`keep`, what `pneumonia train` does),
 with the minor page faults per step (`resource.getrusage`).
 `--ops` also prints the operators that take the most time in three steps of the first setting
-(torch.profiler), and times a plain `mul` of two activation-sized tensors: how fast this
-machine moves memory. `--compile` adds the first setting under `torch.compile` (its first
+(torch.profiler). `--compile` adds the first setting under `torch.compile` (its first
 step, the compilation, timed apart). Prints markdown tables for docs/benchmarks.md.
 """
 
@@ -78,18 +77,6 @@ def top_ops(step: Callable[[], None], rows: int = 8) -> str:
     return str(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
-def memory_rate(size: int, batch: int) -> float:
-    """GB/s of `a * b` on two float32 tensors of the stem's activation size."""
-    a = torch.randn(batch, 32, size // 2, size // 2)
-    b = torch.randn_like(a)
-    a * b
-    start = time.perf_counter()
-    for _ in range(10):
-        a * b
-    seconds = (time.perf_counter() - start) / 10
-    return 3 * a.numel() * 4 / seconds / 1e9
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet_lite0")
@@ -137,8 +124,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.ops:
         print(f"\n{args.settings[0]}, three steps:\n")
         print(top_ops(step_function(build(args.model, frozen), size, args.batch)))
-        results["memory_gb_s"] = memory_rate(size, args.batch)
-        print(f"elementwise a * b on stem-sized activations: {results['memory_gb_s']:.1f} GB/s")
     return results
 
 

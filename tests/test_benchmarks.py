@@ -191,6 +191,6 @@ def test_train_step_times_each_setting(capsys: pytest.CaptureFixture[str]) -> No
     args = ["--model", "cnn_small", "--settings", "32:0", "32:2", "--steps", "1", "--batch", "4"]
     result = load("train_step").main([*args, "--ops"])
     assert result["default 32:0"] > 0 and result["default 32:2"] > 0
-    assert result["memory_gb_s"] > 0 and result["default 32:0 faults"] >= 0
+    assert result["default 32:0 faults"] >= 0
     out = capsys.readouterr().out
     assert "| default | 32 | 2 |" in out and "convolution" in out
