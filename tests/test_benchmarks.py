@@ -146,9 +146,9 @@ def test_ood_guard_smoke(tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]) 
     assert "| views | components | budget |" in out and "baseline |logit|" in out
 
 
-def test_int8_study_and_ort_lanes_smoke(
-    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def exported(tiny_run: TinyRun, tmp_path: Path) -> Path:
+    """A copy of the tiny bundle with its model.onnx."""
     import shutil
 
     from pneumonia.bundle import load_bundle
@@ -157,6 +157,13 @@ def test_int8_study_and_ort_lanes_smoke(
     folder = tmp_path / "bundle"
     shutil.copytree(tiny_run.bundle, folder)
     export_onnx(load_bundle(folder))
+    return folder
+
+
+def test_int8_study_and_ort_lanes_smoke(
+    tiny_run: TinyRun, exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = exported
     out = tmp_path / "study.json"
     args = ["--bundle", str(folder), "--data", str(tiny_run.cfg.data.manifest), "--out", str(out)]
     result = load("int8_study").main([*args, "--only", "minmax", "--seconds", "0.2"])
@@ -170,18 +177,10 @@ def test_int8_study_and_ort_lanes_smoke(
 
 
 def test_guard_fit_times_both_backends_and_they_agree(
-    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_run: TinyRun, exported: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import shutil
-
-    from pneumonia.bundle import load_bundle
-    from pneumonia.export import export_onnx
-
-    folder = tmp_path / "bundle"
-    shutil.copytree(tiny_run.bundle, folder)
-    export_onnx(load_bundle(folder))
     data = tiny_run.cfg.data
-    args = ["--bundle", str(folder), "--manifest", str(data.manifest), "--views", "1"]
+    args = ["--bundle", str(exported), "--manifest", str(data.manifest), "--views", "1"]
     result = load("guard_fit").main([*args, "--cache", str(data.cache_dir)])
     assert result["torch"] > 0 and result["onnx"] > 0 and result["score_difference"] < 1e-3
     assert "| onnx |" in capsys.readouterr().out
