@@ -15,6 +15,7 @@ import pytest
 # wrapped or cut (rich reads COLUMNS when the CLI's consoles are created, at import)
 os.environ["COLUMNS"] = "240"
 
+from pneumonia.bundle import load_bundle
 from pneumonia.cache import prepare_cache
 from pneumonia.config import Config, load_config
 from pneumonia.split import make_manifest, write_manifest
@@ -100,6 +101,17 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     cfg = tiny_config(tmp)
     root = prepare_tiny(tmp, cfg)
     return TinyRun(cfg, root, train(cfg, command="pytest"))
+
+
+@pytest.fixture
+def exported(tiny_run: TinyRun, tmp_path: Path) -> Path:
+    """A copy of the tiny bundle with its model.onnx, for the test to change as it likes."""
+    from pneumonia.export import export_onnx
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(tiny_run.bundle, folder)
+    export_onnx(load_bundle(folder))
+    return folder
 
 
 def unguarded_copy(bundle: Path, folder: Path) -> Path:

@@ -146,20 +146,6 @@ def test_ood_guard_smoke(tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]) 
     assert "| views | components | budget |" in out and "baseline |logit|" in out
 
 
-@pytest.fixture
-def exported(tiny_run: TinyRun, tmp_path: Path) -> Path:
-    """A copy of the tiny bundle with its model.onnx."""
-    import shutil
-
-    from pneumonia.bundle import load_bundle
-    from pneumonia.export import export_onnx
-
-    folder = tmp_path / "bundle"
-    shutil.copytree(tiny_run.bundle, folder)
-    export_onnx(load_bundle(folder))
-    return folder
-
-
 def test_int8_study_and_ort_lanes_smoke(
     tiny_run: TinyRun, exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

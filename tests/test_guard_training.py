@@ -1,7 +1,6 @@
 """Fitting the guard: at the end of training, and on an existing bundle (`pneumonia guard`)."""
 
 import json
-import shutil
 import warnings
 from pathlib import Path
 
@@ -81,12 +80,10 @@ def test_guarding_an_old_bundle(
     assert again.threshold == pytest.approx(record.threshold, rel=1e-3)  # same seed, same fit
 
 
-def test_the_onnx_guard_answers_like_the_torch_one(tiny_run: TinyRun, tmp_path: Path) -> None:
-    from pneumonia.export import export_onnx
+def test_the_onnx_guard_answers_like_the_torch_one(exported: Path) -> None:
     from pneumonia.inference import score_squares
 
-    folder = Path(shutil.copytree(tiny_run.bundle, tmp_path / "b"))
-    export_onnx(load_bundle(folder))
+    folder = exported
     squares = [
         np.random.default_rng(i).integers(0, 256, (32, 32), dtype=np.uint8) for i in range(4)
     ]

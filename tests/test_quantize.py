@@ -1,7 +1,6 @@
 """int8 quantization: the parity rule on known answers, and a copy kept only when it passes."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +12,6 @@ from pneumonia import quantize
 from pneumonia.bundle import INT8, BundleError, load_bundle
 from pneumonia.cli import app
 from pneumonia.errors import PneumoniaError
-from pneumonia.export import export_onnx
-
-
-@pytest.fixture
-def exported(tiny_run: TinyRun, tmp_path: Path) -> Path:
-    folder = tmp_path / "bundle"
-    shutil.copytree(tiny_run.bundle, folder)
-    export_onnx(load_bundle(folder))
-    return folder
 
 
 def _nudged(logits: np.ndarray, at: float, count: int) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 import hashlib
 import io
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -147,16 +146,8 @@ def test_an_unexpected_failure_is_a_json_500(
     )
 
 
-def test_onnx_backend_answers_like_torch(
-    client: TestClient, tiny_run: TinyRun, tmp_path: Path
-) -> None:
-
-    from pneumonia.export import export_onnx
-
-    folder = tmp_path / "bundle"
-    shutil.copytree(tiny_run.bundle, folder)
-    export_onnx(load_bundle(folder))
-    onnx_client = TestClient(create_app(load_bundle(folder, "onnx")))
+def test_onnx_backend_answers_like_torch(client: TestClient, exported: Path) -> None:
+    onnx_client = TestClient(create_app(load_bundle(exported, "onnx")))
     upload = {"files": ("x.png", png_bytes(), "image/png")}
     on_onnx = onnx_client.post("/predict", files=upload).json()["results"][0]["probability"]
     on_torch = client.post("/predict", files=upload).json()["results"][0]["probability"]

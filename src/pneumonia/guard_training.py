@@ -41,7 +41,7 @@ from pneumonia.guard import (
     save_guard,
     set_threshold,
 )
-from pneumonia.inference import batch_outputs, to_probability
+from pneumonia.inference import network_scores, to_probability
 from pneumonia.ood_corpus import ood_corpus
 from pneumonia.preprocess import fit_to_square, square_stats
 from pneumonia.runtime import OnnxModel, lane_map, lanes, network_outputs
@@ -71,14 +71,13 @@ def dataset_outputs(model: Any, ds: CachedImages) -> tuple[np.ndarray, np.ndarra
 
 def image_outputs(bundle: Bundle, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(raw logits, pooled features) of the bundle's network for decoded 2-D uint8 images,
-    each put through its contract, in batches of 64."""
+    each put through its contract, in batches of 64 (one per lane at once)."""
     size, resize = bundle.contract.image_size, bundle.contract.resize
     squares = [fit_to_square(img, size, resize) for img in images]
-    parts = [
-        batch_outputs(bundle.model, bundle.contract, squares[i : i + 64], False, True)
-        for i in range(0, len(squares), 64)
-    ]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    found, features = network_scores(bundle.model, bundle.contract, squares, 64, features=True)
+    if features is None:
+        raise ValueError("the network gives no features; export its ONNX model again")
+    return found, features
 
 
 def corpus_detection(bundle: Bundle, guard: Guard, xrays: list[np.ndarray]) -> dict[str, Any]:

@@ -130,21 +130,8 @@ def logits(
     show: bool = False,
     tta: bool = False,
 ) -> np.ndarray:
-    """The bundle network's raw logits for contract squares (see `network_logits`)."""
-    return network_logits(bundle.model, bundle.contract, squares, batch_size, show, tta)
-
-
-def network_logits(
-    model: Any,
-    contract: Preprocessing,
-    squares: list[np.ndarray],
-    batch_size: int = 32,
-    show: bool = False,
-    tta: bool = False,
-) -> np.ndarray:
-    """Raw logits of `model` (a PyTorch module in eval mode, on its own device, or an ONNX
-    Runtime model) for contract squares; see `network_scores`."""
-    return network_scores(model, contract, squares, batch_size, show, tta)[0]
+    """The bundle network's raw logits for contract squares (see `network_scores`)."""
+    return network_scores(bundle.model, bundle.contract, squares, batch_size, show, tta)[0]
 
 
 def network_scores(
@@ -156,9 +143,9 @@ def network_scores(
     tta: bool = False,
     features: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(raw logits, pooled features or None) of `model` for contract squares, in batches (as
-    many at once as the model has `lanes`); with `tta`, the logits are the mean over
-    `tta_views`."""
+    """(raw logits, pooled features or None) of `model` (a PyTorch module in eval mode, on its
+    own device, or an ONNX Runtime model) for contract squares, in batches (as many at once as
+    the model has `lanes`); with `tta`, the logits are the mean over `tta_views`."""
     if not squares:
         return np.zeros(0, dtype=np.float32), None
     starts = range(0, len(squares), batch_size)

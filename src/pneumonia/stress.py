@@ -28,7 +28,7 @@ from pneumonia import LABELS
 from pneumonia.bundle import Bundle
 from pneumonia.errors import DataError
 from pneumonia.evaluate import select_items
-from pneumonia.inference import check_operating_point, network_logits, to_probability
+from pneumonia.inference import check_operating_point, network_scores, to_probability
 from pneumonia.preprocess import Preprocessing
 from pneumonia.progress import parallel_map
 from pneumonia.shifts import CLEAN, SHIFTS, resolve, views_job
@@ -77,7 +77,7 @@ def view_logits(
             example = good[0][1]
         for k in range(len(names)):
             squares = [v[k] for _, v in good]
-            per_view[k].append(network_logits(model, contract, squares))
+            per_view[k].append(network_scores(model, contract, squares)[0])
     for u in unreadable:
         log.warning("%s: %s (left out)", u["path"], u["reason"])
     if not readable:
