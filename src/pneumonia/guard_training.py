@@ -57,7 +57,7 @@ def dataset_outputs(model: Any, ds: CachedImages) -> tuple[np.ndarray, np.ndarra
     batches = (x.numpy() for x, _ in DataLoader(ds, batch_size=64))
     threads = torch.get_num_threads()
     if lanes(model) > 1:  # the lanes take the cores: augmenting on one thread, not fighting them
-        torch.set_num_threads(1)  # (twice as fast on 2 cores, benchmarks/guard_fit.py)
+        torch.set_num_threads(1)  # (guard fit 67 s against 117 s, docs/benchmarks.md)
     try:
         for found, feats in lane_map(model, lambda x: network_outputs(model, x), batches):
             if feats is None:
