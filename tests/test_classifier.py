@@ -86,3 +86,24 @@ def test_label_smoothing_pulls_training_targets_in(monkeypatch: pytest.MonkeyPat
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     assert loss.item() == pytest.approx(bce(logits, torch.tensor([0.1, 0.9, 0.9, 0.1])).item())
     assert loss.item() != pytest.approx(bce(logits, y.float()).item())
+
+
+def test_progressive_sizes_shrink_early_training_batches_only(tmp_path: Path) -> None:
+    prepare_tiny(tmp_path, tiny_config(tmp_path))
+    cfg = tiny_config(tmp_path, "train.progressive_sizes=[16]").train
+    model = create_model("cnn_small")
+    module = XrayClassifier(model, cfg, pos_weight=None)
+    seen: list[tuple[int, bool, int]] = []  # (epoch, training, side)
+    model.register_forward_pre_hook(
+        lambda m, args: seen.append((module.current_epoch, m.training, args[0].shape[-1]))
+    )
+    _fit(tmp_path, module, epochs=2)
+    sides = {(epoch, training): side for epoch, training, side in seen}
+    assert sides == {(0, True): 16, (0, False): 32, (1, True): 32, (1, False): 32}
+
+
+def test_progressive_sizes_cannot_exceed_the_image_size(tmp_path: Path) -> None:
+    from pneumonia.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"at most preprocess\.image_size"):
+        tiny_config(tmp_path, "train.progressive_sizes=[16, 64]")

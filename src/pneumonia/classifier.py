@@ -4,6 +4,8 @@ Two-stage fine-tuning: for `freeze_epochs` epochs only the classifier head train
 backbone is frozen, its batch-norm statistics too); then everything trains, the backbone at
 `lr * backbone_lr_scale`. Validation gathers every probability (across processes under DDP)
 and scores ROC-AUC with scikit-learn, the number checkpoints and early stopping follow.
+Progressive resizing (`progressive_sizes`): early epochs train on batches downsampled
+(antialiased) to a smaller side, cheaper steps; later epochs and validation use the full size.
 """
 
 from __future__ import annotations
@@ -98,6 +100,11 @@ class XrayClassifier(LightningModule):
         """True during stage 1 of two-stage fine-tuning."""
         return self.current_epoch < self.cfg.freeze_epochs
 
+    def train_size(self) -> int | None:
+        """This epoch's training input side when `progressive_sizes` lowers it, else None."""
+        sizes = self.cfg.progressive_sizes
+        return sizes[self.current_epoch] if self.current_epoch < len(sizes) else None
+
     def on_fit_start(self) -> None:
         if self.cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -109,6 +116,8 @@ class XrayClassifier(LightningModule):
             p.requires_grad_(not frozen and id(p) not in self.always_frozen)
         if self.current_epoch == self.cfg.freeze_epochs and self.cfg.freeze_epochs:
             log.info("epoch %d: backbone unfrozen (stage 2)", self.current_epoch)
+        if self.current_epoch < len(self.cfg.progressive_sizes):
+            log.info("epoch %d: training at %d px", self.current_epoch, self.train_size())
         self._train_correct = self._train_seen = 0
         self._epoch_started = time.perf_counter()
 
@@ -122,6 +131,9 @@ class XrayClassifier(LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], idx: int) -> torch.Tensor:
         x, y = batch
+        size = self.train_size()
+        if size is not None and size != x.shape[-1]:  # progressive resizing: a smaller batch
+            x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         logits = self(x)
         eps = self.cfg.label_smoothing
         loss = self.loss(logits, y.float() * (1 - eps) + eps / 2)

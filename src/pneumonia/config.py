@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pneumonia.errors import ConfigError
 from pneumonia.preprocess import Preprocessing
@@ -94,6 +101,11 @@ class TrainConfig(_Strict):
     )
     frozen_stages: int = Field(
         0, ge=0, description="the first N stages (stem first) stay frozen through the whole run"
+    )
+    progressive_sizes: list[Annotated[int, Field(ge=16)]] = Field(
+        default_factory=list,
+        description="side of each epoch's training batches (epoch 0 first), downsampled from "
+        "preprocess.image_size; later epochs and all validation at image_size",
     )
     early_stopping_patience: int = Field(4, ge=1, description="epochs without val AUC gain")
     label_smoothing: float = Field(
@@ -186,6 +198,16 @@ class Config(_Strict):
     operating: OperatingConfig = Field(default_factory=OperatingConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> Config:
+        side = self.preprocess.image_size
+        if any(size > side for size in self.train.progressive_sizes):
+            raise ValueError(
+                f"train.progressive_sizes {self.train.progressive_sizes}: each side must be at "
+                f"most preprocess.image_size ({side}); the batches are downsampled, not enlarged"
+            )
+        return self
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
