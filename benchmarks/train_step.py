@@ -11,8 +11,9 @@ first, kept frozen as `pneumonia.classifier.freeze_stages` does). Random graysca
 process, after `pneumonia.allocator.keep_freed_memory()` (`keep`, what `pneumonia train` does),
 with the minor page faults per step (`resource.getrusage`).
 `--ops` also prints the operators that take the most time in three steps of the first setting
-(torch.profiler). `--compile` adds the first setting under `torch.compile` (its first
-step, the compilation, timed apart). Prints markdown tables for docs/benchmarks.md.
+after two warm-up steps (torch.profiler). `--compile` adds the first setting under
+`torch.compile` (its first step, the compilation, timed apart). Prints markdown tables for
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -69,8 +70,12 @@ def median_seconds(step: Callable[[], None], steps: int) -> float:
 
 
 def top_ops(step: Callable[[], None], rows: int = 8) -> str:
+    """The operators' self CPU time over three steps, after two warm-up steps (a cold step
+    spends its time differently: first-touch memory and layout conversions)."""
     from torch.profiler import ProfilerActivity, profile
 
+    for _ in range(2):
+        step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(3):
             step()
