@@ -105,5 +105,6 @@ def test_progressive_sizes_shrink_early_training_batches_only(tmp_path: Path) ->
 def test_progressive_sizes_cannot_exceed_the_image_size(tmp_path: Path) -> None:
     from pneumonia.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"at most preprocess\.image_size"):
+    message = r"configuration: train\.progressive_sizes \[16, 64\]: each side must be at most"
+    with pytest.raises(ConfigError, match=message):
         tiny_config(tmp_path, "train.progressive_sizes=[16, 64]")

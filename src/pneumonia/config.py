@@ -260,7 +260,8 @@ def _format_validation(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        problems.append(f"{where}: {msg}")
+        msg = msg.removeprefix("Value error, ")
+        problems.append(f"{where}: {msg}" if where else msg)
     return f"{source}: invalid configuration: " + "; ".join(problems)
 
 
