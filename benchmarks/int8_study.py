@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ort_lanes import threaded_rate  # benchmarks/, beside this script
 
 from pneumonia.bundle import load_bundle
 from pneumonia.quantize import (
@@ -51,24 +50,16 @@ CANDIDATES = {
 
 
 def images_per_second(path: Path, size: int, seconds: float = 4.0) -> float:
+    """Images/s of the model one image per call, one call per lane at once."""
     model = OnnxModel(path)
     x = np.zeros((1, 1, size, size), np.float32)
     model(x)
-    counts = [0] * model.lanes
-    stop = time.perf_counter() + seconds
 
-    def lane(i: int) -> None:
-        while time.perf_counter() < stop:
-            model(x)
-            counts[i] += 1
+    def one_image() -> int:
+        model(x)
+        return 1
 
-    threads = [threading.Thread(target=lane, args=(i,)) for i in range(model.lanes)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - start)
+    return threaded_rate(one_image, model.lanes, seconds)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

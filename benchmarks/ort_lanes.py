@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,27 +31,37 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def rate(path: Path, threads: int, calls: int, batch: int, seconds: float) -> float:
-    """Images/s of `calls` threads each running one batch after another on one session."""
-    s = session(path, threads)
-    name, shape = s.get_inputs()[0].name, s.get_inputs()[0].shape
-    x = np.zeros((batch, *[int(d) for d in shape[1:]]), np.float32)
-    s.run(None, {name: x})
-    counts = [0] * calls
+def threaded_rate(call: Callable[[], int], threads: int, seconds: float) -> float:
+    """Items/s of `threads` threads, each repeating `call` (which returns how many items it
+    did) until `seconds` have passed."""
+    counts = [0] * threads
     stop = time.perf_counter() + seconds
 
     def lane(i: int) -> None:
         while time.perf_counter() < stop:
-            s.run(None, {name: x})
-            counts[i] += batch
+            counts[i] += call()
 
-    workers = [threading.Thread(target=lane, args=(i,)) for i in range(calls)]
+    workers = [threading.Thread(target=lane, args=(i,)) for i in range(threads)]
     start = time.perf_counter()
     for w in workers:
         w.start()
     for w in workers:
         w.join()
     return sum(counts) / (time.perf_counter() - start)
+
+
+def rate(path: Path, threads: int, calls: int, batch: int, seconds: float) -> float:
+    """Images/s of `calls` threads each running one batch after another on one session."""
+    s = session(path, threads)
+    name, shape = s.get_inputs()[0].name, s.get_inputs()[0].shape
+    x = np.zeros((batch, *[int(d) for d in shape[1:]]), np.float32)
+    s.run(None, {name: x})
+
+    def one_batch() -> int:
+        s.run(None, {name: x})
+        return batch
+
+    return threaded_rate(one_batch, calls, seconds)
 
 
 def main(argv: list[str] | None = None) -> None:
