@@ -29,7 +29,7 @@ def test_overrides_are_typed_and_nested() -> None:
         ("data.sede=7", "data.sede: unknown key"),
         ("nonsense=1", "nonsense: unknown key"),
         ("data.val_fraction=0.9", "data.val_fraction"),
-        ("preprocess.resize=stretch", "preprocess.resize"),
+        ("preprocess.resize=squash", "preprocess.resize"),
         ("no_equals_sign", "not of the form key=value"),
     ],
 )

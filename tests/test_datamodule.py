@@ -116,6 +116,31 @@ def test_aspect_stretch_letterboxes_wide_and_tall() -> None:
     assert len(ratios) > 3  # random within the range
 
 
+def test_aspect_stretch_fill_keeps_the_frame_full() -> None:
+    from pneumonia.datamodule import AspectStretch
+
+    x = torch.zeros(1, 40, 40)
+    x[0, :, 16:24] = 1.0  # a vertical bar 8 px wide in the middle
+    wide = AspectStretch(1.5, 1.5, "fill")(x)  # content 1.5x wider, sides cut off
+    assert wide.shape == x.shape
+    assert int((wide[0, 20] > 0.5).sum()) == 12  # the bar is 1.5x as wide
+    assert wide[0, :, 20].min() == pytest.approx(1.0)  # and still spans the full height
+    y = torch.ones(1, 40, 40)
+    for aspect in (0.6, 1.6):  # no black bands either way
+        assert AspectStretch(aspect, aspect, "fill")(y).min() == pytest.approx(1.0)
+
+
+def test_aspect_mode_follows_the_contract() -> None:
+    cfg = Config().data.augment.model_copy(update={"aspect_p": 1.0})
+    x = torch.ones(1, 32, 32)
+    torch.manual_seed(0)
+    letterboxed = [build_augment(cfg, "pad").transforms[0](x).min() for _ in range(10)]
+    filled = [build_augment(cfg, "stretch").transforms[0](x).min() for _ in range(10)]
+    assert min(letterboxed) == 0 and min(filled) == pytest.approx(1.0)
+    forced = cfg.model_copy(update={"aspect_mode": "letterbox"})
+    assert min(build_augment(forced, "stretch").transforms[0](x).min() for _ in range(10)) == 0
+
+
 def test_random_gamma_stays_in_range_and_varies() -> None:
     from pneumonia.datamodule import RandomGamma
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pneumonia.preprocess import Preprocessing, fit_to_square, square_stats, to_tensor
 
@@ -19,6 +20,32 @@ def test_crop_fills_the_square() -> None:
     out = fit_to_square(tall, 32, "crop")
     assert out.shape == (32, 32)
     assert out.min() == 90
+
+
+@pytest.mark.parametrize("aspect", [1.15, 1.5, 1 / 1.2])
+def test_stretch_maps_an_original_of_any_aspect_back_onto_the_square(aspect: float) -> None:
+    # a square "copy" of 8x8 blocks and a synthetic "original" of it at a known aspect ratio
+    rng = np.random.default_rng(0)
+    copy = np.kron(rng.integers(1, 256, (8, 8)), np.ones((12, 12))).astype(np.uint8)  # 96 px
+    original = np.asarray(Image.fromarray(copy).resize((round(96 * aspect), 96)))
+    target = fit_to_square(copy, 48, "stretch")
+    stretched = fit_to_square(original, 48, "stretch")
+    padded = fit_to_square(original, 48, "pad")
+    assert stretched.shape == (48, 48) and stretched.min() > 0  # no letterbox bands
+    stretch_error = np.abs(stretched.astype(int) - target.astype(int)).mean()
+    pad_error = np.abs(padded.astype(int) - target.astype(int)).mean()
+    assert stretch_error < 6 and pad_error > 4 * stretch_error
+
+
+def test_every_mode_gives_a_square_image_the_same_pixels() -> None:
+    square = np.random.default_rng(1).integers(0, 256, (224, 224), dtype=np.uint8)
+    modes = [fit_to_square(square, 192, mode) for mode in ("stretch", "pad", "crop")]
+    assert all(np.array_equal(modes[0], other) for other in modes[1:])
+
+
+def test_unknown_resize_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="stretch, pad, crop"):
+        fit_to_square(np.zeros((4, 4), np.uint8), 8, "squash")
 
 
 def test_fit_rejects_non_grayscale() -> None:

@@ -36,6 +36,11 @@ class AugmentConfig(_Strict):
     )
     aspect_max: float = Field(1.6, ge=1, description="widest width/height stretch")
     aspect_p: float = Field(0.5, ge=0, le=1, description="share of images that get stretched")
+    aspect_mode: Literal["contract", "letterbox", "fill"] = Field(
+        "contract",
+        description="letterbox: squeeze one side onto black; fill: stretch one side and cut "
+        "it to the frame; contract: letterbox for resize pad, fill for stretch and crop",
+    )
     rotation_degrees: float = Field(8.0, ge=0, le=45)
     translate: float = Field(0.05, ge=0, le=0.5, description="max shift, fraction of the side")
     scale_min: float = Field(0.8, gt=0, description="< 1 zooms out onto a black border")
@@ -165,6 +170,18 @@ class OperatingConfig(_Strict):
         return views
 
 
+class AuditConfig(_Strict):
+    """Likely label errors found by `pneumonia data audit`, and where they are left out."""
+
+    file: Path | None = Field(
+        None, description="the audit's label_issues.csv; null: every label is used everywhere"
+    )
+    leave_out: list[Literal["operating", "training"]] = Field(
+        default_factory=lambda: ["operating"],
+        description="operating: the calibration and threshold fit; training: the training set",
+    )
+
+
 class GuardConfig(_Strict):
     """The out-of-distribution guard fitted after training (`pneumonia.guard`)."""
 
@@ -196,6 +213,7 @@ class Config(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     operating: OperatingConfig = Field(default_factory=OperatingConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 

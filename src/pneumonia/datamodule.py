@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,22 +31,38 @@ log = logging.getLogger(__name__)
 
 
 class AspectStretch(torch.nn.Module):
-    """Re-shape the image to a random width/height ratio in [low, high] (log-uniform) and
-    letterbox it back on black: the squashed square copies then look like the wide or tall
-    originals, and the originals like the copies."""
+    """Re-shape the image to a random width/height ratio in [low, high] (log-uniform).
 
-    def __init__(self, low: float, high: float) -> None:
+    `letterbox`: squeeze one side and centre the image on black, as a `pad` contract shows a
+    wide or tall original. `fill`: stretch one side and cut it back to the frame, as a
+    `stretch` (or `crop`) contract shows an original whose aspect differs from the ones the
+    training copies were squashed from; no black bands appear.
+    """
+
+    def __init__(self, low: float, high: float, mode: str = "letterbox") -> None:
         super().__init__()
-        self.low, self.high = math.log(low), math.log(high)
+        if mode not in ("letterbox", "fill"):
+            raise ValueError(f"unknown aspect mode {mode!r}; use 'letterbox' or 'fill'")
+        self.low, self.high, self.fill = math.log(low), math.log(high), mode == "fill"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         aspect = math.exp(self.low + (self.high - self.low) * float(torch.rand(())))
         h, w = x.shape[-2:]
-        nh, nw = (max(1, round(h / aspect)), w) if aspect >= 1 else (h, max(1, round(w * aspect)))
-        small = functional.interpolate(x[None], (nh, nw), mode="bilinear", antialias=True)[0]
+        if self.fill:  # stretch one side, then cut the centre back to h x w
+            nh, nw = (
+                (h, max(w, round(w * aspect))) if aspect >= 1 else (max(h, round(h / aspect)), w)
+            )
+        else:  # squeeze one side, then letterbox
+            nh, nw = (
+                (max(1, round(h / aspect)), w) if aspect >= 1 else (h, max(1, round(w * aspect)))
+            )
+        resized = functional.interpolate(x[None], (nh, nw), mode="bilinear", antialias=True)[0]
+        if self.fill:
+            top, left = (nh - h) // 2, (nw - w) // 2
+            return resized[..., top : top + h, left : left + w].contiguous()
         out = torch.zeros_like(x)
         top, left = (h - nh) // 2, (w - nw) // 2
-        out[..., top : top + nh, left : left + nw] = small
+        out[..., top : top + nh, left : left + nw] = resized
         return out
 
 
@@ -62,12 +78,17 @@ class RandomGamma(torch.nn.Module):
         return x.clamp(0.0, 1.0).pow(gamma)
 
 
-def build_augment(cfg: AugmentConfig) -> v2.Compose:
-    """Training augmentation on a 1xHxW float tensor in [0, 1]: aspect stretch, rotation,
-    shift and zoom (in: tighter framing; out: black border), gamma, brightness/contrast."""
+def build_augment(cfg: AugmentConfig, resize: str = "pad") -> v2.Compose:
+    """Training augmentation on a 1xHxW float tensor in [0, 1]: aspect stretch (letterboxed
+    for a `pad` contract, filling the frame for the others, unless `aspect_mode` says),
+    rotation, shift and zoom (in: tighter framing; out: black border), gamma,
+    brightness/contrast."""
     steps: list[torch.nn.Module] = []
     if (cfg.aspect_min, cfg.aspect_max) != (1.0, 1.0):
-        stretch = AspectStretch(cfg.aspect_min, cfg.aspect_max)
+        mode = cfg.aspect_mode
+        if mode == "contract":
+            mode = "letterbox" if resize == "pad" else "fill"
+        stretch = AspectStretch(cfg.aspect_min, cfg.aspect_max, mode)
         steps.append(stretch if cfg.aspect_p >= 1 else v2.RandomApply([stretch], cfg.aspect_p))
     steps.append(
         v2.RandomAffine(
@@ -172,6 +193,15 @@ class XrayDataModule(LightningDataModule):
         if not self.rows["train"]:
             raise DataError(f"{self.cfg.manifest}: no training images")
 
+    def leave_out(self, keys: Collection[tuple[str, str]], split: str = "train") -> int:
+        """Drop the rows of `split` whose (sha256, label) is in `keys` (an audit's likely
+        label errors); returns how many went."""
+        kept = [r for r in self.rows[split] if (r.sha256, r.label) not in keys]
+        dropped = len(self.rows[split]) - len(kept)
+        self.rows[split] = kept
+        log.info("left out %d %s images flagged by the label audit", dropped, split)
+        return dropped
+
     def class_weights(self) -> torch.Tensor:
         """'balanced' loss weights per class (n / (classes * count)), for `class_weights`."""
         y = np.array([LABELS.index(r.label) for r in self.rows["train"]])
@@ -180,7 +210,7 @@ class XrayDataModule(LightningDataModule):
 
     def dataset(self, split: str, augment: bool = False) -> CachedImages:
         """The dataset of one split, optionally with training augmentation."""
-        aug = build_augment(self.cfg.augment) if augment else None
+        aug = build_augment(self.cfg.augment, self.contract.resize) if augment else None
         return CachedImages(self.rows[split], self.cache_dir, self.contract, aug)
 
     def _loader(self, ds: CachedImages, **kwargs: object) -> DataLoader:

@@ -100,19 +100,21 @@ def cam_on_square(
 def cam_to_original(cam: np.ndarray, height: int, width: int, resize: str) -> np.ndarray:
     """Undo `fit_to_square`'s geometry: the square's CAM -> the original image's pixels.
 
-    With `pad` the letterbox bars are cut off; with `crop` the parts of the image the model
-    never saw get 0.
+    With `stretch` the square is stretched back over the whole image; with `pad` the letterbox
+    bars are cut off; with `crop` the parts of the image the model never saw get 0.
     """
     size = cam.shape[0]
-    scale = size / max(height, width) if resize == "pad" else size / min(height, width)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    if resize == "pad":
-        top, left = (size - new_h) // 2, (size - new_w) // 2
-        region = cam[top : top + new_h, left : left + new_w]
-    else:
-        region = np.zeros((new_h, new_w), dtype=np.float32)
-        top, left = (new_h - size) // 2, (new_w - size) // 2
-        region[top : top + size, left : left + size] = cam
+    region = cam
+    if resize != "stretch":
+        scale = size / max(height, width) if resize == "pad" else size / min(height, width)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        if resize == "pad":
+            top, left = (size - new_h) // 2, (size - new_w) // 2
+            region = cam[top : top + new_h, left : left + new_w]
+        else:
+            region = np.zeros((new_h, new_w), dtype=np.float32)
+            top, left = (new_h - size) // 2, (new_w - size) // 2
+            region[top : top + size, left : left + size] = cam
     resized = Image.fromarray(region.astype(np.float32), mode="F").resize(
         (width, height), Image.Resampling.BILINEAR
     )

@@ -1,4 +1,4 @@
-"""The one preprocessing contract: grayscale, aspect-preserving resize, recorded normalisation.
+"""The one preprocessing contract: grayscale, a square of one size, recorded normalisation.
 
 Every image that reaches a model goes through `fit_to_square` (done once, when the cache is
 prepared, or at prediction time) and then `to_array` (`to_tensor` for PyTorch). The
@@ -29,8 +29,10 @@ class Preprocessing(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     image_size: int = Field(192, ge=8, le=2048, description="side of the square model input")
-    resize: Literal["pad", "crop"] = Field(
-        "pad", description="pad: keep the whole image, letterbox; crop: fill, cut the long side"
+    resize: Literal["stretch", "pad", "crop"] = Field(
+        "pad",
+        description="stretch: squash the whole image to the square; pad: keep its aspect, "
+        "letterbox; crop: keep its aspect, fill, cut the long side",
     )
     mean: float = Field(0.449, description="subtracted after scaling uint8 to [0, 1]")
     std: float = Field(0.226, gt=0, description="divisor after subtracting mean")
@@ -54,18 +56,28 @@ class Preprocessing(BaseModel):
         }
 
 
-def fit_to_square(gray: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
-    """Resize a 2-D uint8 image to `size`x`size` without distorting its aspect ratio.
+RESIZE_MODES = ("stretch", "pad", "crop")
 
-    `pad` scales the long side to `size` and centres the image on black (air is black on a
-    chest X-ray, so padding reads as background); `crop` scales the short side to `size` and
-    cuts the centre.
+
+def fit_to_square(gray: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
+    """Resize a 2-D uint8 image to `size`x`size`.
+
+    `stretch` squashes the whole image to the square, whatever its aspect ratio (as the Kaggle
+    copies were made from their wide originals, and as `Resize((s, s))` does); `pad` scales the
+    long side to `size` and centres the image on black (air is black on a chest X-ray, so
+    padding reads as background); `crop` scales the short side to `size` and cuts the centre.
+    A square image gives the same pixels in every mode.
     """
     if gray.ndim != 2 or gray.dtype != np.uint8:
         raise ValueError(f"expected a 2-D uint8 array, got {gray.dtype} with shape {gray.shape}")
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {mode!r}; use one of {', '.join(RESIZE_MODES)}")
     h, w = gray.shape
-    scale = size / max(h, w) if mode == "pad" else size / min(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if mode == "stretch":
+        new_w, new_h = size, size
+    else:
+        scale = size / max(h, w) if mode == "pad" else size / min(h, w)
+        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     resized = np.asarray(
         Image.fromarray(gray).resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
     )
@@ -74,10 +86,8 @@ def fit_to_square(gray: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
         top, left = (size - new_h) // 2, (size - new_w) // 2
         out[top : top + new_h, left : left + new_w] = resized
         return out
-    if mode == "crop":
-        top, left = (new_h - size) // 2, (new_w - size) // 2
-        return np.ascontiguousarray(resized[top : top + size, left : left + size])
-    raise ValueError(f"unknown resize mode {mode!r}; use 'pad' or 'crop'")
+    top, left = (new_h - size) // 2, (new_w - size) // 2  # crop (stretch: 0, 0)
+    return np.ascontiguousarray(resized[top : top + size, left : left + size])
 
 
 def to_array(square: np.ndarray, contract: Preprocessing) -> np.ndarray:

@@ -48,6 +48,7 @@ from pneumonia.classifier import XrayClassifier
 from pneumonia.config import Config, dump_config, load_config
 from pneumonia.datamodule import XrayDataModule
 from pneumonia.errors import DataError, PneumoniaError
+from pneumonia.inference import to_probability
 from pneumonia.metrics import binary_metrics, headline, jsonable
 from pneumonia.models import create_model, get_spec
 from pneumonia.operating import check_validation, fit_operating_point
@@ -165,13 +166,16 @@ def validation_logits(module: XrayClassifier, dm: XrayDataModule) -> tuple[np.nd
 
 
 def operating_point(
-    cfg: Config, dm: XrayDataModule, module: XrayClassifier
-) -> tuple[np.ndarray, tuple[Threshold, Calibration | None, np.ndarray]]:
-    """(validation labels, fit_operating_point's result): on the cached validation squares,
-    or, with `operating.views`, on the validation files read again, clean and shifted."""
+    cfg: Config, dm: XrayDataModule, module: XrayClassifier, kept: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, Threshold, Calibration | None]:
+    """(validation labels, raw logits, threshold, calibration): calibration and threshold
+    fitted on the validation images where `kept` is true (an audit's likely label errors
+    left out), on the cached squares or, with `operating.views`, on the validation files read
+    again, clean and shifted."""
     if not cfg.operating.views:
         labels, raw = validation_logits(module, dm)
-        return labels, fit_operating_point(labels, raw, cfg.operating)
+        threshold, calibration, _ = fit_operating_point(labels[kept], raw[kept], cfg.operating)
+        return labels, raw, threshold, calibration
     from pneumonia.stress import split_views, view_logits
 
     rows = dm.rows["val"]
@@ -180,7 +184,12 @@ def operating_point(
         module.model, cfg.preprocess, paths, cfg.operating.views, cfg.train.seed, show=False
     )
     labels, clean, shifted = split_views(views, [LABELS.index(r.label) for r in rows])
-    return labels, fit_operating_point(labels, clean, cfg.operating, shifted)
+    kept = kept[views.readable]
+    shifted = {name: z[kept] for name, z in shifted.items()}
+    threshold, calibration, _ = fit_operating_point(
+        labels[kept], clean[kept], cfg.operating, shifted
+    )
+    return labels, clean, threshold, calibration
 
 
 def log_files(run: Path) -> list[Path]:
@@ -267,6 +276,7 @@ def train(
     seed_everything(cfg.train.seed, workers=True, verbose=False)
     dm = XrayDataModule(cfg.data, cfg.preprocess)
     dm.setup("fit")
+    left_out = _label_audit(cfg, dm)
     _check_data(dm, cfg)
     model = create_model(cfg.model.name, cfg.model.pretrained, weights=cfg.model.weights)
     weights = dm.class_weights()
@@ -283,6 +293,7 @@ def train(
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
         duration = round(time.perf_counter() - started, 1)
         info = {"command": command, "duration_s": duration, "mlflow_run": tracked and tracked[1]}
+        info["left_out"] = left_out
         summary = _finish(cfg, run, dm, module, best, trainer, info)
     except SystemExit:  # Lightning's answer to Ctrl+C, after saving what it could
         end_run(tracked, ok=False)
@@ -294,6 +305,21 @@ def train(
         raise
     _log_run(tracked, run, summary)
     return summary
+
+
+def _label_audit(cfg: Config, dm: XrayDataModule) -> tuple[set[tuple[str, str]], dict[str, Any]]:
+    """((sha256, label) of the audit's likely label errors among the manifest's images, what
+    `model.json` records of them); none without `audit.file`. Dropped from the training rows
+    when `audit.leave_out` says training."""
+    if cfg.audit.file is None:
+        return set(), {}
+    from pneumonia.audit import left_out_record, read_issues
+
+    flagged = read_issues(cfg.audit.file, dm.rows["train"] + dm.rows["val"])
+    record = left_out_record(cfg.audit.file, flagged, dm.rows, cfg.audit.leave_out)
+    if "training" in cfg.audit.leave_out:
+        dm.leave_out(flagged, "train")
+    return set(flagged), record
 
 
 def _track(cfg: Config, run: Path, command: str) -> RunHandle | None:
@@ -350,9 +376,15 @@ def _finish(
     module.load_state_dict(checkpoint["state_dict"])
     if not trainer.is_global_zero:  # under DDP, one process writes the outputs
         return {"run_dir": str(run)}
-    labels, (threshold, calibration, probs) = operating_point(cfg, dm, module)
+    flagged, left_out = info["left_out"]
+    flagged = flagged if "operating" in cfg.audit.leave_out else set()
+    kept = np.array([(r.sha256, r.label) not in flagged for r in dm.rows["val"]])
+    labels, raw, threshold, calibration = operating_point(cfg, dm, module, kept)
     threshold.detail["data"] = f"{cfg.data.manifest} split 'val'"  # as evaluate names it
-    metrics = binary_metrics(labels, probs, threshold.value)
+    if not kept.all():
+        threshold.detail["left_out"] = int((~kept).sum())
+    probs = to_probability(raw, calibration.temperature if calibration else 1.0)
+    metrics = binary_metrics(labels, probs, threshold.value)  # every validation image
     write_epoch_table(log_files(run), run / "metrics.csv")
     training_curves(read_epoch_metrics(log_files(run)), run / "curves.png")
     info = {
@@ -368,6 +400,8 @@ def _finish(
         "history": epoch_history(run / "metrics.csv"),
     }
     meta = _bundle_meta(cfg, dm, (threshold, calibration), metrics, info)
+    if left_out:
+        meta.data["left_out"] = left_out
     bundle = save_bundle(module.model.cpu(), meta, run / "bundle")
     onnx = cfg.train.export_onnx and export_bundle(bundle)
     guard = None

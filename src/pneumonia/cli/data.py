@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from pneumonia.cli.common import (
     ConfigOpt,
@@ -121,6 +122,47 @@ def data_prepare(
     console.print(
         f"cache: {summary.cache_dir}  built {summary.built}, reused {summary.reused}, "
         f"failed {len(summary.failed)}"
+    )
+
+
+@data_app.command("audit")
+@user_errors
+def data_audit(
+    overrides: OverridesArg = None,
+    config: ConfigOpt = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="Manifest CSV (default: data.manifest).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the audit.")] = Path("work/audit"),
+    backbone: Annotated[
+        str, typer.Option(help="ImageNet-pretrained registry model whose features are used.")
+    ] = "efficientnet_lite0",
+    folds: Annotated[int, typer.Option(min=2, max=20, help="Cross-fitting folds.")] = 5,
+    force: ForceOpt = False,
+) -> None:
+    """Likely label errors (confident learning on out-of-fold probabilities): a ranked CSV,
+    counts per class and an HTML gallery. Train with audit.file=OUT/label_issues.csv to
+    leave them out of the threshold fit (audit.leave_out)."""
+    from pneumonia.audit import AuditSettings, run_audit
+    from pneumonia.outputs import fresh_dir
+
+    cfg = resolve_config(config, overrides)
+    out_dir = fresh_dir(out, force)
+    settings = AuditSettings(backbone=backbone, folds=folds)
+    table, summary = run_audit(
+        manifest or cfg.data.manifest, cfg.data.cache_dir, cfg.preprocess, out_dir, settings
+    )
+    console.print(f"{summary['method']}; out-of-fold ROC-AUC {summary['out_of_fold_roc_auc']}")
+    table_out = Table(title="Likely label errors")
+    for column in ("split", "label", "images", "flagged"):
+        table_out.add_column(column, justify="left" if column in ("split", "label") else "right")
+    for split, by_label in summary["counts"].items():
+        for label, c in by_label.items():
+            table_out.add_row(split, label, str(c["images"]), str(c["issues"]))
+    console.print(table_out)
+    console.print(
+        f"{summary['issues']} of {summary['images']} images flagged\n"
+        f"ranked list: {table}\ngallery: {out_dir / 'index.html'}"
     )
 
 
