@@ -182,3 +182,212 @@ def test_train_step_times_each_setting(capsys: pytest.CaptureFixture[str]) -> No
     assert result["default 32:0 faults"] >= 0
     out = capsys.readouterr().out
     assert "| default | 32 | 2 |" in out and "convolution" in out
+
+
+def _noisy_validation(tmp_path: Path, noisy: int = 6) -> tuple[Path, Path, Path]:
+    """(stress folder, manifest, audit) of 400 synthetic validation images with calibrated
+    logits, except `noisy` 'positives' that are NORMAL films labelled wrongly (they score -8)
+    and that the audit flags."""
+    from pneumonia.audit import write_audit
+    from pneumonia.split import Row, write_manifest
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(400) % 4 != 0  # 300 positives
+    x = rng.normal(np.where(labels, 1.5, -1.5), 1.0)  # scores N(+-1.5, 1), so the calibrated
+    clean = 3.0 * x + np.log(3.0)  # logit at the validation prior 0.75 is 2 * 1.5 * x + log 3
+    wrong = np.flatnonzero(labels)[:noisy]
+    clean[wrong] = -8.0
+    rows = [
+        Row(
+            f"/x/img{i}.png",
+            "PNEUMONIA" if labels[i] else "NORMAL",
+            f"p{i // 2}",
+            "val",
+            f"{i:064x}",
+        )
+        for i in range(400)
+    ]
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(rows, manifest)
+    records = [
+        {
+            "rank": i + 1,
+            "path": r.path,
+            "sha256": r.sha256,
+            "split": "val",
+            "patient": r.patient,
+            "label": r.label,
+            "issue": i in wrong,
+            "self_confidence": 0.5,
+            "p_pneumonia": 0.5,
+            "suggested": r.label,
+        }
+        for i, r in enumerate(rows)
+    ]
+    summary = {
+        "images": 400,
+        "issues": noisy,
+        "counts": {},
+        "out_of_fold_roc_auc": 1.0,
+        "method": "by hand",
+    }
+    audit = write_audit(records, summary, tmp_path / "audit")
+    mild = ["wide_1.15", "wide_1.33", "crop_85", "zoom_out_80", "gamma_1.6", "down_96"]
+    names = ["clean", *mild, "noise_16", "inverted"]
+    logits = np.stack([clean, *(clean - 0.3 for _ in mild), clean - 1.0, rng.normal(0, 1, 400)])
+    folder = tmp_path / "stress"
+    folder.mkdir()
+    np.savez_compressed(
+        folder / "stress_logits.npz",
+        names=np.array(names),
+        logits=logits,
+        labels=labels.astype(int),
+        patients=np.array([r.patient for r in rows]),
+        paths=np.array([r.path for r in rows]),
+        temperature=1.0,
+        threshold=0.5,
+    )
+    return folder, manifest, audit
+
+
+def test_threshold_rules_are_not_set_by_flagged_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    folder, manifest, audit = _noisy_validation(tmp_path)
+    out = tmp_path / "rules.json"
+    load("threshold_rules").main(
+        [
+            str(folder),
+            "--manifest",
+            str(manifest),
+            "--audit",
+            str(audit),
+            "--halvings",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
+    rules = json.loads(out.read_text())["rules"]
+    today, audited = rules["T0 clean (today)"], rules["T1 audited"]
+    # six wrong labels under the target's rank drag today's rule far below the real positives
+    assert today["threshold_all_validation"] < 0.05 < audited["threshold_all_validation"]
+    assert audited["positives"] == today["positives"] - 6 == 294
+    assert audited["spec_clean"] >= today["spec_clean"] and audited["sens_clean"] >= 0.97
+    assert rules["T2 audited, smoothed"]["deciding_images"] > 2 == audited["deciding_images"]
+    assert "| T3 audited, smoothed, mild views |" in capsys.readouterr().out
+
+
+def test_threshold_rule_pick_follows_the_written_rule() -> None:
+    pick = load("threshold_rules").pick
+    base = {"qualifies": True, "specificity": 0.9, "threshold_iqr": 0.02}
+    rules = {
+        "T0 clean (today)": {**base, "specificity": 0.7},
+        "T1 audited": base,
+        "T2 audited, smoothed": {**base, "specificity": 0.897, "threshold_iqr": 0.01},
+    }
+    assert pick(rules) == "T2 audited, smoothed"  # within 0.005: the steadier one
+    rules["T2 audited, smoothed"]["specificity"] = 0.88
+    assert pick(rules) == "T1 audited"
+    assert pick({k: {**r, "qualifies": False} for k, r in rules.items()}) == "T0 clean (today)"
+
+
+def test_site_adaptation_on_simulated_sites(tiny_run: TinyRun, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    folder, manifest, audit = _noisy_validation(tmp_path)
+    mild = ["wide_1.15", "wide_1.33", "crop_85", "zoom_out_80", "gamma_1.6", "down_96"]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_run.bundle, bundle)
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["calibration"] = None  # the synthetic logits are calibrated as they are
+    meta["threshold"]["value"] = 0.01
+    meta["threshold"]["detail"]["target_sensitivity"] = 0.98
+    meta["validation"].update({"n": 400, "positives": 300})
+    (bundle / "model.json").write_text(json.dumps(meta))
+    out = tmp_path / "site.json"
+    args = [
+        str(folder),
+        "--bundle",
+        str(bundle),
+        "--manifest",
+        str(manifest),
+        "--audit",
+        str(audit),
+        "--sites",
+        "3",
+        "--size",
+        "300",
+        "--boot",
+        "20",
+        "--json",
+        str(out),
+    ]
+    load("site_adaptation").main(args)
+    cells = json.loads(out.read_text())["cells"]
+    assert {c["view"] for c in cells} == {"clean", *mild, "noise_16"}  # not inverted: refused
+    assert {c["prevalence"] for c in cells} == {0.3, 0.5, 0.62}
+    clean = [c for c in cells if c["view"] == "clean"]
+    assert all(abs(c["estimate"] - c["prevalence"]) < 0.05 for c in clean)
+    assert all(c["point"][1] > c["before"][1] for c in clean)  # specificity gained
+    assert all(c["point"][0] >= 0.95 for c in clean)  # sensitivity kept near the target
+    verdict = load("site_adaptation").verdict
+    assert verdict([{"point": [0.99, 0.8], "p05": [1, 0.7]}]) == "point"
+    assert verdict([{"point": [0.97, 0.8], "p05": [0.99, 0.7]}]) == "p05"
+    assert verdict([{"point": [0.9, 0.8], "p05": [0.9, 0.7]}]) == "point, with a warning"
+
+
+def test_contract_swap_runs_the_suite_through_another_resize(
+    exported: Path, tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    import json
+
+    out = tmp_path / "suite"
+    args = [
+        str(exported),
+        "--resize",
+        "stretch",
+        "--data",
+        str(tiny_run.cfg.data.manifest),
+        "--out",
+        str(out),
+    ]
+    load("contract_swap").main(args)
+    result = json.loads((out / "stress.json").read_text())
+    shifts = {r["shift"]: r for r in result["shifts"]}
+    # a wide view squashed back to the square is close to the clean one
+    assert abs(shifts["wide_1.5"]["roc_auc"] - shifts["clean"]["roc_auc"]) < 0.1
+    assert json.loads((exported / "model.json").read_text())["preprocessing"]["resize"] == "pad"
+
+
+def test_transfer_judge_applies_the_written_rule(tmp_path: Path) -> None:
+    import json
+
+    def suite(name: str, clean: float, wide: float, other: float, spec: float = 0.8) -> str:
+        rates = {"sensitivity": 0.99, "specificity": 0.8}
+        rows = [
+            {"shift": "clean", "group": "none", "scored": True, "roc_auc": clean, **rates},
+            {"shift": "wide_1.5", "group": "geometry", "scored": True, "roc_auc": wide,
+             "sensitivity": 0.99, "specificity": spec},
+            {"shift": "noise_16", "group": "noise", "scored": True, "roc_auc": other, **rates},
+            {"shift": "inverted", "group": "exposure", "scored": False, "roc_auc": 0.5, **rates},
+        ]  # fmt: skip
+        for r in rows:
+            r["delta_roc_auc"] = r["roc_auc"] - clean
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"shifts": rows}))
+        return f"{name}={path}"
+
+    judge = load("transfer_judge")
+    args = [suite("pad", 0.996, 0.990, 0.990), suite("stretch", 0.996, 0.996, 0.990)]
+    assert judge.main([*args, suite("small_gain", 0.996, 0.996, 0.9925)]) == "stretch"
+    assert judge.main([*args, suite("big_gain", 0.997, 0.997, 0.994)]) == "big_gain"
+    assert judge.main([*args, suite("low_clean", 0.995, 0.999, 0.999)]) == "stretch"
+    pad = suite("pad", 0.996, 0.997, 0.994, spec=0.7)  # ranks well, threshold does not transfer
+    same = suite("same", 0.996, 0.996, 0.993)  # mean 0.001 lower, the operating point holds
+    moved = suite("moved", 0.997, 0.997, 0.995, spec=0.75)  # better ranking, spec drops 0.05
+    assert judge.main(["--round2", pad, same, moved]) == "same"
+    assert judge.main(["--round2", pad, suite("worse", 0.996, 0.996, 0.990)]) == "pad"
