@@ -98,7 +98,8 @@ def test_left_out_record_says_which_and_why(tmp_path: Path) -> None:
     record = left_out_record(table, flagged, by_split, ["operating"])
     assert record["operating"]["images"] == 2 and record["operating"]["split"] == "val"
     assert set(record["operating"]["paths"]) == {"img0.png", "img5.png"}
-    assert "training" not in record and record["why"].endswith("by hand")
+    assert "training" not in record and record["operating"]["why"].endswith("by hand")
+    assert record["operating"]["sha256"] and record["operating"]["file"] == str(table)
     both = left_out_record(table, flagged, by_split, ["operating", "training"])
     assert both["training"]["paths"] == ["img1.png"] and both["training"]["of"] == 24
 

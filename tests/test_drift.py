@@ -6,11 +6,13 @@ import pytest
 from pneumonia.drift import (
     adjust_posteriors,
     em_prior,
+    em_priors,
     expected_sensitivity,
     ks,
     psi,
     rate_pvalue,
     threshold_for_sensitivity,
+    thresholds_for_sensitivity,
 )
 
 
@@ -62,3 +64,15 @@ def test_threshold_for_sensitivity_with_hard_labels() -> None:
     assert reached >= 0.9 and expected_sensitivity(probs, weights, threshold) == reached
     assert expected_sensitivity(probs, weights, threshold + 0.011) < 0.9  # the highest that works
     assert expected_sensitivity(probs, weights, 0.0) == 1.0
+
+
+def test_batched_estimators_match_one_batch_at_a_time() -> None:
+    rows = np.stack([calibrated(p, 0.74, 400, seed=s) for s, p in enumerate((0.3, 0.5, 0.9))])
+    priors, steps = em_priors(rows, 0.74)
+    for row, prior, step in zip(rows, priors, steps, strict=True):
+        assert em_prior(row, 0.74) == (prior, step)
+    weights = adjust_posteriors(rows, 0.74, priors[:, None])
+    values, reached = thresholds_for_sensitivity(rows, weights, 0.98)
+    for row, w, value, r in zip(rows, weights, values, reached, strict=True):
+        assert threshold_for_sensitivity(row, w, 0.98) == (value, r)
+    assert priors[0] < priors[1] < priors[2]  # three different sites, three estimates

@@ -22,7 +22,16 @@ from pneumonia.predlog import PredictionLog, Record
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-def write_log(path: Path, n: int, seed: int, drift: bool = False, model: str | None = None) -> Path:
+def write_log(
+    path: Path,
+    n: int,
+    seed: int,
+    drift: bool = False,
+    model: str | None = None,
+    unsure: float = 0.0,
+) -> Path:
+    """A log drawn from the shipped bundle's reference; `drift` injects a new site's changes,
+    `unsure` is the share of answers moved to P(PNEUMONIA) in [0.3, 0.45]."""
     _, meta = read_meta(DEFAULT_BUNDLE)
     ref, guard = meta.reference, meta.guard
     assert guard is not None
@@ -34,6 +43,8 @@ def write_log(path: Path, n: int, seed: int, drift: bool = False, model: str | N
         if drift and rng.random() < 0.9:  # a new site: sicker patients (label shift) ...
             j = int(rng.choice(likely_sick))
         prob, ood = ref["probability"][j], ref["ood_score"][j]
+        if unsure and rng.random() < unsure:
+            prob = float(rng.uniform(0.3, 0.45))
         k = int(rng.integers(len(ref["brightness"])))  # inputs: the training images' reference
         bright, contrast = ref["brightness"][k], ref["contrast"][k]
         if drift:  # ... brighter images, and some uploads that are no X-rays at all
@@ -123,3 +134,23 @@ def test_cli_exits_3_on_an_alert(tmp_path: Path) -> None:
 def test_records_survive_replace() -> None:  # the log's rows are plain frozen dataclasses
     row = Record("t", "s", 1, 1, 0.1, 0.1, "m", "onnx", 0.5, "NORMAL", None, None, 1.0)
     assert replace(row, label="PNEUMONIA").label == "PNEUMONIA" and row.label == "NORMAL"
+
+
+def test_a_sensitivity_drop_names_the_command_that_adapts_the_threshold(tmp_path: Path) -> None:
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, bundle)
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["threshold"]["value"] = 0.5  # a threshold that many soft positives fall just under
+    (bundle / "model.json").write_text(json.dumps(meta))
+    path = write_log(tmp_path / "log.sqlite", 400, 6, unsure=0.4)
+    result = CliRunner().invoke(
+        app, ["monitor", str(path), "--bundle", str(bundle), "--out", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 3, result.output
+    assert "expected_sensitivity_drop" in result.output
+    assert f"pneumonia threshold {bundle} --unlabelled" in result.output
+    report = json.loads((tmp_path / "m" / "monitor.json").read_text())
+    tripped = {a["rule"]: a for a in report["alerts"]}
+    assert "--unlabelled" in tripped["expected_sensitivity_drop"]["note"]

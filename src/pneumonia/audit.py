@@ -22,6 +22,7 @@ import hashlib
 import html
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ def backbone_features(
             squares = np.stack([np.load(cached_array_path(cache_dir, r.sha256)) for r in chunk])
             x = torch.from_numpy(to_array(squares, contract))
             x = x.contiguous(memory_format=torch.channels_last)
-            pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+            pooled = model.forward_head(model.forward_features(x), pre_logits=True)  # type: ignore[operator]
             out.append(pooled.float().numpy())
     return np.concatenate(out)
 
@@ -291,23 +292,25 @@ def left_out_record(
     path: Path,
     flagged: dict[tuple[str, str], dict[str, Any]],
     rows: dict[str, list[Row]],
-    where: list[str],
+    where: Sequence[str],
 ) -> dict[str, Any]:
-    """What `model.json` says of the images an audit left out: the audit file and its hash,
-    how it decided, and for each fit (`operating`: the validation images of the threshold
-    fit; `training`: the training images) how many and which."""
+    """What `model.json` says of the images an audit left out, for each fit in `where`
+    (`operating`: the validation images of the calibration and threshold fit; `training`: the
+    training images): the audit file and its hash, how it decided, how many and which."""
     summary_file = path.parent / "audit.json"
     method = json.loads(summary_file.read_text())["method"] if summary_file.is_file() else ""
-    record: dict[str, Any] = {
+    source = {
         "file": str(path),
         "sha256": file_sha256(path),
         "why": "likely label errors: " + (method or "pneumonia data audit"),
     }
+    record: dict[str, Any] = {}
     for fit, split in (("operating", "val"), ("training", "train")):
         if fit not in where:
             continue
         chosen = [r for r in rows[split] if (r.sha256, r.label) in flagged]
         record[fit] = {
+            **source,
             "split": split,
             "images": len(chosen),
             "of": len(rows[split]),

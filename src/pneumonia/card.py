@@ -25,6 +25,14 @@ LIMITS = [
 ]
 
 
+RESIZE_TEXT = {
+    "stretch": "any input squashed to the square, as the training copies were made from their "
+    "wider originals",
+    "pad": "aspect kept, letterboxed on black",
+    "crop": "aspect kept, the long side cut",
+}
+
+
 def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -46,9 +54,42 @@ def _rule(meta: BundleMeta) -> str:
         parts.append(f"cost ratio {t.detail['cost_ratio']}")
     if "data" in t.detail:
         parts.append(f"chosen on {t.detail['data']}")
+    if t.detail.get("left_out"):
+        parts.append(f"without {t.detail['left_out']} images a label audit flagged")
     if t.detail.get("tta"):
         parts.append("on test-time-augmented scores: apply with --tta")
     return ", ".join(parts)
+
+
+def _site(meta: BundleMeta) -> list[str]:
+    """What a site bundle's threshold rests on (`pneumonia threshold --unlabelled`)."""
+    d = meta.threshold.detail
+    if meta.threshold.rule != "site_unlabelled":
+        return []
+    low, high = d["prevalence_interval"]
+    t_low, t_high = d["threshold_interval"]
+    return [
+        f"- Site adaptation without labels: {d['usable']} usable unlabelled images of "
+        f"{d['data']} ({d['unreadable']} unreadable, {d['flagged']} flagged by the guard); "
+        f"estimated prevalence {d['prevalence']:.3f} (95% bootstrap {low:.3f}-{high:.3f}; "
+        f"validation {d['validation_prevalence']:.3f}); threshold {meta.threshold.value:.4g} "
+        f"(95% bootstrap {t_low:.4g}-{t_high:.4g}), was {d['previous']['value']:.4g}.",
+        f"- It assumes {d['assumptions']}. Check it on labelled cases of the site when you "
+        "have them (`pneumonia threshold BUNDLE --data LABELLED`).",
+    ]
+
+
+def _left_out(meta: BundleMeta) -> list[str]:
+    """The images a label audit kept out of the fits."""
+    record = meta.data.get("left_out", {})
+    names = {"operating": "the calibration and threshold fit", "training": "training"}
+    return [
+        f"- Left out of {names[fit]}: {r['images']} of {r['of']} {r['split']} images "
+        f"({', '.join(f'{n} {k}' for k, n in r['by_label'].items())}), {r['why']} "
+        f"(`{r['file']}`)."
+        for fit, r in record.items()
+        if fit in names
+    ]
 
 
 def _exports(meta: BundleMeta) -> list[str]:
@@ -151,9 +192,10 @@ def model_card(meta: BundleMeta) -> str:
         f"{meta.architecture.in_chans} input channel(s).",
         *_members(meta),
         f"- Output: {meta.output}.",
-        f"- Input contract: grayscale, {p.image_size}x{p.image_size}, resize `{p.resize}`, "
-        f"x/255 then (x - {p.mean}) / {p.std}.",
+        f"- Input contract: grayscale, {p.image_size}x{p.image_size}, resize `{p.resize}` "
+        f"({RESIZE_TEXT.get(p.resize, p.resize)}), x/255 then (x - {p.mean}) / {p.std}.",
         f"- Threshold: {meta.threshold.value:.4g} ({_rule(meta)}).",
+        *_site(meta),
         f"- Calibration: {_calibration(meta)}.",
         _guard(meta),
         "",
@@ -162,6 +204,7 @@ def model_card(meta: BundleMeta) -> str:
         f"(sha256 `{str(d.get('manifest_sha256', '?'))[:16]}...`).",
         f"- Images per split: {split_line or 'not recorded'}.",
         f"- Patients: {_patients(d.get('patients'))}; validation is grouped by patient.",
+        *_left_out(meta),
         "",
         f"## Validation metrics ({v.get('n', '?')} images, threshold {_fmt(v.get('threshold'))})",
         *_metrics_rows(v),

@@ -170,14 +170,17 @@ class OperatingConfig(_Strict):
         return views
 
 
+LeaveOut = Literal["operating", "training"]
+
+
 class AuditConfig(_Strict):
     """Likely label errors found by `pneumonia data audit`, and where they are left out."""
 
     file: Path | None = Field(
         None, description="the audit's label_issues.csv; null: every label is used everywhere"
     )
-    leave_out: list[Literal["operating", "training"]] = Field(
-        default_factory=lambda: ["operating"],
+    leave_out: list[LeaveOut] = Field(
+        default_factory=lambda: list[LeaveOut](["operating"]),
         description="operating: the calibration and threshold fit; training: the training set",
     )
 

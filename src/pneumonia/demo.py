@@ -1,7 +1,7 @@
 """`pneumonia demo`: every stage end to end on SYNTHETIC images, offline, in a few minutes.
 
-It writes a small synthetic dataset in the Kaggle layout and runs split -> prepare -> train ->
-evaluate -> predict with the same functions the commands use. The images are drawn by
+It writes a small synthetic dataset in the Kaggle layout and runs split -> prepare -> audit ->
+train -> evaluate -> predict with the same functions the commands use. The images are drawn by
 `pneumonia.synthetic`; the numbers say nothing about real X-rays.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pneumonia.audit import run_audit
 from pneumonia.bundle import load_bundle
 from pneumonia.cache import prepare_cache
 from pneumonia.config import Config, dump_config, load_config
@@ -66,18 +67,24 @@ def run_demo(
     """Run every stage on synthetic data under `workdir`; returns each stage's result."""
     workdir = fresh_dir(workdir, force)
     cfg = demo_config(workdir, *overrides)
-    say("[1/5] writing a SYNTHETIC dataset (drawn shapes, not real X-rays)")
+    say("[1/6] writing a SYNTHETIC dataset (drawn shapes, not real X-rays)")
     root = make_dataset(workdir / "data", "kaggle", DEMO_COUNTS, size_range=(64, 96), seed=0)
-    say(f"[2/5] split: validation carved from training, grouped by patient -> {cfg.data.manifest}")
+    say(f"[2/6] split: validation carved from training, grouped by patient -> {cfg.data.manifest}")
     rows, _ = make_manifest(root, cfg.data.val_fraction, cfg.data.seed, show=show)
     write_manifest(rows, cfg.data.manifest)
     dump_config(cfg, workdir / "config.yaml")
-    say(f"[3/5] prepare: decoding into {cfg.data.cache_dir}")
+    say(f"[3/6] prepare: decoding into {cfg.data.cache_dir}")
     prepare_cache(rows, cfg.data.cache_dir, cfg.preprocess, show=show)
-    say(f"[4/5] train: {cfg.model.name}, {cfg.train.epochs} epochs on CPU or GPU")
+    say("[4/6] audit: likely label errors, left out of the threshold fit")
+    table, audit = run_audit(
+        cfg.data.manifest, cfg.data.cache_dir, cfg.preprocess, workdir / "audit", show=show
+    )
+    cfg = demo_config(workdir, f"audit.file={table}", *overrides)
+    say(f"      {audit['issues']} of {audit['images']} flagged: {workdir / 'audit' / 'index.html'}")
+    say(f"[5/6] train: {cfg.model.name}, {cfg.train.epochs} epochs on CPU or GPU")
     summary = train(cfg, command="pneumonia demo")
     bundle = load_bundle(summary["bundle"])
-    say("[5/5] evaluate on the synthetic test split, then predict a few test images")
+    say("[6/6] evaluate on the synthetic test split, then predict a few test images")
     result = evaluate(
         bundle, root, "test", workdir / "evaluate", show=show, n_boot=200, tracking=cfg.tracking
     )

@@ -230,6 +230,14 @@ def _prior_section(
     return section, rules
 
 
+def adapt_command(bundle: Path) -> str:
+    """The command that adapts `bundle`'s threshold to a site from its unlabelled images."""
+    return (
+        f"pneumonia threshold {bundle} --unlabelled RECENT_IMAGES/ --out site-bundle/ "
+        f"(RECENT_IMAGES: at least 200 of the site's recent X-rays)"
+    )
+
+
 def monitor(
     log_path: Path,
     bundle: Path | None,
@@ -255,6 +263,10 @@ def monitor(
         distributions.append(stats)
         rules.append(outcome)
     prior, prior_rules = _prior_section(values["probability"], meta)
+    for outcome in prior_rules:
+        if outcome["rule"] == "expected_sensitivity_drop" and outcome["tripped"]:
+            outcome["command"] = adapt_command(folder)
+            outcome["note"] += f"; adapt the threshold to this site: {outcome['command']}"
     rules += prior_rules
     version, volume = model_version(meta), _volume(rows)
     result: dict[str, Any] = {

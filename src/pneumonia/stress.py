@@ -7,7 +7,8 @@ sensitivity and specificity at the bundle's stored threshold, the change from th
 images, and the worst case over the shifts a model should answer (an inverted image is
 reported but not counted: it should be refused, not answered). Writes `stress.json`,
 `stress.csv`, `stress.png` (the figure), `shifts.png` (one image under every shift) and
-`stress_logits.npz` (every view's raw logits, for studying threshold rules offline).
+`stress_logits.npz` (every view's raw logits, with each image's path, label and patient, for
+studying threshold rules offline).
 """
 
 from __future__ import annotations
@@ -198,6 +199,7 @@ def stress(
         logits=views.logits,
         labels=labels,
         patients=np.array(patients),
+        paths=np.array([it.path for it in kept]),
         temperature=bundle.temperature,
         threshold=bundle.threshold,
     )

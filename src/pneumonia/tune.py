@@ -16,7 +16,7 @@ from pneumonia import LABELS
 from pneumonia.bundle import CARD, META, Bundle, BundleMeta, write_meta
 from pneumonia.config import OperatingConfig
 from pneumonia.errors import DataError, PneumoniaError
-from pneumonia.evaluate import score_split, select_items
+from pneumonia.evaluate import Item, score_split, select_items
 from pneumonia.inference import to_probability
 from pneumonia.metrics import binary_metrics, headline, jsonable
 from pneumonia.operating import fit_operating_point
@@ -29,9 +29,8 @@ def _check_target(out: Path | None, in_place: bool) -> None:
         raise PneumoniaError(f"{out}: already exists; choose a new folder for the bundle")
 
 
-def _target(bundle: Bundle, out: Path | None) -> Path:
-    if out is None:
-        return bundle.path
+def copy_bundle(bundle: Bundle, out: Path) -> Path:
+    """A copy of the bundle's files (weights, exports, guard, metadata) in a new folder."""
     out.mkdir(parents=True)
     for name in (*bundle.meta.files, META, CARD):
         if (bundle.path / name).is_file():
@@ -46,15 +45,32 @@ def _views(
     names: list[str],
     workers: int | None,
     show: bool,
-) -> tuple[str, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """(source, labels, clean logits, shifted logits by view) of `split` of `data`."""
+) -> tuple[str, list[Item], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(source, readable items, labels, clean logits, shifted logits by view) of `split`."""
     from pneumonia.stress import split_views, view_logits
 
     items, source = select_items(data, split)
     views = view_logits(
         bundle.model, bundle.contract, [it.path for it in items], names, 0, workers, show
     )
-    return source, *split_views(views, [LABELS.index(it.label) for it in items])
+    kept = [items[i] for i in views.readable]
+    return source, kept, *split_views(views, [LABELS.index(it.label) for it in items])
+
+
+def _audited(items: list[Item], audit: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """(mask of the items the audit did not flag, what model.json records of the rest)."""
+    from pneumonia.audit import left_out_record, read_issues
+    from pneumonia.split import Row, content_hash
+
+    rows = []
+    for it in items:
+        digest = content_hash(it.path)
+        if not isinstance(digest, str):
+            raise DataError(f"{it.path}: {digest.message}")
+        rows.append(Row(it.path, it.label, it.patient, "val", digest))
+    flagged = read_issues(audit, rows)
+    kept = np.array([(r.sha256, r.label) not in flagged for r in rows])
+    return kept, left_out_record(audit, flagged, {"val": rows}, ["operating"])
 
 
 def retune(
@@ -67,8 +83,10 @@ def retune(
     workers: int | None = None,
     show: bool = True,
     tta: bool = False,
+    audit: Path | None = None,
 ) -> dict[str, Any]:
-    """Fit calibration and threshold on `split` of `data`; write the bundle; return a summary.
+    """Fit calibration and threshold on `split` of `data` (without the images a label audit
+    flags, when `audit` names its CSV); write the bundle; return a summary.
 
     With `tta`, on test-time-augmented scores: then use `--tta` wherever the bundle is applied.
     """
@@ -78,23 +96,39 @@ def retune(
     if cfg.views:
         if tta:
             raise PneumoniaError("choose --view or --tta, not both (views are scored without TTA)")
-        source, labels, raw, shifted = _views(bundle, data, split, cfg.views, workers, show)
+        source, items, labels, raw, shifted = _views(bundle, data, split, cfg.views, workers, show)
     else:
         scored = score_split(bundle, data, split, workers, show, tta)
-        source, labels, raw, shifted = scored.source, scored.labels, scored.logits, None
-    threshold, calibration, probs = fit_operating_point(labels, raw, cfg, shifted)
+        source, items, labels, raw, shifted = (
+            scored.source, scored.items, scored.labels, scored.logits, None
+        )  # fmt: skip
+    kept = np.ones(len(labels), dtype=bool)
+    left_out: dict[str, Any] = {}
+    if audit is not None:
+        kept, left_out = _audited(items, audit)
+        if shifted is not None:
+            shifted = {name: z[kept] for name, z in shifted.items()}
+    threshold, calibration, _ = fit_operating_point(labels[kept], raw[kept], cfg, shifted)
     previous = bundle.meta.threshold.model_dump()
     threshold.detail.update({"data": source, "tta": tta, "previous": previous})
-    metrics = binary_metrics(labels, probs, threshold.value)
+    if not kept.all():
+        threshold.detail["left_out"] = int((~kept).sum())
+    temperature = calibration.temperature if calibration else 1.0
+    probs = to_probability(raw, temperature)
+    metrics = binary_metrics(labels, probs, threshold.value)  # every validation image
     validation = {"split": split, "data": source, **jsonable(headline(metrics))}
     validation.update({k: metrics[k] for k in ("n", "positives", "threshold")})
     validation["confusion_matrix"] = metrics["confusion_matrix"]
     output = BundleMeta.model_fields["output"].default
     reference = dict(bundle.meta.reference)
     if reference:  # what `monitor` compares answers with: now at the new calibration
-        temperature = calibration.temperature if calibration else 1.0
-        reference["probability"] = [round(float(p), 6) for p in to_probability(raw, temperature)]
+        reference["probability"] = [round(float(p), 6) for p in probs]
         reference["split"] = source
+    data_record = dict(bundle.meta.data)  # the training record stays; the fit's is replaced
+    earlier = data_record.pop("left_out", {})
+    record = {k: v for k, v in earlier.items() if k == "training"} | left_out
+    if record:
+        data_record["left_out"] = record
     meta = bundle.meta.model_copy(
         update={
             "threshold": threshold,
@@ -102,9 +136,10 @@ def retune(
             "validation": validation,
             "output": output,
             "reference": reference,
+            "data": data_record,
         }
     )
-    folder = _target(bundle, out)
+    folder = bundle.path if out is None else copy_bundle(bundle, out)
     write_meta(meta, folder)
     return {
         "bundle": str(folder),

@@ -177,8 +177,11 @@ def test_demo_runs_every_stage_offline(tmp_path: Path) -> None:
     result = invoke("demo", "--workdir", tmp_path / "demo")
     assert result.exit_code == 0, result.output
     assert "SYNTHETIC" in result.output
-    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
+    for step in ("[1/6]", "[2/6]", "[3/6]", "[4/6] audit", "[5/6]", "[6/6]"):
         assert step in result.output
+    assert (tmp_path / "demo" / "audit" / "index.html").is_file()
+    meta = json.loads((tmp_path / "demo" / "runs" / "demo" / "bundle" / "model.json").read_text())
+    assert meta["training"]["config"]["audit"]["file"].endswith("label_issues.csv")
     metrics = json.loads((tmp_path / "demo" / "evaluate" / "metrics.json").read_text())
     assert metrics["metrics"]["n"] == 80 and metrics["metrics"]["roc_auc"] > 0.9
     assert (tmp_path / "demo" / "runs" / "demo" / "bundle" / "model.safetensors").is_file()

@@ -149,13 +149,33 @@ def evaluate_command(
 def threshold_command(
     bundle: BundleArg,
     data: Annotated[
-        Path, typer.Option("--data", "-d", help="Validation data: manifest, folder, .npz, CSV.")
-    ],
+        Path | None,
+        typer.Option("--data", "-d", help="Labelled validation data: manifest, folder, .npz, CSV."),
+    ] = None,
+    unlabelled: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--unlabelled",
+            help="A site's unlabelled images (folder, files or globs; repeat): adapt the "
+            "threshold to the site's prevalence, estimated without labels. Needs --out.",
+        ),
+    ] = None,
+    audit: Annotated[
+        Path | None,
+        typer.Option(
+            help="A label audit's label_issues.csv: its flagged images stay out of the fit."
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="Validation split (never test).")] = "val",
     rule: Annotated[
         str, typer.Option(help="target_sensitivity | youden | cost | fixed.")
     ] = "target_sensitivity",
-    target_sensitivity: Annotated[float, typer.Option(min=0.5, max=1.0)] = 0.99,
+    target_sensitivity: Annotated[
+        float | None,
+        typer.Option(
+            min=0.5, max=1.0, help="Default: 0.99, or with --unlabelled the bundle's own target."
+        ),
+    ] = None,
     cost_ratio: Annotated[float, typer.Option(help="A missed pneumonia / a false alarm.")] = 10.0,
     fixed: Annotated[float, typer.Option(help="Threshold for --rule fixed.")] = 0.5,
     calibrate: Annotated[bool, typer.Option(help="Fit temperature scaling first.")] = True,
@@ -172,9 +192,11 @@ def threshold_command(
     in_place: Annotated[
         bool, typer.Option("--in-place", help="Rewrite BUNDLE's model.json.")
     ] = False,
+    bootstrap: BootstrapOpt = 1000,
     workers: WorkersOpt = None,
 ) -> None:
-    """Re-tune a bundle's calibration and decision threshold on validation data."""
+    """Re-tune a bundle's calibration and threshold on labelled validation data (--data), or
+    adapt its threshold to a site from the site's unlabelled images (--unlabelled)."""
     from pydantic import ValidationError
 
     from pneumonia.bundle import load_bundle
@@ -182,10 +204,19 @@ def threshold_command(
     from pneumonia.errors import ConfigError
     from pneumonia.tune import retune
 
+    if (data is None) == (not unlabelled):
+        raise typer.BadParameter("give labelled --data or a site's --unlabelled images (one)")
+    if unlabelled:
+        if out is None:
+            raise typer.BadParameter("--unlabelled writes a new site bundle: add --out FOLDER")
+        _site(load_bundle(bundle), unlabelled, out, target_sensitivity, bootstrap, workers)
+        return
+    assert data is not None
+
     try:
         cfg = OperatingConfig(
             rule=rule,
-            target_sensitivity=target_sensitivity,
+            target_sensitivity=target_sensitivity or 0.99,
             cost_ratio=cost_ratio,
             fixed=fixed,
             calibrate=calibrate,
@@ -196,7 +227,9 @@ def threshold_command(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(f"invalid option {first['loc'][0]}: {first['msg']}") from None
-    result = retune(load_bundle(bundle), data, split, cfg, out, in_place, workers, tta=tta)
+    result = retune(
+        load_bundle(bundle), data, split, cfg, out, in_place, workers, tta=tta, audit=audit
+    )
     t, c, v = result["operating_point"], result["calibration"], result["validation"]
     console.print(
         f"threshold {t.value:.4g} (rule {t.rule}, was {t.detail['previous']['value']:.4g})"
@@ -208,6 +241,29 @@ def threshold_command(
         )
     console.print(_metrics_table(f"On {v['data']} ({v['n']} images)", v))
     console.print(f"bundle: {result['bundle']}")
+
+
+def _site(
+    bundle: Any, inputs: list[str], out: Path, target: float | None, boot: int, workers: int | None
+) -> None:
+    from pneumonia.site import adapt_to_site
+
+    result = adapt_to_site(bundle, inputs, out, target, boot, workers)
+    fit, counts = result["fit"], result["counts"]
+    low, high = fit.prevalence_interval
+    console.print(
+        f"site: {fit.n} usable images of {counts['images']} ({counts['unreadable']} unreadable, "
+        f"{counts['flagged']} flagged by the guard)\n"
+        f"prevalence of PNEUMONIA: {fit.prevalence:.3f} (95% bootstrap {low:.3f}-{high:.3f}; "
+        f"validation {fit.validation_prevalence:.3f})\n"
+        f"threshold {fit.threshold:.4g} (was {result['previous']:.4g}; 95% bootstrap "
+        f"{fit.threshold_interval[0]:.4g}-{fit.threshold_interval[1]:.4g}): expected "
+        f"sensitivity {fit.expected_sensitivity:.3f} for a target of {fit.target_sensitivity}\n"
+        "assumes only the prevalence moved and the posteriors are calibrated; check it on "
+        "labelled cases when you have them",
+        highlight=False,
+    )
+    console.print(f"site bundle: {result['bundle']}")
 
 
 @user_errors
@@ -318,7 +374,7 @@ def demo_command(
     ),
     force: ForceOpt = False,
 ) -> None:
-    """Run split -> prepare -> train -> evaluate -> predict on SYNTHETIC data, offline."""
+    """Run split -> prepare -> audit -> train -> evaluate -> predict on SYNTHETIC data, offline."""
     from pneumonia.demo import run_demo
 
     console.print(

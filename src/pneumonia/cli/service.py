@@ -168,6 +168,9 @@ def monitor_command(
         )
         table.add_row(r["rule"], value, r["limit"], status)
     console.print(table)
+    for r in result["alerts"]:
+        if "command" in r:
+            console.print(f"[bold]{r['rule']}[/]: {r['command']}", highlight=False, soft_wrap=True)
     console.print(f"report: {out / 'monitor.html'} and monitor.json")
     if result["alerts"]:
         raise typer.Exit(3)
