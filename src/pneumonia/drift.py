@@ -38,8 +38,11 @@ def rate_pvalue(successes: int, n: int, expected: float) -> float:
     return float(binomtest(successes, n, expected, alternative="greater").pvalue)
 
 
-def adjust_posteriors(probs: np.ndarray, old_prior: float, new_prior: float) -> np.ndarray:
-    """P(positive | x) under `new_prior`, from posteriors calibrated under `old_prior`."""
+def adjust_posteriors(
+    probs: np.ndarray, old_prior: float, new_prior: float | np.ndarray
+) -> np.ndarray:
+    """P(positive | x) under `new_prior` (a number, or one per row of `probs` as a column),
+    from posteriors calibrated under `old_prior`."""
     p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1 - 1e-12)
     pos = p * new_prior / old_prior
     neg = (1 - p) * (1 - new_prior) / (1 - old_prior)
