@@ -44,6 +44,14 @@ def test_crop_geometry_leaves_the_unseen_parts_cold() -> None:
     assert full[:18].max() == 0 and full[62:].max() == 0 and full[24:56].min() == 1
 
 
+def test_stretch_geometry_maps_the_square_over_the_whole_image() -> None:
+    cam = np.zeros((32, 32), np.float32)
+    cam[:, :16] = 1.0  # the left half of the square is the left half of the original
+    full = cam_to_original(cam, 40, 80, "stretch")
+    assert full.shape == (40, 80)
+    assert full[:, :38].min() > 0.9 and full[:, 42:].max() < 0.1
+
+
 @pytest.mark.parametrize("method", list(METHODS))
 def test_overlay_sits_on_the_original_at_its_own_size(
     tiny_run: TinyRun, tmp_path: Path, method: str

@@ -1,5 +1,7 @@
 """Every shift of the suite does what its name says, deterministically."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -81,3 +83,18 @@ def test_unknown_names_and_bad_arrays_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown shift"):
         resolve(["wide_1.5", "bogus"])
     assert resolve(None) == list(SHIFTS) and resolve(["clean", "crop_70"]) == ["crop_70"]
+
+
+def test_views_reach_the_network_through_the_contract(tmp_path: Path) -> None:
+    from pneumonia.shifts import views_job
+    from pneumonia.synthetic import save_image, synthetic_xray
+
+    path = save_image(
+        synthetic_xray("NORMAL", 96, 96, np.random.default_rng(3)), tmp_path / "a.png"
+    )
+    job = (str(path), ("wide_1.5", "crop_85"), 0, 48, "stretch")
+    clean, wide, crop = views_job(job).astype(int)  # type: ignore[union-attr]
+    assert np.abs(wide - clean).mean() < 4  # squashed back: the training geometry
+    assert np.abs(crop - clean).mean() > 4  # a square view is left as it is
+    padded = views_job((*job[:4], "pad"))
+    assert not isinstance(padded, str) and padded[1][:6].max() == 0  # letterbox bands
