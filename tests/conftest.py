@@ -56,6 +56,7 @@ def tiny_config(tmp: Path, *overrides: str) -> Config:
             f"train.out_dir={tmp / 'runs'}",
             "train.run_name=tiny",
             "tracking.enabled=false",
+            "audit.file=null",  # no label audit; the tests of the audit make their own
             "train.export_onnx=false",  # a PyTorch bundle; the tests of the export make their own
             *overrides,
         ],

@@ -26,8 +26,9 @@ def test_default_bundle_loads_and_is_small() -> None:
 
 
 def test_default_bundle_was_trained_by_the_default_recipe() -> None:
-    """The shipped model is what `pneumonia train` makes with configs/default.yaml: every
-    setting but where files go and what the run is called."""
+    """The shipped model is what `pneumonia train` makes with configs/default.yaml (every
+    setting that shapes the weights, but where files go and what the run is called), its
+    operating point fitted by the rule configs/default.yaml names."""
     meta = load_bundle(None).meta
     shipped = Config.model_validate(meta.training["config"]).model_dump(mode="json")
     default = load_config(None, []).model_dump(mode="json")
@@ -36,10 +37,26 @@ def test_default_bundle_was_trained_by_the_default_recipe() -> None:
             cfg[section].pop(key)
         cfg["train"].pop("run_name")
         cfg["data"].pop("num_workers")  # speed only: auto is 0 on 2 cores, more elsewhere
-    assert shipped == default
+    for section in ("data", "preprocess", "model", "train"):
+        assert shipped[section] == default[section], section
     guard = default["guard"]  # fitted by `pneumonia guard` with the default settings
     assert meta.guard is not None and meta.guard.max_flag_rate == guard["max_flag_rate"]
     assert meta.guard.fitted_on["augmented_views"] == guard["augmented_views"]
+
+
+def test_default_bundle_threshold_follows_the_default_rule() -> None:
+    """Re-fitted after training by `pneumonia threshold ... --audit`: the rule, target,
+    smoothing and the audited images left out are the ones configs/default.yaml names."""
+    meta = load_bundle(None).meta
+    rule = load_config(None, []).operating
+    detail = meta.threshold.detail
+    assert meta.threshold.rule == rule.rule
+    assert detail["target_sensitivity"] == rule.target_sensitivity
+    assert detail["smooth"] == rule.smooth and detail.get("views", []) == rule.views
+    left_out = meta.data["left_out"]["operating"]
+    assert detail["left_out"] == left_out["images"] > 0
+    assert Path(left_out["file"]).name == load_config(None, []).audit.file.name  # type: ignore[union-attr]
+    assert meta.calibration is not None and meta.calibration.fitted_on == "validation"
 
 
 def test_default_bundle_predicts(tmp_path: Path) -> None:

@@ -50,12 +50,16 @@ def _rule(meta: BundleMeta) -> str:
     parts = [f"rule {t.rule}"]
     if "target_sensitivity" in t.detail:
         parts.append(f"target sensitivity {t.detail['target_sensitivity']}")
+    if t.detail.get("smooth"):
+        parts.append("by the Harrell-Davis quantile of the positives' scores")
     if "cost_ratio" in t.detail:
         parts.append(f"cost ratio {t.detail['cost_ratio']}")
     if "data" in t.detail:
         parts.append(f"chosen on {t.detail['data']}")
     if t.detail.get("left_out"):
         parts.append(f"without {t.detail['left_out']} images a label audit flagged")
+    if "previous" in t.detail and t.rule != "site_unlabelled":
+        parts.append(f"re-fitted after training, was {t.detail['previous']['value']:.4g}")
     if t.detail.get("tta"):
         parts.append("on test-time-augmented scores: apply with --tta")
     return ", ".join(parts)

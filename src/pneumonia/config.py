@@ -156,7 +156,7 @@ class OperatingConfig(_Strict):
         "pooled", description="pooled: one rule over all views; worst: the lowest per-view value"
     )
     smooth: bool = Field(
-        False, description="target_sensitivity by the Harrell-Davis quantile, not one score"
+        True, description="target_sensitivity by the Harrell-Davis quantile, not one score"
     )
 
     @field_validator("views")
@@ -177,7 +177,9 @@ class AuditConfig(_Strict):
     """Likely label errors found by `pneumonia data audit`, and where they are left out."""
 
     file: Path | None = Field(
-        None, description="the audit's label_issues.csv; null: every label is used everywhere"
+        Path("work/audit/label_issues.csv"),
+        description="the audit's label_issues.csv (`pneumonia data audit`); null: every label "
+        "is used everywhere",
     )
     leave_out: list[LeaveOut] = Field(
         default_factory=lambda: list[LeaveOut](["operating"]),

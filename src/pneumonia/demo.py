@@ -50,6 +50,7 @@ def demo_config(workdir: Path, *overrides: str) -> Config:
             "operating.target_sensitivity=0.95",
             "train.lr=0.003",
             f"train.out_dir={workdir / 'runs'}",
+            f"audit.file={workdir / 'audit' / 'label_issues.csv'}",
             "train.run_name=demo",
             f"tracking.uri=sqlite:///{workdir.resolve() / 'mlruns.db'}",
             *overrides,
@@ -76,10 +77,9 @@ def run_demo(
     say(f"[3/6] prepare: decoding into {cfg.data.cache_dir}")
     prepare_cache(rows, cfg.data.cache_dir, cfg.preprocess, show=show)
     say("[4/6] audit: likely label errors, left out of the threshold fit")
-    table, audit = run_audit(
+    _, audit = run_audit(
         cfg.data.manifest, cfg.data.cache_dir, cfg.preprocess, workdir / "audit", show=show
     )
-    cfg = demo_config(workdir, f"audit.file={table}", *overrides)
     say(f"      {audit['issues']} of {audit['images']} flagged: {workdir / 'audit' / 'index.html'}")
     say(f"[5/6] train: {cfg.model.name}, {cfg.train.epochs} epochs on CPU or GPU")
     summary = train(cfg, command="pneumonia demo")

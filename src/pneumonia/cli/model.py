@@ -185,8 +185,8 @@ def threshold_command(
     ] = None,
     pool: Annotated[str, typer.Option(help="pooled | worst, over the views.")] = "pooled",
     smooth: Annotated[
-        bool, typer.Option(help="Harrell-Davis quantile for target_sensitivity.")
-    ] = False,
+        bool, typer.Option(help="Harrell-Davis quantile for target_sensitivity (the default rule).")
+    ] = True,
     tta: TtaOpt = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write a new bundle.")] = None,
     in_place: Annotated[
@@ -234,6 +234,8 @@ def threshold_command(
     console.print(
         f"threshold {t.value:.4g} (rule {t.rule}, was {t.detail['previous']['value']:.4g})"
     )
+    if t.detail.get("left_out"):
+        console.print(f"fitted without {t.detail['left_out']} validation images the audit flags")
     if c is not None:
         console.print(
             f"temperature {c.temperature:.3f}: ECE {c.ece_before:.4f} -> {c.ece_after:.4f}, "
