@@ -334,10 +334,13 @@ def test_site_adaptation_on_simulated_sites(tiny_run: TinyRun, tmp_path: Path) -
     assert all(abs(c["estimate"] - c["prevalence"]) < 0.05 for c in clean)
     assert all(c["point"][1] > c["before"][1] for c in clean)  # specificity gained
     assert all(c["point"][0] >= 0.95 for c in clean)  # sensitivity kept near the target
+    assert all(len(c["anchored"]) == 2 and len(c["anchored_p05"]) == 2 for c in cells)
     verdict = load("site_adaptation").verdict
     assert verdict([{"point": [0.99, 0.8], "p05": [1, 0.7]}]) == "point"
     assert verdict([{"point": [0.97, 0.8], "p05": [0.99, 0.7]}]) == "p05"
     assert verdict([{"point": [0.9, 0.8], "p05": [0.9, 0.7]}]) == "point, with a warning"
+    anchored = [{"anchored": [0.99, 0.7], "anchored_p05": [0.99, 0.6]}]
+    assert verdict(anchored, ("anchored", "anchored_p05")) == "anchored"
 
 
 def test_contract_swap_runs_the_suite_through_another_resize(

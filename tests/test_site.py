@@ -48,6 +48,25 @@ def test_fit_site_recovers_a_known_prevalence_and_threshold(prevalence: float) -
     assert fit.expected_sensitivity >= target
 
 
+def test_the_aim_corrects_the_estimators_bias_on_validation(tiny_run: TinyRun) -> None:
+    from pneumonia.bundle import load_bundle
+    from pneumonia.site import anchored_aim
+
+    bundle = load_bundle(tiny_run.bundle)
+    n = bundle.meta.validation["n"]
+    positives = bundle.meta.validation["positives"]
+    # posteriors of 0 or 1 (near): every soft positive sits above a threshold of 0.5, so the
+    # estimator says sensitivity 1.0 where the rule was fitted for 0.95: a bias of +0.05
+    bundle.meta.reference["probability"] = [1e-9] * (n - positives) + [1 - 1e-9] * positives
+    bundle.meta.threshold.value = 0.5
+    bundle.meta.threshold.detail["target_sensitivity"] = 0.95
+    aim, bias = anchored_aim(bundle, 0.9)
+    assert bias == pytest.approx(0.05, abs=1e-6) and aim == pytest.approx(0.95, abs=1e-6)
+    assert anchored_aim(bundle, 0.99)[0] == pytest.approx(1 - 1e-4)  # never aims at 1
+    bundle.meta.reference.clear()
+    assert anchored_aim(bundle, 0.9) == (0.9, 0.0)  # no reference: no correction
+
+
 def test_a_lower_prevalence_lowers_nothing_it_should_not() -> None:
     """With the same scores per class, the threshold for a sensitivity target does not depend
     on the prevalence; the estimate follows the truth, not the validation prior."""
@@ -92,6 +111,9 @@ def test_threshold_unlabelled_writes_a_site_bundle(tiny_run: TinyRun, tmp_path: 
     assert t["detail"]["previous"]["value"] == pytest.approx(
         json.loads((tiny_run.bundle / "model.json").read_text())["threshold"]["value"]
     )
+    d = t["detail"]
+    assert d["aim"] == pytest.approx(min(d["target_sensitivity"] + max(d["estimator_bias"], 0),
+                                         1 - 1e-4))  # fmt: skip
     low, high = t["detail"]["prevalence_interval"]
     assert low <= t["detail"]["prevalence"] <= high and "label shift" in t["detail"]["assumptions"]
     card = (out / "MODEL_CARD.md").read_text()

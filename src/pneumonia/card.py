@@ -77,7 +77,9 @@ def _site(meta: BundleMeta) -> list[str]:
         f"{d['data']} ({d['unreadable']} unreadable, {d['flagged']} flagged by the guard); "
         f"estimated prevalence {d['prevalence']:.3f} (95% bootstrap {low:.3f}-{high:.3f}; "
         f"validation {d['validation_prevalence']:.3f}); threshold {meta.threshold.value:.4g} "
-        f"(95% bootstrap {t_low:.4g}-{t_high:.4g}), was {d['previous']['value']:.4g}.",
+        f"(95% bootstrap {t_low:.4g}-{t_high:.4g}), was {d['previous']['value']:.4g}; it aims the "
+        f"site's expected sensitivity at {d['aim']:.4f}, the target plus the estimator's bias "
+        f"on validation ({d['estimator_bias']:+.4f}).",
         f"- It assumes {d['assumptions']}. Check it on labelled cases of the site when you "
         "have them (`pneumonia threshold BUNDLE --data LABELLED`).",
     ]

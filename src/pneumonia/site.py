@@ -26,7 +26,12 @@ from typing import Any
 import numpy as np
 
 from pneumonia.bundle import Bundle, Threshold, write_meta
-from pneumonia.drift import adjust_posteriors, em_priors, thresholds_for_sensitivity
+from pneumonia.drift import (
+    adjust_posteriors,
+    em_priors,
+    expected_sensitivity,
+    thresholds_for_sensitivity,
+)
 from pneumonia.errors import PneumoniaError
 
 log = logging.getLogger(__name__)
@@ -46,7 +51,7 @@ class SiteFit:
     validation_prevalence: float
     prevalence: float
     prevalence_interval: tuple[float, float]
-    target_sensitivity: float
+    aim: float  # the expected sensitivity aimed at (the target, or its anchored form)
     threshold: float
     threshold_interval: tuple[float, float]
     expected_sensitivity: float
@@ -65,31 +70,51 @@ def site_thresholds(
 
 
 def fit_site(
-    probs: np.ndarray, old_prior: float, target: float, n_boot: int = 1000, seed: int = 0
+    probs: np.ndarray, old_prior: float, aim: float, n_boot: int = 1000, seed: int = 0
 ) -> SiteFit:
-    """Estimate a site's prevalence and threshold from its calibrated posteriors, with 95%
-    bootstrap intervals (images resampled with replacement)."""
+    """Estimate a site's prevalence and the highest threshold whose expected sensitivity
+    reaches `aim`, from its calibrated posteriors, with 95% bootstrap intervals (images
+    resampled with replacement)."""
     probs = np.asarray(probs, dtype=np.float64)
     if not 0 < old_prior < 1:
         raise PneumoniaError(f"the validation prevalence must be in (0, 1), got {old_prior}")
-    prior, value, reached = (float(x[0]) for x in site_thresholds(probs[None], old_prior, target))
+    prior, value, reached = (float(x[0]) for x in site_thresholds(probs[None], old_prior, aim))
     low = high = np.array([prior, value])
     if n_boot:
         rng = np.random.default_rng(seed)
         draws = probs[rng.integers(0, len(probs), (n_boot, len(probs)))]
-        boot_prior, boot_value, _ = site_thresholds(draws, old_prior, target)
+        boot_prior, boot_value, _ = site_thresholds(draws, old_prior, aim)
         low, high = np.quantile(np.c_[boot_prior, boot_value], [0.025, 0.975], axis=0)
     return SiteFit(
         n=len(probs),
         validation_prevalence=old_prior,
         prevalence=prior,
         prevalence_interval=(float(low[0]), float(high[0])),
-        target_sensitivity=target,
+        aim=aim,
         threshold=value,
         threshold_interval=(float(low[1]), float(high[1])),
         expected_sensitivity=reached,
         bootstraps=n_boot,
     )
+
+
+def anchored_aim(bundle: Bundle, target: float) -> tuple[float, float]:
+    """(the expected sensitivity to aim a site at, the bias correction in it). Soft labels
+    made of the model's own posteriors overstate sensitivity (a positive it misses with
+    confidence weighs almost nothing), so the same estimator is run on the bundle's
+    validation reference: the stored threshold, which reaches its target on real labels,
+    has there an expected sensitivity above it, and the difference is added to `target`.
+    Without a reference, no correction."""
+    reference = np.asarray(bundle.meta.reference.get("probability", []), dtype=np.float64)
+    stored_target = bundle.meta.threshold.detail.get("target_sensitivity")
+    if not len(reference) or stored_target is None:
+        log.warning("%s: no validation reference; aiming at the target uncorrected", bundle.path)
+        return target, 0.0
+    old = validation_prevalence(bundle)
+    prior, _ = em_priors(reference[None], old)
+    weights = adjust_posteriors(reference, old, prior[0])
+    bias = expected_sensitivity(reference, weights, bundle.threshold) - float(stored_target)
+    return float(min(target + max(bias, 0.0), 1 - 1e-4)), bias
 
 
 def validation_prevalence(bundle: Bundle) -> float:
@@ -171,16 +196,19 @@ def adapt_to_site(
         )
     previous = bundle.meta.threshold
     target = target or float(previous.detail.get("target_sensitivity", 0.99))
-    fit = fit_site(probs, validation_prevalence(bundle), target, n_boot)
+    aim, bias = anchored_aim(bundle, target)
+    fit = fit_site(probs, validation_prevalence(bundle), aim, n_boot)
     detail = {
         "target_sensitivity": target,
         "on": "unlabelled site images",
         "data": source,
         **counts,
         "usable": fit.n,
-        **{k: v for k, v in asdict(fit).items() if k not in ("n", "target_sensitivity")},
+        **{k: v for k, v in asdict(fit).items() if k != "n"},
+        "estimator_bias": bias,
         "method": "EM prior (Saerens et al. 2002), prior-adjusted posteriors as soft labels, "
-        f"{n_boot} bootstrap resamples for the intervals",
+        "the expected sensitivity aimed at the target plus the estimator's bias on the "
+        f"validation reference; {n_boot} bootstrap resamples for the intervals",
         "assumptions": ASSUMPTIONS,
         "previous": previous.model_dump(),
     }

@@ -260,7 +260,8 @@ def _site(
         f"validation {fit.validation_prevalence:.3f})\n"
         f"threshold {fit.threshold:.4g} (was {result['previous']:.4g}; 95% bootstrap "
         f"{fit.threshold_interval[0]:.4g}-{fit.threshold_interval[1]:.4g}): expected "
-        f"sensitivity {fit.expected_sensitivity:.3f} for a target of {fit.target_sensitivity}\n"
+        f"sensitivity {fit.expected_sensitivity:.4f}, aimed at {fit.aim:.4f} (the target plus "
+        "the estimator's bias on validation)\n"
         "assumes only the prevalence moved and the posteriors are calibrated; check it on "
         "labelled cases when you have them",
         highlight=False,
