@@ -68,32 +68,29 @@ def round_2(candidate: dict, incumbent: dict) -> list[str]:
     return fails
 
 
+def print_table(runs: dict[str, dict], verdicts: dict[str, str], aspect: bool) -> None:
+    """One markdown row per run: ranking, worst geometric change, (aspect views,) verdict."""
+    extra = " aspect views: min sens, largest spec drop |" if aspect else ""
+    print(f"| candidate | clean ROC-AUC | mean suite ROC-AUC | worst geometric change |{extra} "
+          "verdict |")  # fmt: skip
+    print("|---|---:|---:|---|" + ("---|" if aspect else "") + "---|")
+    for name, r in runs.items():
+        geo = r["worst_geo"]
+        cells = f" {r['aspect_sens']:.3f}, {r['aspect_spec_drop']:+.3f} |" if aspect else ""
+        print(f"| {name} | {r['clean']:.4f} | {r['mean']:.4f} | {geo[1]:+.4f} ({geo[0]}) |"
+              f"{cells} {verdicts[name]} |")  # fmt: skip
+
+
 def main_round_2(runs: dict[str, dict]) -> str:
     """Round 2: each stretch candidate against the first run (the incumbent, `pad`)."""
     names = list(runs)
-    incumbent = runs[names[0]]
-    print(
-        "| candidate | clean ROC-AUC | mean suite ROC-AUC | worst geometric change | "
-        "aspect views: min sens, largest spec drop | verdict |"
-    )
-    print("|---|---:|---:|---|---|---|")
-    passing = {}
-    for name, r in runs.items():
-        fails = round_2(r, incumbent) if name != names[0] else []
-        verdict = (
-            "incumbent"
-            if name == names[0]
-            else "passes"
-            if not fails
-            else ("fails (" + ", ".join(fails) + ")")
-        )
-        if name != names[0] and not fails:
-            passing[name] = r["mean"]
-        geo = r["worst_geo"]
-        print(
-            f"| {name} | {r['clean']:.4f} | {r['mean']:.4f} | {geo[1]:+.4f} ({geo[0]}) | "
-            f"{r['aspect_sens']:.3f}, {r['aspect_spec_drop']:+.3f} | {verdict} |"
-        )
+    verdicts, passing = {names[0]: "incumbent"}, {}
+    for name in names[1:]:
+        fails = round_2(runs[name], runs[names[0]])
+        verdicts[name] = "passes" if not fails else "fails (" + ", ".join(fails) + ")"
+        if not fails:
+            passing[name] = runs[name]["mean"]
+    print_table(runs, verdicts, aspect=True)
     winner = max(passing, key=passing.get) if passing else names[0]
     print(f"\nround 2 winner: {winner}")
     return winner
@@ -101,36 +98,25 @@ def main_round_2(runs: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     args = list(argv if argv is not None else sys.argv[1:])
-    second = "--round2" in args
     runs = {}
     for arg in (a for a in args if a != "--round2"):
         name, _, path = arg.partition("=")
         runs[name] = summary(json.loads(Path(path).read_text())["shifts"])
-    if second:
+    if "--round2" in args:
         return main_round_2(runs)
     names = list(runs)
-    print("| candidate | clean ROC-AUC | mean suite ROC-AUC | worst geometric change | verdict |")
-    print("|---|---:|---:|---|---|")
     adopt_stretch = part_a(runs[names[0]], runs[names[1]])
     verdicts = {
         names[0]: "incumbent contract",
         names[1]: f"part A: {'adopt' if adopt_stretch else 'keep pad'}",
     }
-    incumbent = runs[names[1]]
     passing = {}
     for name in names[2:]:
-        fails = part_b(runs[name], incumbent)
-        verdicts[name] = "part B: " + (
-            "passes" if not fails else "fails (" + ", ".join(fails) + ")"
-        )
+        fails = part_b(runs[name], runs[names[1]])
+        verdicts[name] = "part B: " + ("passes" if not fails else f"fails ({', '.join(fails)})")
         if not fails:
             passing[name] = runs[name]["mean"]
-    for name, r in runs.items():
-        geo = r["worst_geo"]
-        print(
-            f"| {name} | {r['clean']:.4f} | {r['mean']:.4f} | {geo[1]:+.4f} ({geo[0]}) | "
-            f"{verdicts[name]} |"
-        )
+    print_table(runs, verdicts, aspect=False)
     recipe = max(passing, key=passing.get) if passing else names[1]
     print(f"\ncontract: {'stretch' if adopt_stretch else 'pad'}; recipe: {recipe}")
     return recipe

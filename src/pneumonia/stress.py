@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
 
@@ -51,7 +50,7 @@ class Views:
 
 
 def view_logits(
-    model: torch.nn.Module,
+    model: Any,
     contract: Preprocessing,
     paths: list[str],
     shifts: list[str],
@@ -59,7 +58,8 @@ def view_logits(
     workers: int | None = None,
     show: bool = True,
 ) -> Views:
-    """Logits of `model` for every path, clean and under each of `shifts`."""
+    """Logits of `model` (a PyTorch module or an ONNX Runtime model) for every path, clean and
+    under each of `shifts`."""
     names = [CLEAN, *shifts]
     per_view: list[list[np.ndarray]] = [[] for _ in names]
     readable, unreadable, example = [], [], None

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from pneumonia.cli.common import (
+    BackendOpt,
     BootstrapOpt,
     DataOpt,
     DefaultBundleArg,
@@ -24,6 +25,7 @@ from pneumonia.cli.common import (
     fmt,
     guard_cell,
     print_list,
+    say_backend,
     say_guard,
     split_bundle,
     user_errors,
@@ -195,6 +197,7 @@ def stress_command(
     shift: ShiftOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the random parts (noise, markers).")] = 0,
     bootstrap: BootstrapOpt = 200,
+    backend: BackendOpt = "auto",
     workers: WorkersOpt = None,
     force: ForceOpt = False,
 ) -> None:
@@ -209,7 +212,8 @@ def stress_command(
         resolve(shift)  # an unknown name fails before the output folder is made
     except ValueError as exc:
         raise DataError(str(exc)) from None
-    loaded = load_bundle(bundle)
+    loaded = load_bundle(bundle, backend)
+    say_backend(loaded)
     out_dir = fresh_dir(out, force)
     result = stress(loaded, data, split, out_dir, seed, shift, bootstrap, workers)
     console.print(stress_table(result))
