@@ -55,13 +55,15 @@ def view_rules(npz: Path) -> list[tuple[str, float, float, float, float]]:
     probs = {n: to_probability(z, temperature) for n, z in zip(names, data["logits"], strict=True)}
     scored = [n for n in names[1:] if SHIFTS[n].scored]
     rules = {
-        "clean (today)": OperatingConfig(calibrate=False),
+        "clean (today)": OperatingConfig(calibrate=False, smooth=False),
         "clean, smoothed": OperatingConfig(calibrate=False, smooth=True),
-        "mild views, pooled": OperatingConfig(calibrate=False, views=FIT_VIEWS),
+        "mild views, pooled": OperatingConfig(calibrate=False, views=FIT_VIEWS, smooth=False),
         "mild views, pooled, smoothed": OperatingConfig(
             calibrate=False, views=FIT_VIEWS, smooth=True
         ),
-        "mild views, worst": OperatingConfig(calibrate=False, views=FIT_VIEWS, pool="worst"),
+        "mild views, worst": OperatingConfig(
+            calibrate=False, views=FIT_VIEWS, pool="worst", smooth=False
+        ),
     }
     out = []
     for label, cfg in rules.items():
@@ -77,14 +79,15 @@ def view_rules(npz: Path) -> list[tuple[str, float, float, float, float]]:
 def ensemble_record(study: Path, name: str, members: list[str]) -> dict:
     """A study record for the mean of the members' calibrated suite logits, with the target
     sensitivity rule (0.99, after temperature scaling) fitted on its clean view, as
-    `pneumonia ensemble` does; written to STUDY/NAME/stress/ like a trained candidate's."""
+    `pneumonia ensemble` did until 2026-12-02 (one order statistic, not smoothed); written to
+    STUDY/NAME/stress/ like a trained candidate's."""
     data = [np.load(study / m / "stress" / "stress_logits.npz") for m in members]
     labels, names = data[0]["labels"], [str(n) for n in data[0]["names"]]
     for d in data[1:]:
         if not np.array_equal(d["labels"], labels) or [str(n) for n in d["names"]] != names:
             raise SystemExit(f"{name}: members were not scored on the same views")
     z = np.mean([d["logits"] / float(d["temperature"]) for d in data], axis=0)
-    threshold, calibration, _ = fit_operating_point(labels, z[0], OperatingConfig())
+    threshold, calibration, _ = fit_operating_point(labels, z[0], OperatingConfig(smooth=False))
     t = calibration.temperature if calibration else 1.0
     patients = [str(p) for p in data[0]["patients"]]
     rows = [

@@ -31,8 +31,8 @@ from pneumonia.split import read_manifest
 FIT_VIEWS = ["wide_1.15", "wide_1.33", "crop_85", "zoom_out_80", "gamma_1.6", "down_96"]
 """The suite's mild levels a rule may be fitted on (as benchmarks/robust_judge.py)."""
 RULES = {
-    "T0 clean (today)": (False, OperatingConfig()),
-    "T1 audited": (True, OperatingConfig()),
+    "T0 clean (today)": (False, OperatingConfig(smooth=False)),
+    "T1 audited": (True, OperatingConfig(smooth=False)),
     "T2 audited, smoothed": (True, OperatingConfig(smooth=True)),
     "T3 audited, smoothed, mild views": (True, OperatingConfig(smooth=True, views=FIT_VIEWS)),
 }

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
                 "train.progress=false",
                 "tracking.enabled=false",
                 "guard.enabled=false",  # the epoch is profiled, not the guard fit after it
+                "audit.file=null",  # nor the threshold's data
                 *args.overrides,
             ],
         )

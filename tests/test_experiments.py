@@ -33,6 +33,7 @@ def shrink(path: Path, tmp: Path) -> Config:
             f"train.run_name={path.stem}",
             "operating.rule=youden",
             "tracking.enabled=false",
+            "audit.file=null",
         ],
     )
 

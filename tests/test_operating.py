@@ -104,7 +104,7 @@ def test_views_pooled_and_worst_have_known_answers() -> None:
         "clean": np.array([0.6, 0.7, 0.8, 0.9, 0.1, 0.2]),
         "wide_1.33": np.array([0.3, 0.7, 0.8, 0.9, 0.1, 0.2]),
     }
-    rule = {"target_sensitivity": 0.75, "calibrate": False}
+    rule = {"target_sensitivity": 0.75, "calibrate": False, "smooth": False}
     clean_only, _ = choose_over_views(labels, {"clean": views["clean"]}, OperatingConfig(**rule))
     pooled, detail = choose_over_views(labels, views, OperatingConfig(**rule, views=["wide_1.33"]))
     worst, _ = choose_over_views(

@@ -237,14 +237,19 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def read_issues(path: Path, rows: list[Row]) -> dict[tuple[str, str], dict[str, Any]]:
-    """The flagged images of an audit CSV that are among `rows`, by (sha256, label); refused
-    when the audit was made from other data (it does not list an image of `rows`)."""
+def require_audit(path: Path) -> None:
+    """Refuse, saying what to do, when the audit file a config names is not there."""
     if not path.is_file():
         raise PneumoniaError(
             f"{path}: no label audit here; run `pneumonia data audit` first, or set "
             "audit.file=null to use every label"
         )
+
+
+def read_issues(path: Path, rows: list[Row]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The flagged images of an audit CSV that are among `rows`, by (sha256, label); refused
+    when the audit was made from other data (it does not list an image of `rows`)."""
+    require_audit(path)
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or not set(COLUMNS) <= set(reader.fieldnames):

@@ -257,6 +257,10 @@ def _start(cfg: Config, resume: Path | None, force: bool) -> tuple[Config, Path,
         return load_config(run / "config.yaml"), run, last if resume is not None else None
     if resume is None:
         get_spec(cfg.model.name)  # an unknown model fails before anything is written
+        if cfg.audit.file is not None:  # so does a missing label audit
+            from pneumonia.audit import require_audit
+
+            require_audit(cfg.audit.file)
         run = fresh_dir(run_folder(cfg), force)
         dump_config(cfg, run / "config.yaml")
         return cfg, run, None

@@ -37,11 +37,16 @@ def overrides(tmp: Path) -> list[str]:
         f"train.out_dir={tmp / 'runs'}",
         "train.run_name=cli",
         "operating.rule=youden",
+        f"audit.file={tmp / 'audit' / 'label_issues.csv'}",
     ]
 
 
 def test_train_then_evaluate(tmp_path: Path) -> None:
     prepare_tiny(tmp_path, tiny_config(tmp_path))
+    result = invoke("train", *overrides(tmp_path))
+    assert result.exit_code == 1 and "run `pneumonia data audit` first" in result.output
+    audit = invoke("data", "audit", *overrides(tmp_path), "--out", tmp_path / "audit")
+    assert audit.exit_code == 0, audit.output  # the README's order: split, prepare, audit, train
     result = invoke("train", *overrides(tmp_path))
     assert result.exit_code == 0, result.output
     assert "roc_auc" in result.output and "bundle:" in result.output
