@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     temperature = meta.calibration.temperature if meta.calibration else 1.0
     old = meta.validation["positives"] / meta.validation["n"]
     target = float(meta.threshold.detail.get("target_sensitivity", 0.99))
-    anchor, bias = anchored_aim(bundle, target)
+    anchor, bias, _ = anchored_aim(bundle, target)
     print(f"anchored aim: {anchor:.4f} (the estimator's bias on validation: {bias:+.4f})")
     v = load_views(args.stress_dir, args.manifest, args.audit)
     keep = v["clean_label"]

@@ -60,11 +60,12 @@ def test_the_aim_corrects_the_estimators_bias_on_validation(tiny_run: TinyRun) -
     bundle.meta.reference["probability"] = [1e-9] * (n - positives) + [1 - 1e-9] * positives
     bundle.meta.threshold.value = 0.5
     bundle.meta.threshold.detail["target_sensitivity"] = 0.95
-    aim, bias = anchored_aim(bundle, 0.9)
+    aim, bias, estimate = anchored_aim(bundle, 0.9)
     assert bias == pytest.approx(0.05, abs=1e-6) and aim == pytest.approx(0.95, abs=1e-6)
+    assert estimate == pytest.approx(positives / n, abs=1e-3)  # hard posteriors: exact
     assert anchored_aim(bundle, 0.99)[0] == pytest.approx(1 - 1e-4)  # never aims at 1
     bundle.meta.reference.clear()
-    assert anchored_aim(bundle, 0.9) == (0.9, 0.0)  # no reference: no correction
+    assert anchored_aim(bundle, 0.9) == (0.9, 0.0, None)  # no reference: no correction
 
 
 def test_a_lower_prevalence_lowers_nothing_it_should_not() -> None:
@@ -105,6 +106,7 @@ def test_threshold_unlabelled_writes_a_site_bundle(tiny_run: TinyRun, tmp_path: 
     result = CliRunner().invoke(app, [*args, "--bootstrap", "50"])
     assert result.exit_code == 0, result.output
     assert "prevalence of PNEUMONIA" in result.output and "1 unreadable" in result.output
+    assert "broken.png" in result.output  # the unreadable file is named
     meta = json.loads((out / "model.json").read_text())
     t = meta["threshold"]
     assert t["rule"] == "site_unlabelled" and t["detail"]["images"] == 231

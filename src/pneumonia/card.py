@@ -76,7 +76,9 @@ def _site(meta: BundleMeta) -> list[str]:
         f"- Site adaptation without labels: {d['usable']} usable unlabelled images of "
         f"{d['data']} ({d['unreadable']} unreadable, {d['flagged']} flagged by the guard); "
         f"estimated prevalence {d['prevalence']:.3f} (95% bootstrap {low:.3f}-{high:.3f}; "
-        f"validation {d['validation_prevalence']:.3f}); threshold {meta.threshold.value:.4g} "
+        f"validation {d['validation_prevalence']:.3f}, estimated there at "
+        f"{_fmt(d.get('validation_estimated_prevalence'))}); threshold "
+        f"{meta.threshold.value:.4g} "
         f"(95% bootstrap {t_low:.4g}-{t_high:.4g}), was {d['previous']['value']:.4g}; it aims the "
         f"site's expected sensitivity at {d['aim']:.4f}, the target plus the estimator's bias "
         f"on validation ({d['estimator_bias']:+.4f}).",

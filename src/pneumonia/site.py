@@ -98,23 +98,23 @@ def fit_site(
     )
 
 
-def anchored_aim(bundle: Bundle, target: float) -> tuple[float, float]:
-    """(the expected sensitivity to aim a site at, the bias correction in it). Soft labels
-    made of the model's own posteriors overstate sensitivity (a positive it misses with
-    confidence weighs almost nothing), so the same estimator is run on the bundle's
-    validation reference: the stored threshold, which reaches its target on real labels,
-    has there an expected sensitivity above it, and the difference is added to `target`.
-    Without a reference, no correction."""
+def anchored_aim(bundle: Bundle, target: float) -> tuple[float, float, float | None]:
+    """(the expected sensitivity to aim a site at, the bias correction in it, the EM
+    prevalence estimate on validation). Soft labels made of the model's own posteriors
+    overstate sensitivity (a positive it misses with confidence weighs almost nothing), so
+    the same estimator is run on the bundle's validation reference: the stored threshold,
+    which reaches its target on real labels, has there an expected sensitivity above it, and
+    the difference is added to `target`. Without a reference, no correction."""
     reference = np.asarray(bundle.meta.reference.get("probability", []), dtype=np.float64)
     stored_target = bundle.meta.threshold.detail.get("target_sensitivity")
     if not len(reference) or stored_target is None:
         log.warning("%s: no validation reference; aiming at the target uncorrected", bundle.path)
-        return target, 0.0
+        return target, 0.0, None
     old = validation_prevalence(bundle)
     prior, _ = em_priors(reference[None], old)
     weights = adjust_posteriors(reference, old, prior[0])
     bias = expected_sensitivity(reference, weights, bundle.threshold) - float(stored_target)
-    return float(min(target + max(bias, 0.0), 1 - 1e-4)), bias
+    return float(min(target + max(bias, 0.0), 1 - 1e-4)), bias, float(prior[0])
 
 
 def validation_prevalence(bundle: Bundle) -> float:
@@ -141,6 +141,9 @@ def usable_probabilities(
     inside = readable.copy()
     if bundle.guard is not None:
         inside &= ood <= bundle.guard.threshold
+    for path, error in zip(paths, errors, strict=True):
+        if error is not None:
+            log.warning("%s: %s (left out)", path, error)
     counts = {
         "images": len(paths),
         "unreadable": int((~readable).sum()),
@@ -196,7 +199,7 @@ def adapt_to_site(
         )
     previous = bundle.meta.threshold
     target = target or float(previous.detail.get("target_sensitivity", 0.99))
-    aim, bias = anchored_aim(bundle, target)
+    aim, bias, reference_estimate = anchored_aim(bundle, target)
     fit = fit_site(probs, validation_prevalence(bundle), aim, n_boot)
     detail = {
         "target_sensitivity": target,
@@ -206,6 +209,7 @@ def adapt_to_site(
         "usable": fit.n,
         **{k: v for k, v in asdict(fit).items() if k != "n"},
         "estimator_bias": bias,
+        "validation_estimated_prevalence": reference_estimate,
         "method": "EM prior (Saerens et al. 2002), prior-adjusted posteriors as soft labels, "
         "the expected sensitivity aimed at the target plus the estimator's bias on the "
         f"validation reference; {n_boot} bootstrap resamples for the intervals",
@@ -216,4 +220,5 @@ def adapt_to_site(
     threshold = Threshold(value=value, rule="site_unlabelled", detail=detail)
     folder = copy_bundle(bundle, out)
     write_meta(bundle.meta.model_copy(update={"threshold": threshold}), folder)
-    return {"bundle": str(folder), "fit": fit, "counts": counts, "previous": previous.value}
+    return {"bundle": str(folder), "fit": fit, "counts": counts, "previous": previous.value,
+            "validation_estimate": reference_estimate}  # fmt: skip

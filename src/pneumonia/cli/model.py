@@ -256,8 +256,9 @@ def _site(
     console.print(
         f"site: {fit.n} usable images of {counts['images']} ({counts['unreadable']} unreadable, "
         f"{counts['flagged']} flagged by the guard)\n"
-        f"prevalence of PNEUMONIA: {fit.prevalence:.3f} (95% bootstrap {low:.3f}-{high:.3f}; "
-        f"validation {fit.validation_prevalence:.3f})\n"
+        f"prevalence of PNEUMONIA: {fit.prevalence:.3f} (95% bootstrap {low:.3f}-{high:.3f}); "
+        f"validation: {fit.validation_prevalence:.3f}, which the same estimator puts at "
+        f"{result['validation_estimate'] or float('nan'):.3f}\n"
         f"threshold {fit.threshold:.4g} (was {result['previous']:.4g}; 95% bootstrap "
         f"{fit.threshold_interval[0]:.4g}-{fit.threshold_interval[1]:.4g}): expected "
         f"sensitivity {fit.expected_sensitivity:.4f}, aimed at {fit.aim:.4f} (the target plus "
