@@ -15,12 +15,12 @@ import pytest
 # wrapped or cut (rich reads COLUMNS when the CLI's consoles are created, at import)
 os.environ["COLUMNS"] = "240"
 
-from pneumonia.bundle import load_bundle
-from pneumonia.cache import prepare_cache
-from pneumonia.config import Config, load_config
-from pneumonia.split import make_manifest, write_manifest
-from pneumonia.synthetic import make_dataset
-from pneumonia.train import train
+from pneumonia.core.config import Config, load_config
+from pneumonia.data.cache import prepare_cache
+from pneumonia.data.split import make_manifest, write_manifest
+from pneumonia.data.synthetic import make_dataset
+from pneumonia.modeling.loading import load_bundle
+from pneumonia.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PNEUMONIA_SHARED", REPO.parent / "shared"))
@@ -107,7 +107,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
 @pytest.fixture
 def exported(tiny_run: TinyRun, tmp_path: Path) -> Path:
     """A copy of the tiny bundle with its model.onnx, for the test to change as it likes."""
-    from pneumonia.export import export_onnx
+    from pneumonia.modeling.export import export_onnx
 
     folder = tmp_path / "bundle"
     shutil.copytree(tiny_run.bundle, folder)

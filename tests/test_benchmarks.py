@@ -16,9 +16,10 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 def load(name: str) -> ModuleType:
     """A benchmark script as a module; its folder on the path, as when it runs as a script."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    (script,) = BENCHMARKS.glob(f"*/{name}.py")
+    if str(script.parent) not in sys.path:
+        sys.path.insert(0, str(script.parent))
+    spec = importlib.util.spec_from_file_location(name, script)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -188,8 +189,8 @@ def _noisy_validation(tmp_path: Path, noisy: int = 6) -> tuple[Path, Path, Path]
     """(stress folder, manifest, audit) of 400 synthetic validation images with calibrated
     logits, except `noisy` 'positives' that are NORMAL films labelled wrongly (they score -8)
     and that the audit flags."""
-    from pneumonia.audit import write_audit
-    from pneumonia.split import Row, write_manifest
+    from pneumonia.data.split import Row, write_manifest
+    from pneumonia.evaluation.audit import write_audit
 
     rng = np.random.default_rng(0)
     labels = np.arange(400) % 4 != 0  # 300 positives

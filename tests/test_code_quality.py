@@ -16,6 +16,7 @@ HOOKS = {
     "ruff-check",
     "ruff-format",
     "mypy",
+    "import-linter",
     "end-of-file-fixer",
     "trailing-whitespace",
     "check-added-large-files",
@@ -57,5 +58,11 @@ def test_pre_commit_passes_on_all_files(tmp_path: Path) -> None:
         cwd=tree, capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    for name in ("ruff check", "ruff format", "mypy", "notebooks without outputs"):
+    for name in (
+        "ruff check",
+        "ruff format",
+        "mypy",
+        "layers (import-linter)",
+        "notebooks without outputs",
+    ):
         assert f"{name}." in result.stdout and "Passed" in result.stdout

@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pneumonia.bundle import DEFAULT_BUNDLE, ONNX, load_bundle
-from pneumonia.config import Config, load_config
-from pneumonia.evaluate import evaluate
-from pneumonia.inference import predict_paths
-from pneumonia.split import make_manifest, write_manifest
-from pneumonia.synthetic import save_image, synthetic_xray
+from pneumonia.core.bundle import DEFAULT_BUNDLE, ONNX
+from pneumonia.core.config import Config, load_config
+from pneumonia.data.split import make_manifest, write_manifest
+from pneumonia.data.synthetic import save_image, synthetic_xray
+from pneumonia.evaluation.evaluate import evaluate
+from pneumonia.modeling.inference import predict_paths
+from pneumonia.modeling.loading import load_bundle
 
 
 def test_default_bundle_loads_and_is_small() -> None:

@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from pneumonia import serve as serve_module
 from pneumonia.cli import app
+from pneumonia.serving import serve as serve_module
 
 ROOT = Path(__file__).parents[1]
 DOCKERFILES = sorted((ROOT / "dockerfiles").glob("*.Dockerfile"))

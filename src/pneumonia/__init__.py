@@ -1,13 +1,21 @@
-"""pneumonia: train, evaluate, explain and serve pediatric chest X-ray pneumonia classifiers."""
+"""pneumonia: train, evaluate, explain and serve pediatric chest X-ray pneumonia classifiers.
 
-from importlib.metadata import PackageNotFoundError, version
+The documented Python API (`pneumonia.api`), loaded on first use so that `import pneumonia`
+stays light:
 
-LABELS: tuple[str, str] = ("NORMAL", "PNEUMONIA")
-"""Label order used everywhere: index 0 is NORMAL, index 1 is PNEUMONIA (the positive class)."""
+    from pneumonia import load_bundle, predict, evaluate, train, load_config
+"""
 
-try:
-    __version__ = version("pneumonia")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0"
+from importlib import import_module
+from typing import Any
 
-__all__ = ["LABELS", "__version__"]
+from pneumonia.core import LABELS, __version__
+
+_API = ("evaluate", "load_bundle", "load_config", "predict", "train")
+__all__ = ["LABELS", "__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(import_module("pneumonia.api"), name)
+    raise AttributeError(f"module 'pneumonia' has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 It writes a small synthetic dataset in the Kaggle layout and runs split -> prepare -> audit ->
 train -> evaluate -> predict with the same functions the commands use. The images are drawn by
-`pneumonia.synthetic`; the numbers say nothing about real X-rays.
+`pneumonia.data.synthetic`; the numbers say nothing about real X-rays.
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pneumonia.audit import run_audit
-from pneumonia.bundle import load_bundle
-from pneumonia.cache import prepare_cache
-from pneumonia.config import Config, dump_config, load_config
-from pneumonia.evaluate import evaluate
-from pneumonia.inference import expand_inputs, predict_paths
-from pneumonia.outputs import fresh_dir
-from pneumonia.predict import write_tables
-from pneumonia.split import make_manifest, write_manifest
-from pneumonia.synthetic import make_dataset
-from pneumonia.train import train
+from pneumonia.core.config import Config, dump_config, load_config
+from pneumonia.core.outputs import fresh_dir
+from pneumonia.data.cache import prepare_cache
+from pneumonia.data.split import make_manifest, write_manifest
+from pneumonia.data.synthetic import make_dataset
+from pneumonia.evaluation.audit import run_audit
+from pneumonia.evaluation.evaluate import evaluate
+from pneumonia.modeling.inference import expand_inputs, predict_paths
+from pneumonia.modeling.loading import load_bundle
+from pneumonia.serving.predict import write_tables
+from pneumonia.training.train import train
 
 log = logging.getLogger(__name__)
 DEMO_COUNTS = {

@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pneumonia.cli import app
-from pneumonia.synthetic import make_dataset
+from pneumonia.data.synthetic import make_dataset
 
 runner = CliRunner()
 PER = {"train": {"NORMAL": 12, "PNEUMONIA": 20}, "val": {"NORMAL": 1, "PNEUMONIA": 1}}

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from conftest import TinyRun
 from pneumonia.cli import app
-from pneumonia.synthetic import save_image, synthetic_xray
+from pneumonia.data.synthetic import save_image, synthetic_xray
 
 runner = CliRunner()
 

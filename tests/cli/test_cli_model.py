@@ -11,10 +11,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import TinyRun, prepare_tiny, tiny_config
-from pneumonia import bundle as bundle_module
 from pneumonia.cli import app
-from pneumonia.ood_corpus import MAKERS
-from pneumonia.synthetic import oversized_png, save_dicom, save_image, synthetic_xray
+from pneumonia.core import bundle as bundle_module
+from pneumonia.data.ood_corpus import MAKERS
+from pneumonia.data.synthetic import oversized_png, save_dicom, save_image, synthetic_xray
 
 runner = CliRunner()
 

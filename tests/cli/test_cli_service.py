@@ -1,4 +1,4 @@
-"""export and serve as a user types them (the server itself: tests/test_serve.py)."""
+"""export and serve as a user types them (the server itself: tests/serving/test_serve.py)."""
 
 import json
 import shutil
@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from conftest import TinyRun, unguarded_copy
-from pneumonia import serve as serve_module
 from pneumonia.cli import app
+from pneumonia.serving import serve as serve_module
 
 runner = CliRunner()
 

@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
-from pneumonia import __version__
-from pneumonia.cli import insight, model, service
+from pneumonia.cli import insight, model, operating, service
 from pneumonia.cli.common import console, err
 from pneumonia.cli.data import data_app
+from pneumonia.core import __version__
 
 app = typer.Typer(
     help="Train, evaluate, explain and serve pediatric chest X-ray pneumonia classifiers.",
@@ -22,7 +22,12 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(data_app, name="data")
-for _name, _command in {**model.COMMANDS, **insight.COMMANDS, **service.COMMANDS}.items():
+for _name, _command in {
+    **model.COMMANDS,
+    **operating.COMMANDS,
+    **insight.COMMANDS,
+    **service.COMMANDS,
+}.items():
     app.command(_name)(_command)
 
 

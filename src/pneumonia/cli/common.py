@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pneumonia import LABELS
-from pneumonia.config import Config, load_config
-from pneumonia.errors import PneumoniaError
+from pneumonia.core import LABELS
+from pneumonia.core.config import Config, load_config
+from pneumonia.core.errors import PneumoniaError
 
 console = Console()
 err = Console(stderr=True)

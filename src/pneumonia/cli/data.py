@@ -19,7 +19,7 @@ from pneumonia.cli.common import (
     resolve_config,
     user_errors,
 )
-from pneumonia.config import dump_config, load_config
+from pneumonia.core.config import dump_config, load_config
 
 data_app = typer.Typer(help="Check, split, cache and download datasets.", no_args_is_help=True)
 
@@ -33,9 +33,9 @@ def data_check(
     force: ForceOpt = False,
 ) -> None:
     """Sanity report: counts, balance, sizes, modes, unreadable files, duplicates, leaks."""
-    from pneumonia.check import build_report, write_report
-    from pneumonia.errors import DataError
-    from pneumonia.outputs import fresh_dir
+    from pneumonia.core.errors import DataError
+    from pneumonia.core.outputs import fresh_dir
+    from pneumonia.data.check import build_report, write_report
 
     if not root.exists():
         raise DataError(f"{root}: no such file or folder")
@@ -81,7 +81,7 @@ def data_split(
     force: ForceOpt = False,
 ) -> None:
     """Write a split manifest: validation carved from training, grouped by patient."""
-    from pneumonia.split import make_manifest, summarize, write_manifest
+    from pneumonia.data.split import make_manifest, summarize, write_manifest
 
     cfg = resolve_config(config, overrides, *(["data.official_val=keep"] if keep_val else []))
     target = out or cfg.data.manifest
@@ -111,8 +111,8 @@ def data_prepare(
     workers: WorkersOpt = None,
 ) -> None:
     """Decode every image once into the cache (grayscale, resized per the contract)."""
-    from pneumonia.cache import prepare_cache
-    from pneumonia.split import read_manifest
+    from pneumonia.data.cache import prepare_cache
+    from pneumonia.data.split import read_manifest
 
     cfg = resolve_config(config, overrides)
     rows = read_manifest(manifest or cfg.data.manifest)
@@ -143,8 +143,8 @@ def data_audit(
     """Likely label errors (confident learning on out-of-fold probabilities): a ranked CSV,
     counts per class and an HTML gallery. Train with audit.file=OUT/label_issues.csv to
     leave them out of the threshold fit (audit.leave_out)."""
-    from pneumonia.audit import AuditSettings, run_audit
-    from pneumonia.outputs import fresh_dir
+    from pneumonia.core.outputs import fresh_dir
+    from pneumonia.evaluation.audit import AuditSettings, run_audit
 
     cfg = resolve_config(config, overrides)
     out_dir = fresh_dir(out, force)
@@ -172,7 +172,7 @@ def data_download(
     dest: Annotated[Path, typer.Option(help="Folder to download into.")] = Path("data/kaggle"),
 ) -> None:
     """Fetch the Kaggle chest X-ray dataset with kagglehub (needs network)."""
-    from pneumonia.download import download
+    from pneumonia.data.download import download
 
     path = download(dest)
     console.print(f"dataset: {path}\nnext: pneumonia data check {path}")

@@ -43,8 +43,8 @@ def compare_command(
     force: ForceOpt = False,
 ) -> None:
     """Several models side by side on the same images: markdown, CSV and overlaid ROC."""
-    from pneumonia.compare import compare
-    from pneumonia.outputs import fresh_dir
+    from pneumonia.core.outputs import fresh_dir
+    from pneumonia.evaluation.compare import compare
 
     out_dir = fresh_dir(out, force)
     result = compare(runs, data, split, out_dir, workers, n_boot=bootstrap)
@@ -87,10 +87,10 @@ def report_command(
     force: ForceOpt = False,
 ) -> None:
     """One self-contained HTML page: data, curves, metrics with CIs, shifts, errors, card."""
-    from pneumonia.bundle import load_bundle
-    from pneumonia.config import TrackingConfig
-    from pneumonia.outputs import fresh_dir
-    from pneumonia.report import report
+    from pneumonia.core.config import TrackingConfig
+    from pneumonia.core.outputs import fresh_dir
+    from pneumonia.evaluation.report import report
+    from pneumonia.modeling.loading import load_bundle
 
     loaded = load_bundle(bundle)
     out_dir = fresh_dir(out, force)
@@ -133,10 +133,10 @@ def explain_command(
     force: ForceOpt = False,
 ) -> None:
     """Grad-CAM overlays on the original images, with probability and label: a qualitative aid."""
-    from pneumonia.bundle import load_bundle
-    from pneumonia.explain import CAVEAT, METHODS, explain_paths
-    from pneumonia.inference import expand_inputs
-    from pneumonia.outputs import fresh_dir
+    from pneumonia.core.outputs import fresh_dir
+    from pneumonia.modeling.inference import expand_inputs
+    from pneumonia.modeling.loading import load_bundle
+    from pneumonia.serving.explain import CAVEAT, METHODS, explain_paths
 
     if method not in METHODS:
         raise typer.BadParameter(f"--method must be one of {', '.join(METHODS)}")
@@ -202,11 +202,11 @@ def stress_command(
     force: ForceOpt = False,
 ) -> None:
     """Shift suite: ROC-AUC and sens/spec at the threshold under realistic acquisition shifts."""
-    from pneumonia.bundle import load_bundle
-    from pneumonia.errors import DataError
-    from pneumonia.outputs import fresh_dir
-    from pneumonia.shifts import resolve
-    from pneumonia.stress import stress
+    from pneumonia.core.errors import DataError
+    from pneumonia.core.outputs import fresh_dir
+    from pneumonia.data.shifts import resolve
+    from pneumonia.evaluation.stress import stress
+    from pneumonia.modeling.loading import load_bundle
 
     try:
         resolve(shift)  # an unknown name fails before the output folder is made

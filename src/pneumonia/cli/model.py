@@ -37,10 +37,10 @@ from pneumonia.cli.common import (
 BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder (model.json + weights).")]
 
 
-def _metrics_table(
+def metrics_table(
     title: str, metrics: dict[str, Any], intervals: dict[str, Any] | None = None
 ) -> Table:
-    from pneumonia.metrics import HEADLINE
+    from pneumonia.evaluation.metrics import HEADLINE
 
     table = Table(title=title)
     table.add_column("metric")
@@ -70,7 +70,7 @@ def train_command(
     force: ForceOpt = False,
 ) -> None:
     """Train a model from the split manifest and cache; writes a run folder with a bundle."""
-    from pneumonia.train import train
+    from pneumonia.training.train import train
 
     if resume is not None and (overrides or config):
         raise typer.BadParameter("--resume continues a run with its own config.yaml; drop the rest")
@@ -80,7 +80,7 @@ def train_command(
     summary = train(cfg, resume=resume, force=force, command=command)
     if "validation" not in summary:  # a DDP worker process: the first process reports
         return
-    console.print(_metrics_table("Validation (best epoch)", summary["validation"]))
+    console.print(metrics_table("Validation (best epoch)", summary["validation"]))
     console.print(
         f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
         f"{summary['duration_s']:.0f} s on {summary['device']}"
@@ -114,10 +114,10 @@ def evaluate_command(
     force: ForceOpt = False,
 ) -> None:
     """Metrics with 95% intervals at the bundle's threshold; JSON, CSV and figures."""
-    from pneumonia.bundle import load_bundle
-    from pneumonia.config import TrackingConfig
-    from pneumonia.evaluate import evaluate
-    from pneumonia.outputs import fresh_dir
+    from pneumonia.core.config import TrackingConfig
+    from pneumonia.core.outputs import fresh_dir
+    from pneumonia.evaluation.evaluate import evaluate
+    from pneumonia.modeling.loading import load_bundle
 
     loaded = load_bundle(bundle, backend)
     say_backend(loaded)
@@ -132,7 +132,7 @@ def evaluate_command(
         f"threshold: {m['threshold']:.3g} (rule: {result['threshold_rule']})",
         highlight=False,
     )
-    console.print(_metrics_table("Evaluation", m, result["intervals"]))
+    console.print(metrics_table("Evaluation", m, result["intervals"]))
     cal = result["calibration"]
     console.print(f"calibration: ECE {cal['ece']:.4f}, Brier {cal['brier']:.4f}")
     cm = m["confusion_matrix"]
@@ -143,131 +143,6 @@ def evaluate_command(
     console.print(f"report: {out_dir / 'metrics.json'} (figures beside it)")
     if result.get("mlflow_run"):
         console.print(f"MLflow run: {result['mlflow_run']}")
-
-
-@user_errors
-def threshold_command(
-    bundle: BundleArg,
-    data: Annotated[
-        Path | None,
-        typer.Option("--data", "-d", help="Labelled validation data: manifest, folder, .npz, CSV."),
-    ] = None,
-    unlabelled: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--unlabelled",
-            help="A site's unlabelled images (folder, files or globs; repeat): adapt the "
-            "threshold to the site's prevalence, estimated without labels. Needs --out.",
-        ),
-    ] = None,
-    audit: Annotated[
-        Path | None,
-        typer.Option(
-            help="A label audit's label_issues.csv: its flagged images stay out of the fit."
-        ),
-    ] = None,
-    split: Annotated[str, typer.Option(help="Validation split (never test).")] = "val",
-    rule: Annotated[
-        str, typer.Option(help="target_sensitivity | youden | cost | fixed.")
-    ] = "target_sensitivity",
-    target_sensitivity: Annotated[
-        float | None,
-        typer.Option(
-            min=0.5, max=1.0, help="Default: 0.99, or with --unlabelled the bundle's own target."
-        ),
-    ] = None,
-    cost_ratio: Annotated[float, typer.Option(help="A missed pneumonia / a false alarm.")] = 10.0,
-    fixed: Annotated[float, typer.Option(help="Threshold for --rule fixed.")] = 0.5,
-    calibrate: Annotated[bool, typer.Option(help="Fit temperature scaling first.")] = True,
-    view: Annotated[
-        list[str] | None,
-        typer.Option("--view", help="A shift whose view joins the clean one (repeat; see stress)."),
-    ] = None,
-    pool: Annotated[str, typer.Option(help="pooled | worst, over the views.")] = "pooled",
-    smooth: Annotated[
-        bool, typer.Option(help="Harrell-Davis quantile for target_sensitivity (the default rule).")
-    ] = True,
-    tta: TtaOpt = False,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write a new bundle.")] = None,
-    in_place: Annotated[
-        bool, typer.Option("--in-place", help="Rewrite BUNDLE's model.json.")
-    ] = False,
-    bootstrap: BootstrapOpt = 1000,
-    workers: WorkersOpt = None,
-) -> None:
-    """Re-tune a bundle's calibration and threshold on labelled validation data (--data), or
-    adapt its threshold to a site from the site's unlabelled images (--unlabelled)."""
-    from pydantic import ValidationError
-
-    from pneumonia.bundle import load_bundle
-    from pneumonia.config import OperatingConfig
-    from pneumonia.errors import ConfigError
-    from pneumonia.tune import retune
-
-    if (data is None) == (not unlabelled):
-        raise typer.BadParameter("give labelled --data or a site's --unlabelled images (one)")
-    if unlabelled:
-        if out is None:
-            raise typer.BadParameter("--unlabelled writes a new site bundle: add --out FOLDER")
-        _site(load_bundle(bundle), unlabelled, out, target_sensitivity, bootstrap, workers)
-        return
-    assert data is not None
-
-    try:
-        cfg = OperatingConfig(
-            rule=rule,
-            target_sensitivity=target_sensitivity or 0.99,
-            cost_ratio=cost_ratio,
-            fixed=fixed,
-            calibrate=calibrate,
-            views=view or [],
-            pool=pool,
-            smooth=smooth,
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"invalid option {first['loc'][0]}: {first['msg']}") from None
-    result = retune(
-        load_bundle(bundle), data, split, cfg, out, in_place, workers, tta=tta, audit=audit
-    )
-    t, c, v = result["operating_point"], result["calibration"], result["validation"]
-    console.print(
-        f"threshold {t.value:.4g} (rule {t.rule}, was {t.detail['previous']['value']:.4g})"
-    )
-    if t.detail.get("left_out"):
-        console.print(f"fitted without {t.detail['left_out']} validation images the audit flags")
-    if c is not None:
-        console.print(
-            f"temperature {c.temperature:.3f}: ECE {c.ece_before:.4f} -> {c.ece_after:.4f}, "
-            f"Brier {c.brier_before:.4f} -> {c.brier_after:.4f}"
-        )
-    console.print(_metrics_table(f"On {v['data']} ({v['n']} images)", v))
-    console.print(f"bundle: {result['bundle']}")
-
-
-def _site(
-    bundle: Any, inputs: list[str], out: Path, target: float | None, boot: int, workers: int | None
-) -> None:
-    from pneumonia.site import adapt_to_site
-
-    result = adapt_to_site(bundle, inputs, out, target, boot, workers)
-    fit, counts = result["fit"], result["counts"]
-    low, high = fit.prevalence_interval
-    console.print(
-        f"site: {fit.n} usable images of {counts['images']} ({counts['unreadable']} unreadable, "
-        f"{counts['flagged']} flagged by the guard)\n"
-        f"prevalence of PNEUMONIA: {fit.prevalence:.3f} (95% bootstrap {low:.3f}-{high:.3f}); "
-        f"validation: {fit.validation_prevalence:.3f}, which the same estimator puts at "
-        f"{result['validation_estimate'] or float('nan'):.3f}\n"
-        f"threshold {fit.threshold:.4g} (was {result['previous']:.4g}; 95% bootstrap "
-        f"{fit.threshold_interval[0]:.4g}-{fit.threshold_interval[1]:.4g}): expected "
-        f"sensitivity {fit.expected_sensitivity:.4f}, aimed at {fit.aim:.4f} (the target plus "
-        "the estimator's bias on validation)\n"
-        "assumes only the prevalence moved and the posteriors are calibrated; check it on "
-        "labelled cases when you have them",
-        highlight=False,
-    )
-    console.print(f"site bundle: {result['bundle']}")
 
 
 @user_errors
@@ -288,10 +163,10 @@ def predict_command(
     force: ForceOpt = False,
 ) -> None:
     """P(PNEUMONIA) and label for images; without a BUNDLE the shipped default model."""
-    from pneumonia.bundle import load_bundle
-    from pneumonia.inference import expand_inputs, predict_paths
-    from pneumonia.outputs import fresh_dir
-    from pneumonia.predict import annotate_all, write_tables
+    from pneumonia.core.outputs import fresh_dir
+    from pneumonia.modeling.inference import expand_inputs, predict_paths
+    from pneumonia.modeling.loading import load_bundle
+    from pneumonia.serving.predict import annotate_all, write_tables
 
     bundle_path, patterns = split_bundle(inputs)
     if not patterns:
@@ -341,9 +216,9 @@ def ensemble_command(
     own calibration and threshold fitted on validation."""
     from pydantic import ValidationError
 
-    from pneumonia.config import OperatingConfig
-    from pneumonia.ensemble import build_ensemble
-    from pneumonia.errors import ConfigError
+    from pneumonia.core.config import OperatingConfig
+    from pneumonia.core.errors import ConfigError
+    from pneumonia.training.ensembling import build_ensemble
 
     try:
         cfg = OperatingConfig(rule=rule, target_sensitivity=target_sensitivity)
@@ -353,15 +228,15 @@ def ensemble_command(
     result = build_ensemble(members, out, data, split, cfg, workers, command=command)
     v = result["validation"]
     console.print(f"ensemble of {len(members)}: {out}, threshold {result['threshold']:.4g}")
-    console.print(_metrics_table(f"On {v['data']} ({v['n']} images)", v))
+    console.print(metrics_table(f"On {v['data']} ({v['n']} images)", v))
 
 
 @user_errors
 def models_command() -> None:
     """List the model registry."""
-    from pneumonia.models import REGISTRY
+    from pneumonia.modeling.models import REGISTRY
 
-    table = Table(title="Models (pneumonia.models.create_model)")
+    table = Table(title="Models (pneumonia.modeling.models.create_model)")
     for col in ("name", "pretrained weights", "native size", "description"):
         table.add_column(col)
     for name, spec in sorted(REGISTRY.items()):
@@ -386,7 +261,7 @@ def demo_command(
         "the numbers below show the pipeline works, not how a model does on patients."
     )
     result = run_demo(workdir, force, say=lambda msg: console.print(msg, highlight=False))
-    console.print(_metrics_table("Synthetic test split", result["evaluate"]["metrics"]))
+    console.print(metrics_table("Synthetic test split", result["evaluate"]["metrics"]))
     for p in result["predict"][:5]:
         console.print(f"  {Path(p.path).name}: {p.label} (P={p.probability:.3f})", highlight=False)
     console.print(
@@ -402,7 +277,6 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "train": train_command,
     "evaluate": evaluate_command,
     "predict": predict_command,
-    "threshold": threshold_command,
     "ensemble": ensemble_command,
     "models": models_command,
     "demo": demo_command,

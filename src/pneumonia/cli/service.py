@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from pneumonia.cli.common import BackendOpt, ForceOpt, OutOpt, WorkersOpt, console, user_errors
-from pneumonia.config import GuardConfig
+from pneumonia.core.config import GuardConfig
 
 GUARD_DEFAULTS = GuardConfig()  # `pneumonia guard` fits what training fits by default
 
@@ -45,9 +45,9 @@ def serve_command(
 ) -> None:
     """Serve a bundle over HTTP: a web page at /, POST /predict and /explain, /docs; every
     prediction is logged (no pixels, no file names) for `pneumonia monitor`."""
-    from pneumonia.batching import Batching
-    from pneumonia.bundle import load_bundle
-    from pneumonia.serve import create_app, model_version, serve
+    from pneumonia.modeling.loading import load_bundle
+    from pneumonia.serving.batching import Batching
+    from pneumonia.serving.serve import create_app, model_version, serve
 
     loaded = load_bundle(bundle, backend, threads)  # a missing or altered ONNX file fails here
     batching = Batching(max_batch, max_wait_ms, max_queue)
@@ -77,8 +77,9 @@ def export_command(
 ) -> None:
     """Export a bundle's network (ONNX, dynamic batch) and check parity with PyTorch; with
     --int8, quantize it and keep the copy only if it answers like the float model."""
-    from pneumonia.bundle import ONNX, load_bundle, read_meta
-    from pneumonia.export import PARITY_LIMIT, export_onnx
+    from pneumonia.core.bundle import ONNX, read_meta
+    from pneumonia.modeling.export import PARITY_LIMIT, export_onnx
+    from pneumonia.modeling.loading import load_bundle
 
     if not (onnx or int8):
         raise typer.BadParameter("say which format: --onnx, --int8 (needs model.onnx), or both")
@@ -91,8 +92,8 @@ def export_command(
             f"difference {result['max_abs_diff_logit']:.2e}"
         )
     if int8:
-        from pneumonia.card import int8_summary
-        from pneumonia.quantize import quantize_bundle
+        from pneumonia.core.card import int8_summary
+        from pneumonia.training.quantize import quantize_bundle
 
         if data is None:
             raise typer.BadParameter("--int8 needs --data MANIFEST (train calibrates, val judges)")
@@ -124,7 +125,7 @@ def guard_command(
     force: ForceOpt = False,
 ) -> None:
     """Fit the out-of-distribution guard of a bundle made without one (training fits it)."""
-    from pneumonia.guard_training import guard_bundle
+    from pneumonia.modeling.guard_training import guard_bundle
 
     cfg = GuardConfig(augmented_views=views, max_flag_rate=max_flag_rate)
     record = guard_bundle(bundle, data, cfg, force)
@@ -152,8 +153,8 @@ def monitor_command(
 ) -> None:
     """Drift report of a prediction log against the bundle's validation reference; exits 3
     when an alert rule trips (for cron jobs and CI)."""
-    from pneumonia.monitor import monitor
-    from pneumonia.outputs import fresh_dir
+    from pneumonia.core.outputs import fresh_dir
+    from pneumonia.monitoring.monitor import monitor
 
     result = monitor(log, bundle, fresh_dir(out, force), since, until)
     table = Table(

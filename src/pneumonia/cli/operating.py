@@ -1,0 +1,141 @@
+"""`pneumonia threshold`: re-tune a bundle's operating point on labelled validation data, or
+adapt it to a site from the site's unlabelled images; thin wrappers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pneumonia.cli.common import BootstrapOpt, TtaOpt, WorkersOpt, console, user_errors
+from pneumonia.cli.model import BundleArg, metrics_table
+
+
+@user_errors
+def threshold_command(
+    bundle: BundleArg,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", "-d", help="Labelled validation data: manifest, folder, .npz, CSV."),
+    ] = None,
+    unlabelled: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--unlabelled",
+            help="A site's unlabelled images (folder, files or globs; repeat): adapt the "
+            "threshold to the site's prevalence, estimated without labels. Needs --out.",
+        ),
+    ] = None,
+    audit: Annotated[
+        Path | None,
+        typer.Option(
+            help="A label audit's label_issues.csv: its flagged images stay out of the fit."
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Validation split (never test).")] = "val",
+    rule: Annotated[
+        str, typer.Option(help="target_sensitivity | youden | cost | fixed.")
+    ] = "target_sensitivity",
+    target_sensitivity: Annotated[
+        float | None,
+        typer.Option(
+            min=0.5, max=1.0, help="Default: 0.99, or with --unlabelled the bundle's own target."
+        ),
+    ] = None,
+    cost_ratio: Annotated[float, typer.Option(help="A missed pneumonia / a false alarm.")] = 10.0,
+    fixed: Annotated[float, typer.Option(help="Threshold for --rule fixed.")] = 0.5,
+    calibrate: Annotated[bool, typer.Option(help="Fit temperature scaling first.")] = True,
+    view: Annotated[
+        list[str] | None,
+        typer.Option("--view", help="A shift whose view joins the clean one (repeat; see stress)."),
+    ] = None,
+    pool: Annotated[str, typer.Option(help="pooled | worst, over the views.")] = "pooled",
+    smooth: Annotated[
+        bool, typer.Option(help="Harrell-Davis quantile for target_sensitivity (the default rule).")
+    ] = True,
+    tta: TtaOpt = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write a new bundle.")] = None,
+    in_place: Annotated[
+        bool, typer.Option("--in-place", help="Rewrite BUNDLE's model.json.")
+    ] = False,
+    bootstrap: BootstrapOpt = 1000,
+    workers: WorkersOpt = None,
+) -> None:
+    """Re-tune a bundle's calibration and threshold on labelled validation data (--data), or
+    adapt its threshold to a site from the site's unlabelled images (--unlabelled)."""
+    from pydantic import ValidationError
+
+    from pneumonia.core.config import OperatingConfig
+    from pneumonia.core.errors import ConfigError
+    from pneumonia.evaluation.tune import retune
+    from pneumonia.modeling.loading import load_bundle
+
+    if (data is None) == (not unlabelled):
+        raise typer.BadParameter("give labelled --data or a site's --unlabelled images (one)")
+    if unlabelled:
+        if out is None:
+            raise typer.BadParameter("--unlabelled writes a new site bundle: add --out FOLDER")
+        _site(load_bundle(bundle), unlabelled, out, target_sensitivity, bootstrap, workers)
+        return
+    assert data is not None
+
+    try:
+        cfg = OperatingConfig(
+            rule=rule,
+            target_sensitivity=target_sensitivity or 0.99,
+            cost_ratio=cost_ratio,
+            fixed=fixed,
+            calibrate=calibrate,
+            views=view or [],
+            pool=pool,
+            smooth=smooth,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"invalid option {first['loc'][0]}: {first['msg']}") from None
+    result = retune(
+        load_bundle(bundle), data, split, cfg, out, in_place, workers, tta=tta, audit=audit
+    )
+    t, c, v = result["operating_point"], result["calibration"], result["validation"]
+    console.print(
+        f"threshold {t.value:.4g} (rule {t.rule}, was {t.detail['previous']['value']:.4g})"
+    )
+    if t.detail.get("left_out"):
+        console.print(f"fitted without {t.detail['left_out']} validation images the audit flags")
+    if c is not None:
+        console.print(
+            f"temperature {c.temperature:.3f}: ECE {c.ece_before:.4f} -> {c.ece_after:.4f}, "
+            f"Brier {c.brier_before:.4f} -> {c.brier_after:.4f}"
+        )
+    console.print(metrics_table(f"On {v['data']} ({v['n']} images)", v))
+    console.print(f"bundle: {result['bundle']}")
+
+
+def _site(
+    bundle: Any, inputs: list[str], out: Path, target: float | None, boot: int, workers: int | None
+) -> None:
+    from pneumonia.evaluation.site import adapt_to_site
+
+    result = adapt_to_site(bundle, inputs, out, target, boot, workers)
+    fit, counts = result["fit"], result["counts"]
+    low, high = fit.prevalence_interval
+    console.print(
+        f"site: {fit.n} usable images of {counts['images']} ({counts['unreadable']} unreadable, "
+        f"{counts['flagged']} flagged by the guard)\n"
+        f"prevalence of PNEUMONIA: {fit.prevalence:.3f} (95% bootstrap {low:.3f}-{high:.3f}); "
+        f"validation: {fit.validation_prevalence:.3f}, which the same estimator puts at "
+        f"{result['validation_estimate'] or float('nan'):.3f}\n"
+        f"threshold {fit.threshold:.4g} (was {result['previous']:.4g}; 95% bootstrap "
+        f"{fit.threshold_interval[0]:.4g}-{fit.threshold_interval[1]:.4g}): expected "
+        f"sensitivity {fit.expected_sensitivity:.4f}, aimed at {fit.aim:.4f} (the target plus "
+        "the estimator's bias on validation)\n"
+        "assumes only the prevalence moved and the posteriors are calibrated; check it on "
+        "labelled cases when you have them",
+        highlight=False,
+    )
+    console.print(f"site bundle: {result['bundle']}")
+
+
+COMMANDS: dict[str, Callable[..., None]] = {"threshold": threshold_command}

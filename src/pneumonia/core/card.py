@@ -1,0 +1,237 @@
+"""Model cards written from a bundle's own metadata, so the card never disagrees with it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pneumonia.core.bundle import BundleMeta
+
+INTENDED_USE = (
+    "Research and teaching: comparing methods, studying failure modes, building tools. "
+    "It screens a frontal pediatric chest X-ray for signs of pneumonia and returns a "
+    "probability and a label at a stored threshold."
+)
+LIMITS = [
+    "Not a medical device and not validated for clinical use; never use it to decide care.",
+    "Trained on one centre's data (Guangzhou Women and Children's Medical Center, children "
+    "aged 1 to 5, Kermany et al. 2018). Other hospitals, scanners, adults, lateral views or "
+    "portable films may behave differently; check on your own data before trusting it.",
+    "Labels are NORMAL vs PNEUMONIA only (bacterial and viral are merged); other findings "
+    "are out of scope.",
+    "Validation metrics come from a patient-grouped split of the training images; they are "
+    "optimistic for data from elsewhere. The official test split's NORMAL images are known "
+    "to differ from the training ones.",
+]
+
+
+RESIZE_TEXT = {
+    "stretch": "any input squashed to the square, as the training copies were made from their "
+    "wider originals",
+    "pad": "aspect kept, letterboxed on black",
+    "crop": "aspect kept, the long side cut",
+}
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _metrics_rows(validation: dict[str, Any]) -> list[str]:
+    keys = ["roc_auc", "pr_auc", "sensitivity", "specificity", "precision", "npv"]
+    keys += ["accuracy", "balanced_accuracy", "f1"]
+    rows = ["| metric | value |", "| --- | ---: |"]
+    rows += [f"| {k} | {_fmt(validation.get(k))} |" for k in keys if k in validation]
+    return rows
+
+
+def _rule(meta: BundleMeta) -> str:
+    t = meta.threshold
+    parts = [f"rule {t.rule}"]
+    if "target_sensitivity" in t.detail:
+        parts.append(f"target sensitivity {t.detail['target_sensitivity']}")
+    if t.detail.get("smooth"):
+        parts.append("by the Harrell-Davis quantile of the positives' scores")
+    if "cost_ratio" in t.detail:
+        parts.append(f"cost ratio {t.detail['cost_ratio']}")
+    if "data" in t.detail:
+        parts.append(f"chosen on {t.detail['data']}")
+    if t.detail.get("left_out"):
+        parts.append(f"without {t.detail['left_out']} images a label audit flagged")
+    if "previous" in t.detail and t.rule != "site_unlabelled":
+        parts.append(f"re-fitted after training, was {t.detail['previous']['value']:.4g}")
+    if t.detail.get("tta"):
+        parts.append("on test-time-augmented scores: apply with --tta")
+    return ", ".join(parts)
+
+
+def _site(meta: BundleMeta) -> list[str]:
+    """What a site bundle's threshold rests on (`pneumonia threshold --unlabelled`)."""
+    d = meta.threshold.detail
+    if meta.threshold.rule != "site_unlabelled":
+        return []
+    low, high = d["prevalence_interval"]
+    t_low, t_high = d["threshold_interval"]
+    return [
+        f"- Site adaptation without labels: {d['usable']} usable unlabelled images of "
+        f"{d['data']} ({d['unreadable']} unreadable, {d['flagged']} flagged by the guard); "
+        f"estimated prevalence {d['prevalence']:.3f} (95% bootstrap {low:.3f}-{high:.3f}; "
+        f"validation {d['validation_prevalence']:.3f}, estimated there at "
+        f"{_fmt(d.get('validation_estimated_prevalence'))}); threshold "
+        f"{meta.threshold.value:.4g} "
+        f"(95% bootstrap {t_low:.4g}-{t_high:.4g}), was {d['previous']['value']:.4g}; it aims the "
+        f"site's expected sensitivity at {d['aim']:.4f}, the target plus the estimator's bias "
+        f"on validation ({d['estimator_bias']:+.4f}).",
+        f"- It assumes {d['assumptions']}. Check it on labelled cases of the site when you "
+        "have them (`pneumonia threshold BUNDLE --data LABELLED`).",
+    ]
+
+
+def _left_out(meta: BundleMeta) -> list[str]:
+    """The images a label audit kept out of the fits."""
+    record = meta.data.get("left_out", {})
+    names = {"operating": "the calibration and threshold fit", "training": "training"}
+    return [
+        f"- Left out of {names[fit]}: {r['images']} of {r['of']} {r['split']} images "
+        f"({', '.join(f'{n} {k}' for k, n in r['by_label'].items())}), {r['why']} "
+        f"(`{r['file']}`)."
+        for fit, r in record.items()
+        if fit in names
+    ]
+
+
+def _exports(meta: BundleMeta) -> list[str]:
+    onnx, int8 = meta.exports.get("onnx"), meta.exports.get("int8")
+    lines = []
+    if onnx:
+        lines.append(
+            f"- ONNX: `{onnx['file']}` (opset {onnx['opset']}, dynamic batch); largest "
+            f"probability difference from PyTorch {onnx['max_abs_diff_probability']:.1e} on "
+            f"{onnx['images']} check images."
+        )
+    if int8:
+        kept = f"kept as `{int8['file']}`" if int8["passed"] else "not kept"
+        lines.append(f"- int8 (ONNX Runtime static quantization): {kept}. {int8_summary(int8)}")
+    return lines
+
+
+def int8_summary(record: dict[str, Any]) -> str:
+    """One sentence of an int8 attempt's parity numbers (`model.json` `exports.int8`)."""
+    text = (
+        f"On {record['judged_on']}: ROC-AUC {record['roc_auc_float']:.4f} (float) vs "
+        f"{record['roc_auc_int8']:.4f}, same labels {record['same_labels']:.4f}"
+    )
+    if record.get("shifted_same_labels") is not None:
+        text += (
+            f", shifted {record['shifted_same_labels']:.4f} (largest ROC-AUC change "
+            f"{record['worst_shift_auc_change']:.4f}, {record['worst_shift']})"
+        )
+    if record.get("same_guard_verdict") is not None:
+        text += f", same guard verdicts {record['same_guard_verdict']:.4f}"
+    return f"{text}; rule {record['rule']}."
+
+
+def _guard(meta: BundleMeta) -> str:
+    g = meta.guard
+    if g is None:
+        return (
+            "- Out-of-distribution guard: none; nothing says whether an input is a chest "
+            "X-ray at all (`pneumonia guard BUNDLE` adds one)."
+        )
+    v = g.validation
+    corpus = ", ".join(f"{k} {100 * r:.0f}%" for k, r in v.get("corpus_flagged", {}).items())
+    return (
+        f"- Out-of-distribution guard: {g.method} on {g.features} pooled features "
+        f"({g.components} components), fitted on {g.fitted_on.get('train_images')} training "
+        f"images and {g.fitted_on.get('augmented_views')} augmented views of each; threshold "
+        f"{g.threshold:.4g} flags {100 * v.get('flagged', 0):.1f}% of {v.get('images')} "
+        f"validation X-rays (budget {100 * g.max_flag_rate:.0f}%). Generated images "
+        f"flagged: {corpus}."
+    )
+
+
+def _members(meta: BundleMeta) -> list[str]:
+    members = meta.architecture.members or []
+    if not members:
+        return []
+    return [f"- Ensemble of {len(members)} ({meta.architecture.combine}):"] + [
+        f"  - Member {i}: `{m.name}` at {m.preprocessing.image_size} px, temperature "
+        f"{m.temperature:.3f}, from `{m.source or '?'}` (weights sha256 "
+        f"`{m.source_sha256[:12] or '?'}...`)."
+        for i, m in enumerate(members, 1)
+    ]
+
+
+def _calibration(meta: BundleMeta) -> str:
+    c = meta.calibration
+    if c is None:
+        return "none (raw sigmoid of the logit)"
+    line = f"temperature {c.temperature:.3f} fitted on {c.fitted_on}"
+    if c.ece_before is not None and c.ece_after is not None:
+        line += f" (ECE {c.ece_before:.4f} -> {c.ece_after:.4f}"
+        line += f", Brier {c.brier_before:.4f} -> {c.brier_after:.4f})"
+    return line
+
+
+def _patients(patients: Any) -> str:
+    if not isinstance(patients, dict):
+        return "not recorded"
+    return ", ".join(f"{split} {n}" for split, n in patients.items())
+
+
+def model_card(meta: BundleMeta) -> str:
+    """Markdown model card: model, data, validation metrics, operating point, use, limits."""
+    t, v, d = meta.training, meta.validation, meta.data
+    counts = d.get("counts", {})
+    split_line = ", ".join(
+        f"{split}: {c.get('NORMAL', 0)} NORMAL / {c.get('PNEUMONIA', 0)} PNEUMONIA"
+        for split, c in counts.items()
+    )
+    cm = v.get("confusion_matrix", {})
+    p = meta.preprocessing
+    lines = [
+        f"# Model card: {meta.architecture.name}",
+        "",
+        f"Created {meta.created} by pneumonia {meta.versions.get('pneumonia', '?')}. "
+        "Generated from `model.json`; edit that, not this file.",
+        "",
+        "## Model",
+        f"- Architecture: `{meta.architecture.name}` (registry name), "
+        f"{meta.architecture.in_chans} input channel(s).",
+        *_members(meta),
+        f"- Output: {meta.output}.",
+        f"- Input contract: grayscale, {p.image_size}x{p.image_size}, resize `{p.resize}` "
+        f"({RESIZE_TEXT.get(p.resize, p.resize)}), x/255 then (x - {p.mean}) / {p.std}.",
+        f"- Threshold: {meta.threshold.value:.4g} ({_rule(meta)}).",
+        *_site(meta),
+        f"- Calibration: {_calibration(meta)}.",
+        _guard(meta),
+        "",
+        "## Data",
+        f"- Manifest `{d.get('manifest', '?')}` "
+        f"(sha256 `{str(d.get('manifest_sha256', '?'))[:16]}...`).",
+        f"- Images per split: {split_line or 'not recorded'}.",
+        f"- Patients: {_patients(d.get('patients'))}; validation is grouped by patient.",
+        *_left_out(meta),
+        "",
+        f"## Validation metrics ({v.get('n', '?')} images, threshold {_fmt(v.get('threshold'))})",
+        *_metrics_rows(v),
+        "",
+        f"Confusion matrix: TN {cm.get('tn')}, FP {cm.get('fp')}, FN {cm.get('fn')}, "
+        f"TP {cm.get('tp')}.",
+        "",
+        "## Training",
+        f"- Command: `{t.get('command') or 'not recorded'}`",
+        f"- Epochs run {t.get('epochs_run')}, best epoch {t.get('best_epoch')}, "
+        f"{t.get('duration_s')} s on {t.get('device')}.",
+        f"- Versions: {', '.join(f'{k} {v}' for k, v in meta.versions.items())}.",
+        *_exports(meta),
+        "",
+        "## Intended use",
+        INTENDED_USE,
+        "",
+        "## Limits",
+        *(f"- {line}" for line in LIMITS),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,212 @@
+"""Synthetic chest-X-ray-like images and datasets, for tests and the demo. Not real data.
+
+An image has a bright torso on black, two dark lung fields crossed by bright ribs, a spine
+and a heart shadow; PNEUMONIA adds patchy bright opacities inside the lungs. Datasets are
+written in every layout `discover` reads, with Kaggle-style file names carrying patient ids.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from pneumonia.core import LABELS
+
+Layout = Literal["kaggle", "kaggle_nested", "tolgadincer", "medmnist", "csv"]
+LAYOUTS: tuple[Layout, ...] = ("kaggle", "kaggle_nested", "tolgadincer", "medmnist", "csv")
+
+
+def _ellipse(
+    yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float
+) -> np.ndarray:
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+
+
+def synthetic_xray(
+    label: str, height: int = 64, width: int = 64, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """One synthetic frontal chest X-ray as a 2-D uint8 array; PNEUMONIA has opacities."""
+    if height < 8 or width < 8:
+        raise ValueError(f"image must be at least 8x8 pixels, got {height}x{width}")
+    rng = rng or np.random.default_rng()
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy, xx = yy / height, xx / width
+    img = np.zeros((height, width), np.float32)
+    img[_ellipse(yy, xx, 0.55, 0.5, 0.55, 0.45 + rng.uniform(-0.03, 0.03))] = 0.65
+    lungs = np.zeros_like(img, dtype=bool)
+    for side in (-1, 1):
+        cx = 0.5 + side * rng.uniform(0.17, 0.21)
+        lungs |= _ellipse(yy, xx, 0.48 + rng.uniform(-0.03, 0.03), cx, 0.3, 0.13)
+    img[lungs] = 0.22
+    ribs = np.abs(np.sin((yy + 0.15 * ((xx - 0.5) * 2) ** 2) * np.pi * rng.uniform(9, 11))) > 0.93
+    img[ribs & lungs] += 0.18
+    img[np.abs(xx - 0.5) < 0.04] = 0.8
+    img[_ellipse(yy, xx, 0.62, 0.56, 0.14, 0.12)] = 0.75
+    if label == "PNEUMONIA":
+        ys, xs = np.nonzero(lungs)
+        for _ in range(int(rng.integers(3, 7))):
+            k = rng.integers(len(ys))
+            cy, cx, r = ys[k] / height, xs[k] / width, rng.uniform(0.05, 0.1)
+            blob = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r)))
+            img += 0.45 * blob * lungs
+    img += rng.normal(0, 0.03, img.shape).astype(np.float32)
+    return np.clip(img * 255, 0, 255).astype(np.uint8)
+
+
+def save_image(gray: np.ndarray, path: Path, mode: str = "L") -> Path:
+    """Save a uint8 grayscale array as `mode` (L, RGB, RGBA, P, I;16) in the suffix's format."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "I;16":
+        Image.fromarray(gray.astype(np.uint16) * 257).save(path)
+    elif mode == "P":
+        Image.fromarray(gray).convert("P").save(path)
+    else:
+        Image.fromarray(gray).convert(mode).save(path)
+    return path
+
+
+def _file_name(label: str, patient: int, k: int) -> str:
+    if label == "PNEUMONIA":
+        kind = "bacteria" if patient % 2 else "virus"
+        return f"person{patient}_{kind}_{k}.jpeg"
+    prefix = "NORMAL2-IM" if patient % 3 == 0 else "IM"
+    return f"{prefix}-{patient:04d}-{k + 1:04d}.jpeg"
+
+
+def _plan(counts: dict[str, int], images_per_patient: int) -> list[tuple[str, int, int]]:
+    """(label, patient number, image number) for every image, several images per patient."""
+    plan = []
+    for label in LABELS:
+        for i in range(counts[label]):
+            plan.append((label, i // images_per_patient + 1, i % images_per_patient))
+    return plan
+
+
+def make_dataset(
+    root: str | Path,
+    layout: Layout = "kaggle",
+    per_split: dict[str, dict[str, int]] | None = None,
+    size_range: tuple[int, int] = (48, 96),
+    modes: tuple[str, ...] = ("L",),
+    images_per_patient: int = 2,
+    seed: int = 0,
+) -> Path:
+    """Write a synthetic dataset under `root` in `layout`; returns the path to point tools at."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    splits = ("train", "test") if layout == "tolgadincer" else ("train", "val", "test")
+    per_split = per_split or {s: {"NORMAL": 6, "PNEUMONIA": 10} for s in splits}
+
+    def image(label: str) -> tuple[np.ndarray, str]:
+        h, w = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
+        return synthetic_xray(label, h, w, rng), modes[int(rng.integers(len(modes)))]
+
+    if layout == "medmnist":
+        side = size_range[0]
+        arrays: dict[str, np.ndarray] = {}
+        for split, counts in per_split.items():
+            plan = _plan(counts, images_per_patient)
+            arrays[f"{split}_images"] = (
+                np.stack([synthetic_xray(lab, side, side, rng) for lab, _, _ in plan])
+                if plan
+                else np.zeros((0, side, side), np.uint8)
+            )
+            arrays[f"{split}_labels"] = np.array([[LABELS.index(lab)] for lab, _, _ in plan])
+        root.mkdir(parents=True, exist_ok=True)
+        np.savez(root / "pneumoniamnist.npz", **arrays)  # type: ignore[arg-type]
+        return root / "pneumoniamnist.npz"
+
+    base = root / "chest_xray"
+    if layout == "kaggle_nested":
+        base = root / "chest_xray" / "chest_xray"
+        (root / "chest_xray" / "__MACOSX" / "chest_xray").mkdir(parents=True)
+        (root / "chest_xray" / "__MACOSX" / "chest_xray" / "._IM-0001-0001.jpeg").write_bytes(b"\0")
+    rows = []
+    offset = 0
+    for split, counts in per_split.items():
+        for label, patient, k in _plan(counts, images_per_patient):
+            gray, mode = image(label)
+            rel = Path(split) / label / _file_name(label, patient + offset, k)
+            suffix = ".png" if mode in ("I;16", "RGBA", "P") else ".jpeg"
+            save_image(gray, (base / rel).with_suffix(suffix), mode)
+            rows.append(
+                (str(rel.with_suffix(suffix)), label, f"p{label[0]}{patient + offset}", split)
+            )
+        offset += 1000
+    if layout == "kaggle_nested":
+        (base / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+        (base / "train" / "NORMAL" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    if layout == "csv":
+        with (base / "labels.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "label", "patient", "split"])
+            writer.writerows(rows)
+        return base / "labels.csv"
+    return root
+
+
+def save_dicom(
+    pixels: np.ndarray,
+    path: Path,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int = 12,
+    window: tuple[float, float] | None = None,
+    with_pixels: bool = True,
+) -> Path:
+    """Write `pixels` (2-D, or frames x H x W, or H x W x 3 for RGB) as a DICOM file made
+    with pydicom, with made-up patient details (for tests that they never leak)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "SECRET-ID-4711", "20200101"
+    ds.Modality = "DX"
+    rgb = photometric == "RGB"
+    frames = pixels.shape[0] if pixels.ndim == 3 and not rgb else 1
+    ds.Rows, ds.Columns = pixels.shape[-3:-1] if rgb else pixels.shape[-2:]
+    ds.SamplesPerPixel = 3 if rgb else 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 8 if rgb else 16
+    ds.BitsStored = 8 if rgb else bits_stored
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 0
+    if rgb:
+        ds.PlanarConfiguration = 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if with_pixels:
+        dtype = np.uint8 if rgb else np.uint16
+        ds.PixelData = np.ascontiguousarray(pixels, dtype=dtype).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def oversized_png(side: int = 30000) -> bytes:
+    """A valid PNG header claiming `side` x `side` pixels in a few hundred bytes: what a
+    decompression bomb looks like to a decoder that trusts headers."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    one_row = zlib.compress(b"\x00" * (side + 1))
+    signature = b"\x89PNG\r\n\x1a\n"
+    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", one_row) + chunk(b"IEND", b"")

@@ -1,0 +1,238 @@
+"""`pneumonia evaluate`: a bundle's metrics on one split of any dataset the data layer reads.
+
+Images go through the same door as prediction (file -> grayscale -> contract square), so the
+numbers hold for what a user would see. Unreadable images are listed and left out; they
+never stop the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import brier_score_loss
+
+from pneumonia.core import LABELS
+from pneumonia.core.bundle import Bundle
+from pneumonia.core.config import TrackingConfig
+from pneumonia.core.errors import DataError
+from pneumonia.core.tracking import RunHandle, end_run, log_outputs, start_run
+from pneumonia.data.discover import discover
+from pneumonia.data.split import COLUMNS, read_manifest
+from pneumonia.evaluation.calibration import expected_calibration_error, reliability_figure
+from pneumonia.evaluation.metrics import binary_metrics, headline, jsonable
+from pneumonia.evaluation.plots import confusion_figure, pr_figure, roc_figure
+from pneumonia.evaluation.uncertainty import metric_intervals
+from pneumonia.modeling.inference import check_tta, stream_logits, to_probability
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One labelled image to evaluate."""
+
+    path: str
+    label: str
+    patient: str
+
+
+def _is_manifest(path: Path) -> bool:
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return False
+    with path.open(newline="", encoding="utf-8") as fh:
+        return tuple(next(csv.reader(fh), [])) == COLUMNS
+
+
+def select_items(data: str | Path, split: str) -> tuple[list[Item], str]:
+    """Labelled images of `split` in a manifest or dataset; (items, description of the source).
+
+    A layout without splits (class folders only) is evaluated whole.
+    """
+    data = Path(data)
+    if _is_manifest(data):
+        pool = [(r.path, r.label, r.patient, r.split) for r in read_manifest(data)]
+    else:
+        found = discover(data)
+        pool = [(s.path, s.label, s.patient, s.split) for s in found.samples]
+    splits = sorted({s for *_, s in pool})
+    if splits == [""]:
+        items = [Item(p, lab, pat) for p, lab, pat, _ in pool]
+        return items, f"{data} (no splits; all {len(items)} images)"
+    items = [Item(p, lab, pat) for p, lab, pat, s in pool if s == split]
+    if not items:
+        raise DataError(
+            f"{data}: no {split!r} images (splits present: {', '.join(splits)}); pass --split"
+        )
+    return items, f"{data} split {split!r}"
+
+
+@dataclass
+class Scored:
+    """The readable images of a split with their labels and the network's raw logits."""
+
+    source: str
+    items: list[Item]
+    labels: np.ndarray
+    logits: np.ndarray
+    unreadable: list[dict[str, str]]
+    ood: np.ndarray | None = None  # the guard's scores (NaN without a guard)
+
+
+def score_split(
+    bundle: Bundle,
+    data: str | Path,
+    split: str,
+    workers: int | None = None,
+    show: bool = True,
+    tta: bool = False,
+) -> Scored:
+    """Read `split` of `data` through the input door and run the network on every image."""
+    items, source = select_items(data, split)
+    paths = [it.path for it in items]
+    raw, ood, errors = stream_logits(bundle, paths, workers=workers, show=show, tta=tta)
+    good = [i for i, error in enumerate(errors) if error is None]
+    unreadable = [
+        {"path": items[i].path, "reason": error}
+        for i, error in enumerate(errors)
+        if error is not None
+    ]
+    for u in unreadable:
+        log.warning("%s: %s (left out)", u["path"], u["reason"])
+    if not good:
+        raise DataError(f"{source}: none of the {len(items)} images could be read")
+    labels = np.array([LABELS.index(items[i].label) for i in good])
+    return Scored(source, [items[i] for i in good], labels, raw[good], unreadable, ood[good])
+
+
+def evaluate(
+    bundle: Bundle,
+    data: str | Path,
+    split: str,
+    out: Path,
+    workers: int | None = None,
+    show: bool = True,
+    n_boot: int = 1000,
+    tta: bool = False,
+    tracking: TrackingConfig | None = None,
+) -> dict[str, Any]:
+    """Score `bundle` on `split` of `data` at its threshold; write JSON, CSV and figures.
+
+    Every headline metric gets a 95% bootstrap interval (patients resampled), sensitivity and
+    specificity also an exact Clopper-Pearson one; calibration is measured by ECE and Brier.
+    With `tracking` on, the run goes to MLflow with every file written.
+    """
+    check_tta(bundle, tta)
+    params = {
+        "bundle": str(bundle.path),
+        "architecture": bundle.meta.architecture.name,
+        "data": str(data),
+        "split": split,
+        "tta": tta,
+        "bootstrap": n_boot,
+        "threshold": bundle.threshold,
+        "threshold_rule": bundle.meta.threshold.rule,
+    }
+    tracked = start_run(tracking or TrackingConfig(enabled=False), out.name, "evaluate", params)
+    try:
+        result = _evaluate(bundle, data, split, out, (workers, show, n_boot, tta), tracked)
+    except BaseException:
+        end_run(tracked, ok=False)
+        raise
+    metrics = {**headline(result["metrics"]), **result["calibration"]}
+    log_outputs(tracked, metrics, sorted(p for p in out.iterdir() if p.is_file()))
+    end_run(tracked, ok=True)
+    return result
+
+
+def _evaluate(
+    bundle: Bundle,
+    data: str | Path,
+    split: str,
+    out: Path,
+    options: tuple[int | None, bool, int, bool],
+    tracked: RunHandle | None,
+) -> dict[str, Any]:
+    workers, show, n_boot, tta = options
+    scored = score_split(bundle, data, split, workers, show, tta)
+    source, labels = scored.source, scored.labels
+    probs = to_probability(scored.logits, bundle.temperature)
+    patients = [it.patient for it in scored.items]
+    metrics = binary_metrics(labels, probs, bundle.threshold)
+    if len(np.unique(labels)) < 2:
+        log.warning(
+            "%s has one class only: ROC-AUC, PR-AUC and balanced accuracy are undefined", source
+        )
+    result = {
+        "bundle": str(bundle.path),
+        "architecture": bundle.meta.architecture.name,
+        "data": source,
+        "split": split,
+        "threshold_rule": bundle.meta.threshold.rule,
+        "temperature": bundle.temperature,
+        "tta": tta,
+        "metrics": jsonable(metrics),
+        "intervals": jsonable(_intervals(labels, probs, bundle.threshold, patients, n_boot)),
+        "calibration": _calibration(labels, probs),
+        "guard": _guard_result(bundle, scored),
+        "unreadable": scored.unreadable,
+        "mlflow_run": tracked[1] if tracked else None,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    _write_predictions(out / "predictions.csv", scored, probs, bundle)
+    if len(np.unique(labels)) == 2:
+        roc_figure(labels, probs, bundle.threshold, out / "roc.png")
+        pr_figure(labels, probs, out / "pr.png")
+        reliability_figure(labels, {bundle.meta.architecture.name: probs}, out / "reliability.png")
+    confusion_figure(metrics["confusion_matrix"], out / "confusion_matrix.png")
+    return result
+
+
+def _intervals(
+    labels: np.ndarray, probs: np.ndarray, threshold: float, patients: list[str], n_boot: int
+) -> dict[str, Any]:
+    if n_boot <= 0:
+        return {}
+    return metric_intervals(labels, probs, threshold, patients, n_boot)
+
+
+def _calibration(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    return {
+        "ece": expected_calibration_error(labels, probs),
+        "brier": float(brier_score_loss(labels, probs)),
+    }
+
+
+def _guard_result(bundle: Bundle, scored: Scored) -> dict[str, Any]:
+    """How many of the split's images the guard flags (they are still scored and counted)."""
+    if bundle.guard is None or scored.ood is None:
+        return {"active": False}
+    flagged = ~bundle.guard.in_distribution(scored.ood)
+    return {
+        "active": True,
+        "threshold": bundle.guard.threshold,
+        "flagged": int(flagged.sum()),
+        "flagged_rate": float(flagged.mean()),
+        "flagged_by_label": {
+            lab: int(flagged[scored.labels == k].sum()) for k, lab in enumerate(LABELS)
+        },
+    }
+
+
+def _write_predictions(path: Path, scored: Scored, probs: np.ndarray, bundle: Bundle) -> None:
+    ood = scored.ood if scored.ood is not None else np.full(len(probs), np.nan)
+    inside = bundle.guard.in_distribution(ood) if bundle.guard is not None else None
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        header = ["path", "patient", "label", "probability", "predicted"]
+        writer.writerow([*header, "in_distribution", "ood_score"])
+        for i, (it, prob) in enumerate(zip(scored.items, probs, strict=True)):
+            predicted = LABELS[int(prob >= bundle.threshold)]
+            verdict = ["", ""] if inside is None else [str(bool(inside[i])), f"{ood[i]:.4f}"]
+            writer.writerow([it.path, it.patient, it.label, f"{prob:.6f}", predicted, *verdict])

@@ -1,0 +1,249 @@
+"""A Lightning `DataModule` over a split manifest and its prepared cache.
+
+Training batches get X-ray-appropriate augmentation (small rotations, scale/translate,
+brightness/contrast; no mirror unless asked) and one of the three standard answers to class
+imbalance: class-weighted loss (`class_weights`), a weighted sampler, or undersampling.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from sklearn.utils.class_weight import compute_class_weight
+from torch.nn import functional
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+from torchvision.transforms import v2
+
+from pneumonia.core import LABELS
+from pneumonia.core.config import AugmentConfig, DataConfig
+from pneumonia.core.errors import DataError
+from pneumonia.core.preprocess import Preprocessing
+from pneumonia.data.cache import cache_dir_for, cached_array_path, read_failed
+from pneumonia.data.split import Row, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+class AspectStretch(torch.nn.Module):
+    """Re-shape the image to a random width/height ratio in [low, high] (log-uniform).
+
+    `letterbox`: squeeze one side and centre the image on black, as a `pad` contract shows a
+    wide or tall original. `fill`: stretch one side and cut it back to the frame, as a
+    `stretch` (or `crop`) contract shows an original whose aspect differs from the ones the
+    training copies were squashed from; no black bands appear.
+    """
+
+    def __init__(self, low: float, high: float, mode: str = "letterbox") -> None:
+        super().__init__()
+        if mode not in ("letterbox", "fill"):
+            raise ValueError(f"unknown aspect mode {mode!r}; use 'letterbox' or 'fill'")
+        self.low, self.high, self.fill = math.log(low), math.log(high), mode == "fill"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        aspect = math.exp(self.low + (self.high - self.low) * float(torch.rand(())))
+        h, w = x.shape[-2:]
+        if self.fill:  # stretch one side, then cut the centre back to h x w
+            nh, nw = (
+                (h, max(w, round(w * aspect))) if aspect >= 1 else (max(h, round(h / aspect)), w)
+            )
+        else:  # squeeze one side, then letterbox
+            nh, nw = (
+                (max(1, round(h / aspect)), w) if aspect >= 1 else (h, max(1, round(w * aspect)))
+            )
+        resized = functional.interpolate(x[None], (nh, nw), mode="bilinear", antialias=True)[0]
+        if self.fill:
+            top, left = (nh - h) // 2, (nw - w) // 2
+            return resized[..., top : top + h, left : left + w].contiguous()
+        out = torch.zeros_like(x)
+        top, left = (h - nh) // 2, (w - nw) // 2
+        out[..., top : top + nh, left : left + nw] = resized
+        return out
+
+
+class RandomGamma(torch.nn.Module):
+    """x ** gamma with gamma log-uniform in [1/(1+g), 1+g] (display look-up tables differ)."""
+
+    def __init__(self, g: float) -> None:
+        super().__init__()
+        self.log_max = math.log1p(g)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gamma = math.exp(self.log_max * (2 * float(torch.rand(())) - 1))
+        return x.clamp(0.0, 1.0).pow(gamma)
+
+
+def build_augment(cfg: AugmentConfig, resize: str = "pad") -> v2.Compose:
+    """Training augmentation on a 1xHxW float tensor in [0, 1]: aspect stretch (letterboxed
+    for a `pad` contract, filling the frame for the others, unless `aspect_mode` says),
+    rotation, shift and zoom (in: tighter framing; out: black border), gamma,
+    brightness/contrast."""
+    steps: list[torch.nn.Module] = []
+    if (cfg.aspect_min, cfg.aspect_max) != (1.0, 1.0):
+        mode = cfg.aspect_mode
+        if mode == "contract":
+            mode = "letterbox" if resize == "pad" else "fill"
+        stretch = AspectStretch(cfg.aspect_min, cfg.aspect_max, mode)
+        steps.append(stretch if cfg.aspect_p >= 1 else v2.RandomApply([stretch], cfg.aspect_p))
+    steps.append(
+        v2.RandomAffine(
+            degrees=cfg.rotation_degrees,
+            translate=(cfg.translate, cfg.translate),
+            scale=(cfg.scale_min, cfg.scale_max),
+            fill=0.0,
+        )
+    )
+    if cfg.gamma > 0:
+        steps.append(RandomGamma(cfg.gamma))
+    steps.append(v2.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast))
+    if cfg.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)
+
+
+class CachedImages(Dataset[tuple[torch.Tensor, int]]):
+    """Manifest rows read from the cache: (normalised 1xHxW tensor, label index)."""
+
+    def __init__(
+        self,
+        rows: list[Row],
+        cache_dir: Path,
+        contract: Preprocessing,
+        augment: v2.Compose | None = None,
+    ) -> None:
+        self.rows = rows
+        self.paths = [cached_array_path(cache_dir, r.sha256) for r in rows]
+        self.labels = [LABELS.index(r.label) for r in rows]
+        self.contract = contract
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = torch.from_numpy(np.load(self.paths[i])).float().div_(255.0).unsqueeze(0)
+        if self.augment is not None:
+            x = self.augment(x).clamp_(0.0, 1.0)
+        return (x - self.contract.mean) / self.contract.std, self.labels[i]
+
+
+class UndersampleSampler(Sampler[int]):
+    """Each epoch: every minority-class index plus an equal random draw of each other class."""
+
+    def __init__(self, labels: list[int], seed: int = 0) -> None:
+        self.by_class = [np.flatnonzero(np.asarray(labels) == c) for c in range(len(LABELS))]
+        self.per_class = min(len(ix) for ix in self.by_class)
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.per_class * len(self.by_class)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this at every epoch's start: a resumed run draws the same epochs."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        chosen = np.concatenate(
+            [rng.choice(ix, self.per_class, replace=False) for ix in self.by_class]
+        )
+        yield from rng.permutation(chosen).tolist()
+
+
+class XrayDataModule(LightningDataModule):
+    """Train/val/test loaders from the manifest and cache named in the config."""
+
+    def __init__(self, data: DataConfig, contract: Preprocessing) -> None:
+        super().__init__()
+        self.cfg = data
+        self.contract = contract
+        # shuffles the training batches; its state travels with checkpoints (rng_state.py)
+        self.generator = torch.Generator().manual_seed(data.seed)
+        self.cache_dir = cache_dir_for(data.cache_dir, contract)
+        self.rows: dict[str, list[Row]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the manifest, keep the rows the cache holds, drop (and log) failed images."""
+        if self.rows:
+            return
+        rows = read_manifest(self.cfg.manifest)
+        failed = read_failed(self.cache_dir)
+        usable, missing = [], []
+        for r in rows:
+            if cached_array_path(self.cache_dir, r.sha256).is_file():
+                usable.append(r)
+            elif r.path in failed:
+                log.warning("excluded %s: %s", r.path, failed[r.path])
+            else:
+                missing.append(r)
+        if missing:
+            raise DataError(
+                f"{self.cache_dir}: {len(missing)} manifest images are not cached (first: "
+                f"{missing[0].path}); run `pneumonia data prepare` with the same settings"
+            )
+        for split in ("train", "val", "test"):
+            self.rows[split] = [r for r in usable if r.split == split]
+        if not self.rows["train"]:
+            raise DataError(f"{self.cfg.manifest}: no training images")
+
+    def leave_out(self, keys: Collection[tuple[str, str]], split: str = "train") -> int:
+        """Drop the rows of `split` whose (sha256, label) is in `keys` (an audit's likely
+        label errors); returns how many went."""
+        kept = [r for r in self.rows[split] if (r.sha256, r.label) not in keys]
+        dropped = len(self.rows[split]) - len(kept)
+        self.rows[split] = kept
+        log.info("left out %d %s images flagged by the label audit", dropped, split)
+        return dropped
+
+    def class_weights(self) -> torch.Tensor:
+        """'balanced' loss weights per class (n / (classes * count)), for `class_weights`."""
+        y = np.array([LABELS.index(r.label) for r in self.rows["train"]])
+        weights = compute_class_weight("balanced", classes=np.arange(len(LABELS)), y=y)
+        return torch.tensor(weights, dtype=torch.float32)
+
+    def dataset(self, split: str, augment: bool = False) -> CachedImages:
+        """The dataset of one split, optionally with training augmentation."""
+        aug = build_augment(self.cfg.augment, self.contract.resize) if augment else None
+        return CachedImages(self.rows[split], self.cache_dir, self.contract, aug)
+
+    def _loader(self, ds: CachedImages, **kwargs: object) -> DataLoader:
+        workers = self.cfg.loader_workers()
+        return DataLoader(
+            ds,
+            batch_size=self.cfg.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Augmented training batches, balanced as `data.balance` says."""
+        ds = self.dataset("train", augment=True)
+        generator = self.generator.manual_seed(self.cfg.seed)
+        if self.cfg.balance == "sampler":
+            counts = np.bincount(ds.labels, minlength=len(LABELS))
+            weights = [1.0 / counts[y] for y in ds.labels]
+            sampler: Sampler[int] = WeightedRandomSampler(weights, len(ds), generator=generator)
+            return self._loader(ds, sampler=sampler)
+        if self.cfg.balance == "undersample":
+            return self._loader(ds, sampler=UndersampleSampler(ds.labels, self.cfg.seed))
+        return self._loader(ds, shuffle=True, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in manifest order, no augmentation."""
+        if not self.rows["val"]:
+            raise DataError(f"{self.cfg.manifest}: no validation images")
+        return self._loader(self.dataset("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in manifest order, no augmentation."""
+        if not self.rows["test"]:
+            raise DataError(f"{self.cfg.manifest}: no test images")
+        return self._loader(self.dataset("test"))

@@ -1,0 +1,192 @@
+"""Fitting a bundle's out-of-distribution guard, and the monitoring reference, from its data.
+
+Training runs this after the bundle is written; `pneumonia guard BUNDLE` runs it on a bundle
+made before the guard existed. The guard is fitted on the pooled features of every training
+image, clean and in `augmented_views` copies under the training augmentation (the inputs the
+model learned from: fitted on clean squares alone it flags most original-aspect X-rays), and
+its threshold is set on the clean validation split. The detection rate on a generated OOD
+corpus (`pneumonia.data.ood_corpus`) and the validation flag rate are measured and recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from pneumonia.core.bundle import (
+    ONNX,
+    Bundle,
+    GuardRecord,
+    file_record,
+    read_meta,
+    verify_file,
+    write_meta,
+)
+from pneumonia.core.config import Config, GuardConfig
+from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.preprocess import fit_to_square, square_stats
+from pneumonia.data.ood_corpus import ood_corpus
+from pneumonia.modeling.datamodule import CachedImages, XrayDataModule
+from pneumonia.modeling.guard import (
+    GUARD,
+    METHOD,
+    Guard,
+    fit_guard,
+    flag_rates,
+    save_guard,
+    set_threshold,
+)
+from pneumonia.modeling.inference import network_scores, to_probability
+from pneumonia.modeling.loading import load_bundle
+from pneumonia.modeling.runtime import OnnxModel, lane_map, lanes, network_outputs
+
+log = logging.getLogger(__name__)
+
+
+def dataset_outputs(model: Any, ds: CachedImages) -> tuple[np.ndarray, np.ndarray]:
+    """(raw logits, pooled features) of `model` (PyTorch, or ONNX with a features output) for
+    every item of a cached dataset: batches are loaded (and augmented) while the network runs
+    on the ones before, one call per lane."""
+    logits, features = [], []
+    batches = (x.numpy() for x, _ in DataLoader(ds, batch_size=64))
+    threads = torch.get_num_threads()
+    if lanes(model) > 1:  # the lanes take the cores: augmenting on one thread, not fighting them
+        torch.set_num_threads(1)  # (guard fit 67 s against 117 s, docs/benchmarks.md)
+    try:
+        for found, feats in lane_map(model, lambda x: network_outputs(model, x), batches):
+            if feats is None:
+                raise ValueError("the network gives no features; export its ONNX model again")
+            logits.append(found)
+            features.append(feats)
+    finally:
+        torch.set_num_threads(threads)
+    return np.concatenate(logits), np.concatenate(features)
+
+
+def image_outputs(bundle: Bundle, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(raw logits, pooled features) of the bundle's network for decoded 2-D uint8 images,
+    each put through its contract, in batches of 64 (one per lane at once)."""
+    size, resize = bundle.contract.image_size, bundle.contract.resize
+    squares = [fit_to_square(img, size, resize) for img in images]
+    found, features = network_scores(bundle.model, bundle.contract, squares, 64, features=True)
+    if features is None:
+        raise ValueError("the network gives no features; export its ONNX model again")
+    return found, features
+
+
+def corpus_detection(bundle: Bundle, guard: Guard, xrays: list[np.ndarray]) -> dict[str, Any]:
+    """Share of each kind of the generated OOD corpus the guard flags (30 images a kind)."""
+    corpus = ood_corpus(30, xrays, seed=0)
+    scores = guard.scores(image_outputs(bundle, [img for _, img in corpus])[1])
+    kinds = np.array([k for k, _ in corpus])
+    rates = flag_rates(guard, {str(k): scores[kinds == k] for k in dict.fromkeys(kinds)})
+    return {k: round(float(r["flagged"]), 4) for k, r in rates.items()}
+
+
+def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 0) -> GuardRecord:
+    """Fit the guard for a bundle (its PyTorch network, or its ONNX model with features:
+    about four times faster on a CPU) on `dm`'s splits, write `guard.safetensors` and the
+    monitoring reference into the bundle, and return what `model.json` now records."""
+    started = time.perf_counter()
+    model = bundle.model
+    train = dm.dataset("train")
+    labels = np.asarray(train.labels)
+    parts = [dataset_outputs(model, train)[1]]
+    torch.manual_seed(seed)
+    for _ in range(cfg.augmented_views):
+        parts.append(dataset_outputs(model, dm.dataset("train", augment=True))[1])
+    guard = fit_guard(np.concatenate(parts), np.tile(labels, len(parts)), cfg.components or 10**9)
+    val = dm.dataset("val")
+    val_logits, val_features = dataset_outputs(model, val)
+    val_scores = guard.scores(val_features)
+    guard = set_threshold(guard, val_scores, cfg.max_flag_rate)
+    val_squares = np.stack([np.load(p) for p in val.paths])
+    detection = corpus_detection(bundle, guard, list(val_squares[:60]))
+    record = GuardRecord(
+        method=METHOD,
+        file=GUARD,
+        threshold=guard.threshold,
+        components=guard.projection.shape[1],
+        features=guard.projection.shape[0],
+        max_flag_rate=cfg.max_flag_rate,
+        fitted_on={"train_images": len(labels), "augmented_views": cfg.augmented_views},
+        validation={
+            "images": len(val_scores),
+            "flagged": round(float(np.mean(val_scores > guard.threshold)), 4),
+            "corpus_flagged": detection,
+        },
+    )
+    path = save_guard(guard, bundle.path / GUARD)
+    reference = {
+        "split": "val",  # answers and guard scores: validation (training's are optimistic)
+        "inputs": "train",  # input statistics: the training squares
+        "train_prevalence": float(np.mean(labels)),
+        "probability": _rounded(to_probability(val_logits, bundle.temperature)),
+        "ood_score": _rounded(val_scores),
+        **{k: _rounded(v, 4) for k, v in training_stats(train).items()},
+    }
+    meta = bundle.meta.model_copy(
+        update={
+            "guard": record,
+            "reference": reference,
+            "files": {**bundle.meta.files, GUARD: file_record(path)},
+        }
+    )
+    write_meta(meta, bundle.path)
+    log.info(
+        "guard fitted in %.0f s on the %s backend: threshold %.3g, %.1f%% of validation flagged",
+        time.perf_counter() - started,
+        bundle.backend,
+        guard.threshold,
+        100 * record.validation["flagged"],
+    )
+    return record
+
+
+def training_stats(train: CachedImages, chunk: int = 512) -> dict[str, np.ndarray]:
+    """`square_stats` of every training square, read from the cache a chunk at a time."""
+    parts = [
+        square_stats(np.stack([np.load(p) for p in train.paths[i : i + chunk]]))
+        for i in range(0, len(train.paths), chunk)
+    ]
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
+def _rounded(values: np.ndarray, digits: int = 6) -> list[float]:
+    return [round(float(v), digits) for v in values]
+
+
+def guard_bundle(
+    folder: Path, manifest: Path | None, cfg: GuardConfig, force: bool = False
+) -> GuardRecord:
+    """`pneumonia guard`: fit and store the guard of an existing bundle on the data it was
+    trained on (its recorded manifest, cache and augmentation; `manifest` instead if given).
+    An ONNX model without the features output is exported again first (it is then used
+    for the fit, which is faster than PyTorch on a CPU)."""
+    from pneumonia.modeling.export import export_onnx
+
+    folder, meta = read_meta(folder)
+    if meta.guard is not None and not force:
+        raise PneumoniaError(f"{folder}: already has a guard; pass --force to fit it again")
+    data = Config.model_validate(meta.training.get("config", {})).data
+    if manifest is not None:
+        data = data.model_copy(update={"manifest": manifest})
+    if not Path(data.manifest).is_file():
+        raise PneumoniaError(
+            f"{data.manifest}: the manifest this bundle was trained on is not here; pass "
+            "--data MANIFEST (made by `pneumonia data split`, cached by `data prepare`)"
+        )
+    if ONNX in meta.files and not OnnxModel(verify_file(folder, meta, ONNX)).has_features:
+        log.info("%s: exporting model.onnx again, with the features output the guard reads", folder)
+        export_onnx(load_bundle(folder, "torch"), force=True)
+    bundle = load_bundle(folder, "onnx" if ONNX in meta.files else "torch")
+    dm = XrayDataModule(data, bundle.contract)
+    dm.setup("fit")
+    seed = int(meta.training.get("config", {}).get("train", {}).get("seed", 0))
+    return add_guard(bundle, dm, cfg, seed)

@@ -1,0 +1,304 @@
+"""Inference through the one input door: file -> grayscale -> contract square -> probability.
+
+Images are decoded by threads a little ahead of the network, which runs in batches on the
+bundle's backend (ONNX Runtime or PyTorch), so decoding overlaps inference; on ONNX Runtime
+one batch per core runs at once, each on one thread (see `runtime.OnnxModel`). An image that
+cannot be read becomes a row that says why; every other image is still predicted. This module
+is on the lean path: it imports no PyTorch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumonia.core import LABELS
+from pneumonia.core.bundle import Bundle
+from pneumonia.core.errors import DataError, ImageError
+from pneumonia.core.preprocess import Preprocessing, fit_to_square, to_array
+from pneumonia.core.progress import default_workers, parallel_map, progress_bar
+from pneumonia.data.image_io import IMAGE_SUFFIXES, read_image
+from pneumonia.modeling.runtime import lane_map, network_outputs, run_network
+
+log = logging.getLogger(__name__)
+TTA_SHIFT = 0.04  # fraction of the side each TTA view is shifted by
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result: probability and label, or the reason it could not be read."""
+
+    path: str
+    probability: float | None
+    label: str | None
+    error: str | None = None
+    in_distribution: bool | None = None  # None: the bundle has no guard
+    ood_score: float | None = None
+
+
+def load_square(job: tuple[str, int, str]) -> np.ndarray | str:
+    """(path, size, resize) -> the contract's uint8 square, or the reason it failed."""
+    path, size, resize = job
+    try:
+        return fit_to_square(read_image(path)[1].pixels, size, resize)
+    except ImageError as exc:
+        return exc.reason
+
+
+def load_squares(
+    paths: list[str], contract: Preprocessing, workers: int | None = None, show: bool = True
+) -> list[np.ndarray | str]:
+    """`load_square` for many paths, in worker processes, order kept."""
+    jobs = [(p, contract.image_size, contract.resize) for p in paths]
+    return parallel_map(load_square, jobs, "reading images", workers, show)
+
+
+def stream_squares(
+    paths: list[str], contract: Preprocessing, workers: int | None = None, ahead: int = 128
+) -> Iterator[np.ndarray | str]:
+    """`load_square` for many paths, in order, decoded by `workers` threads at most `ahead`
+    images in front of the consumer (decoding and resizing release the GIL)."""
+    with ThreadPoolExecutor(max(1, workers or default_workers())) as pool:
+        pending: deque[Future[np.ndarray | str]] = deque()
+        for path in paths:
+            pending.append(pool.submit(load_square, (path, contract.image_size, contract.resize)))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def shift(x: np.ndarray, dy: int, dx: int, fill: float) -> np.ndarray:
+    """Move a batch of images by (dy, dx) pixels; uncovered pixels get `fill`."""
+    h, w = x.shape[-2:]
+    out = np.full_like(x, fill)
+    out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+        ..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+def tta_views(x: np.ndarray, contract: Preprocessing) -> list[np.ndarray]:
+    """Test-time augmentation: the batch itself and four shifts by 4% of the side (up, down,
+    left, right), filled with black as the letterbox is. No mirror: training has none either."""
+    d = max(1, round(TTA_SHIFT * x.shape[-1]))
+    black = (0.0 - contract.mean) / contract.std
+    return [x, *(shift(x, dy, dx, black) for dy, dx in ((-d, 0), (d, 0), (0, -d), (0, d)))]
+
+
+def batch_outputs(
+    model: Any, contract: Preprocessing, squares: list[np.ndarray], tta: bool, features: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(raw logits, pooled features of the unshifted view or None) for one batch of squares;
+    with `tta` the logits are the mean over `tta_views`."""
+    x = to_array(np.stack(squares), contract)
+    found, feats = network_outputs(model, x, features)
+    if tta:
+        shifted = [run_network(model, v) for v in tta_views(x, contract)[1:]]
+        found = np.asarray(np.stack([found, *shifted]).mean(axis=0), dtype=np.float32)
+    return found, feats
+
+
+def guard_scores(bundle: Bundle, features: np.ndarray | None, n: int) -> np.ndarray:
+    """The bundle guard's OOD scores for `features` (NaN for all `n` images without a guard)."""
+    if bundle.guard is None or features is None:
+        return np.full(n, np.nan)
+    return bundle.guard.scores(features)
+
+
+def score_squares(bundle: Bundle, squares: list[np.ndarray]) -> np.ndarray:
+    """(N, 2): calibrated P(PNEUMONIA) and the guard's OOD score (NaN without a guard) for
+    contract squares, in one network call (the service's batch function)."""
+    found, feats = batch_outputs(
+        bundle.model, bundle.contract, squares, False, bundle.guard is not None
+    )
+    probs = to_probability(found, bundle.temperature)
+    return np.stack([probs, guard_scores(bundle, feats, len(squares))], axis=1)
+
+
+def logits(
+    bundle: Bundle,
+    squares: list[np.ndarray],
+    batch_size: int = 32,
+    show: bool = False,
+    tta: bool = False,
+) -> np.ndarray:
+    """The bundle network's raw logits for contract squares (see `network_scores`)."""
+    return network_scores(bundle.model, bundle.contract, squares, batch_size, show, tta)[0]
+
+
+def network_scores(
+    model: Any,
+    contract: Preprocessing,
+    squares: list[np.ndarray],
+    batch_size: int = 32,
+    show: bool = False,
+    tta: bool = False,
+    features: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(raw logits, pooled features or None) of `model` (a PyTorch module in eval mode, on its
+    own device, or an ONNX Runtime model) for contract squares, in batches (as many at once as
+    the model has `lanes`); with `tta`, the logits are the mean over `tta_views`."""
+    if not squares:
+        return np.zeros(0, dtype=np.float32), None
+    starts = range(0, len(squares), batch_size)
+    found, feats = [], []
+    with progress_bar(transient=True, disable=not show) as bar:
+        task = bar.add_task("predicting", total=len(squares))
+        batches = (squares[i : i + batch_size] for i in starts)
+
+        def run(batch: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+            return batch_outputs(model, contract, batch, tta, features)
+
+        for out, f in lane_map(model, run, batches):
+            found.append(out)
+            feats += [] if f is None else [f]
+            bar.advance(task, len(out))
+    return np.concatenate(found), np.concatenate(feats) if feats else None
+
+
+def stream_logits(
+    bundle: Bundle,
+    paths: list[str],
+    batch_size: int = 4,
+    workers: int | None = None,
+    show: bool = True,
+    tta: bool = False,
+) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """Raw logits and OOD scores for image files, decoded while the network runs: (logits,
+    NaN where unreadable; the guard's scores, NaN where unreadable or without a guard; per
+    path None or the reason it could not be read)."""
+    raw = np.full(len(paths), np.nan, dtype=np.float32)
+    ood = np.full(len(paths), np.nan)
+    errors: list[str | None] = [None] * len(paths)
+    guarded = bundle.guard is not None
+
+    def batches() -> Iterator[list[tuple[int, np.ndarray]]]:  # (row, square) of readable files
+        batch: list[tuple[int, np.ndarray]] = []
+        for i, square in enumerate(stream_squares(paths, bundle.contract, workers)):
+            if isinstance(square, str):
+                errors[i] = square
+            else:
+                batch.append((i, square))
+            bar.advance(task)
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def run(batch: list[tuple[int, np.ndarray]]) -> tuple[list[int], np.ndarray, np.ndarray | None]:
+        squares = [square for _, square in batch]
+        found, feats = batch_outputs(bundle.model, bundle.contract, squares, tta, guarded)
+        return [i for i, _ in batch], found, feats
+
+    with progress_bar(disable=not show) as bar:
+        task = bar.add_task("predicting", total=len(paths))
+        for rows, found, feats in lane_map(bundle.model, run, batches()):
+            raw[rows], ood[rows] = found, guard_scores(bundle, feats, len(rows))
+    return raw, ood, errors
+
+
+def check_operating_point(bundle: Bundle) -> bool:
+    """Warn, naming the fix, when the bundle's threshold was not chosen on validation data or
+    the bundle records no validation results; True when all is in order."""
+    tuned = bundle.meta.threshold.detail.get("on") == "validation"
+    if tuned and bundle.meta.validation:
+        return True
+    log.warning(
+        "%s: %s; its labels use threshold %.4g (rule %s) as stored. Choose one on validation "
+        "data with `pneumonia threshold %s --data MANIFEST --out NEW`",
+        bundle.path,
+        "records no validation results"
+        if tuned
+        else "the threshold was not chosen on validation data",
+        bundle.threshold,
+        bundle.meta.threshold.rule,
+        bundle.path,
+    )
+    return False
+
+
+def check_tta(bundle: Bundle, tta: bool) -> None:
+    """Warn when scoring with or without TTA unlike the scores the threshold was tuned on."""
+    check_operating_point(bundle)
+    tuned = bool(bundle.meta.threshold.detail.get("tta", False))
+    if tuned != tta:
+        log.warning(
+            "%s: the threshold was tuned %s TTA and is applied %s it; re-tune with "
+            "`pneumonia threshold%s` to match",
+            bundle.path,
+            "with" if tuned else "without",
+            "with" if tta else "without",
+            " --tta" if tta else "",
+        )
+
+
+def to_probability(raw_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """P(PNEUMONIA) = sigmoid(logit / temperature), in float64 (stable for any logit)."""
+    z = np.asarray(raw_logits, dtype=np.float64) / temperature
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def predict_paths(
+    bundle: Bundle,
+    paths: list[str],
+    batch_size: int = 4,
+    workers: int | None = None,
+    show: bool = True,
+    tta: bool = False,
+) -> list[Prediction]:
+    """Predict every path; unreadable images get an error instead of a probability."""
+    check_tta(bundle, tta)
+    raw, ood, errors = stream_logits(bundle, paths, batch_size, workers, show, tta)
+    probs = np.full(len(paths), np.nan)
+    readable = ~np.isnan(raw)
+    probs[readable] = to_probability(raw[readable], bundle.temperature)
+    results = []
+    for path, prob, score, error in zip(paths, probs, ood, errors, strict=True):
+        if error is not None:
+            log.warning("%s: %s", path, error)
+            results.append(Prediction(path, None, None, error))
+        else:
+            results.append(prediction(bundle, path, float(prob), float(score)))
+    return results
+
+
+def prediction(bundle: Bundle, name: str, probability: float, ood_score: float) -> Prediction:
+    """The label at the bundle's threshold and the guard's verdict for one scored image."""
+    label = LABELS[1] if probability >= bundle.threshold else LABELS[0]
+    if bundle.guard is None or np.isnan(ood_score):
+        return Prediction(name, probability, label)
+    inside = bool(bundle.guard.in_distribution(np.array([ood_score]))[0])
+    return Prediction(name, probability, label, None, inside, ood_score)
+
+
+def expand_inputs(items: Iterable[str]) -> list[str]:
+    """Files, folders (searched recursively for images) and glob patterns -> sorted paths."""
+    found: list[str] = []
+    for item in items:
+        path = Path(item)
+        if any(ch in item for ch in "*?["):
+            base = Path(path.anchor or ".")
+            pattern = str(path.relative_to(base)) if path.is_absolute() else item
+            matches = sorted(p for p in base.glob(pattern) if p.is_file())
+            if not matches:
+                raise DataError(f"{item}: no files match this pattern")
+            found += [str(p) for p in matches]
+        elif path.is_dir():
+            images = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not images:
+                raise DataError(f"{item}: folder has no image files")
+            found += [str(p) for p in images]
+        else:
+            found.append(item)  # a missing or unreadable file becomes a row that says why
+    return list(dict.fromkeys(found))

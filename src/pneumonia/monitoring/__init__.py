@@ -1,0 +1,1 @@
+"""Monitoring: the prediction log, drift statistics and the drift report."""

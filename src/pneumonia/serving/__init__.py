@@ -1,0 +1,1 @@
+"""Serving: prediction tables, explanations, the micro-batcher and the web service."""

@@ -1,0 +1,129 @@
+"""`pneumonia ensemble`: build an ensemble bundle from member bundles.
+
+The members' networks become one `EnsembleModel` (`pneumonia.modeling.ensemble`); the ensemble gets
+its own calibration and threshold, fitted on validation like any bundle, and is written as a
+bundle whose one weights file holds every member.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pneumonia.core.bundle import (
+    WEIGHTS,
+    Architecture,
+    Bundle,
+    BundleMeta,
+    Member,
+    Threshold,
+    save_bundle,
+)
+from pneumonia.core.config import OperatingConfig
+from pneumonia.core.errors import PneumoniaError
+from pneumonia.evaluation.evaluate import score_split
+from pneumonia.evaluation.metrics import binary_metrics, headline, jsonable
+from pneumonia.evaluation.operating import fit_operating_point
+from pneumonia.modeling.ensemble import COMBINE, EnsembleModel
+from pneumonia.modeling.loading import load_bundle
+
+log = logging.getLogger(__name__)
+
+
+def _member_bundle(source: Path) -> Bundle:
+    """A member from a bundle folder or a training run folder (its `bundle/`)."""
+    folder = source / "bundle" if (source / "bundle" / "model.json").is_file() else source
+    return load_bundle(folder)
+
+
+def _check_members(bundles: list[Bundle]) -> None:
+    if len(bundles) < 2:
+        raise PneumoniaError("an ensemble needs at least two members")
+    for b in bundles:
+        if b.meta.architecture.members is not None:
+            raise PneumoniaError(f"{b.path}: is an ensemble already; list its members instead")
+        if b.meta.architecture.in_chans != 1:
+            raise PneumoniaError(f"{b.path}: takes {b.meta.architecture.in_chans} channels, not 1")
+    modes = {b.contract.resize for b in bundles}
+    if len(modes) > 1:
+        raise PneumoniaError(
+            f"members resize differently ({', '.join(sorted(modes))}); an ensemble has one "
+            "input contract, so its members must share preprocess.resize"
+        )
+
+
+def _default_data(bundles: list[Bundle]) -> str:
+    digests = {b.meta.data.get("manifest_sha256") for b in bundles}
+    manifests = [b.meta.data.get("manifest") for b in bundles]
+    if len(digests) != 1 or None in digests or not manifests[0]:
+        raise PneumoniaError(
+            "the members were not trained on the same recorded manifest; pass --data "
+            "MANIFEST_OR_FOLDER for the validation data to fit the ensemble's threshold on"
+        )
+    return str(manifests[0])
+
+
+def build_ensemble(
+    sources: list[Path],
+    out: Path,
+    data: str | Path | None = None,
+    split: str = "val",
+    cfg: OperatingConfig | None = None,
+    workers: int | None = None,
+    show: bool = True,
+    command: str = "",
+) -> dict[str, Any]:
+    """Combine member bundles (or run folders) into an ensemble bundle at `out`, with its own
+    calibration and threshold fitted on `split` of `data` (default: the members' manifest)."""
+    if out.exists():
+        raise PneumoniaError(f"{out}: already exists; choose a new folder for the ensemble")
+    if split == "test":
+        raise PneumoniaError("the operating point is chosen on validation data, never on test")
+    bundles = [_member_bundle(Path(s)) for s in sources]
+    _check_members(bundles)
+    data = data if data is not None else _default_data(bundles)
+    contract = max(bundles, key=lambda b: b.contract.image_size).contract
+    members = [
+        Member(
+            name=b.meta.architecture.name,
+            preprocessing=b.contract,
+            temperature=b.temperature,
+            source=str(b.path),
+            source_sha256=b.meta.files[WEIGHTS].sha256,
+        )
+        for b in bundles
+    ]
+    model = EnsembleModel(
+        [b.model for b in bundles],
+        [b.contract for b in bundles],
+        [b.temperature for b in bundles],
+        contract,
+    ).eval()
+    arch = Architecture(name="ensemble", members=members, combine=COMBINE)
+    placeholder = Threshold(value=0.5, rule="unfitted")
+    meta = BundleMeta(architecture=arch, preprocessing=contract, threshold=placeholder)
+    scored = score_split(Bundle(out, meta, model), data, split, workers, show)
+    cfg = cfg or OperatingConfig()
+    threshold, calibration, probs = fit_operating_point(scored.labels, scored.logits, cfg)
+    threshold.detail["data"] = scored.source
+    metrics = binary_metrics(scored.labels, probs, threshold.value)
+    validation = {"split": split, "data": scored.source, **jsonable(headline(metrics))}
+    validation.update({k: metrics[k] for k in ("n", "positives", "threshold", "confusion_matrix")})
+    meta = meta.model_copy(
+        update={
+            "threshold": threshold,
+            "calibration": calibration,
+            "validation": validation,
+            "data": dict(bundles[0].meta.data),
+            "training": {"command": command, "ensemble_of": [str(b.path) for b in bundles]},
+        }
+    )
+    save_bundle(model, meta, out)
+    log.info("ensemble of %d members: %s", len(bundles), out)
+    return {
+        "bundle": str(out),
+        "members": [m.source for m in members],
+        "validation": validation,
+        "threshold": threshold.value,
+    }

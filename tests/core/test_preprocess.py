@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pneumonia.core.preprocess import Preprocessing, fit_to_square, square_stats, to_tensor
+
+
+def test_pad_keeps_the_whole_image_centred() -> None:
+    wide = np.full((50, 100), 200, np.uint8)
+    out = fit_to_square(wide, 64, "pad")
+    assert out.shape == (64, 64) and out.dtype == np.uint8
+    assert out[:15].max() == 0 and out[-15:].max() == 0  # letterbox bands top and bottom
+    assert out[32].min() == 200  # the image spans the full width
+
+
+def test_crop_fills_the_square() -> None:
+    tall = np.full((120, 60), 90, np.uint8)
+    tall[:20] = 0  # cut off by a centre crop
+    out = fit_to_square(tall, 32, "crop")
+    assert out.shape == (32, 32)
+    assert out.min() == 90
+
+
+@pytest.mark.parametrize("aspect", [1.15, 1.5, 1 / 1.2])
+def test_stretch_maps_an_original_of_any_aspect_back_onto_the_square(aspect: float) -> None:
+    # a square "copy" of 8x8 blocks and a synthetic "original" of it at a known aspect ratio
+    rng = np.random.default_rng(0)
+    copy = np.kron(rng.integers(1, 256, (8, 8)), np.ones((12, 12))).astype(np.uint8)  # 96 px
+    original = np.asarray(Image.fromarray(copy).resize((round(96 * aspect), 96)))
+    target = fit_to_square(copy, 48, "stretch")
+    stretched = fit_to_square(original, 48, "stretch")
+    padded = fit_to_square(original, 48, "pad")
+    assert stretched.shape == (48, 48) and stretched.min() > 0  # no letterbox bands
+    stretch_error = np.abs(stretched.astype(int) - target.astype(int)).mean()
+    pad_error = np.abs(padded.astype(int) - target.astype(int)).mean()
+    assert stretch_error < 6 and pad_error > 4 * stretch_error
+
+
+def test_every_mode_gives_a_square_image_the_same_pixels() -> None:
+    square = np.random.default_rng(1).integers(0, 256, (224, 224), dtype=np.uint8)
+    modes = [fit_to_square(square, 192, mode) for mode in ("stretch", "pad", "crop")]
+    assert all(np.array_equal(modes[0], other) for other in modes[1:])
+
+
+def test_unknown_resize_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="stretch, pad, crop"):
+        fit_to_square(np.zeros((4, 4), np.uint8), 8, "squash")
+
+
+def test_fit_rejects_non_grayscale() -> None:
+    with pytest.raises(ValueError, match="2-D uint8"):
+        fit_to_square(np.zeros((4, 4, 3), np.uint8), 8)
+
+
+def test_to_tensor_applies_the_recorded_normalisation() -> None:
+    contract = Preprocessing(image_size=8, mean=0.5, std=0.25)
+    x = to_tensor(np.array([[0, 255]], np.uint8), contract)
+    assert x.shape == (1, 1, 2)
+    assert torch.allclose(x, torch.tensor([[[-2.0, 2.0]]]))
+    batch = to_tensor(np.zeros((3, 4, 4), np.uint8), contract)
+    assert batch.shape == (3, 1, 4, 4)
+
+
+def test_cache_key_follows_pixel_settings_only() -> None:
+    base = Preprocessing()
+    assert base.cache_key() == Preprocessing(mean=0.1).cache_key()
+    assert base.cache_key() != Preprocessing(image_size=128).cache_key()
+    assert base.cache_key() != Preprocessing(resize="crop").cache_key()
+    assert base.describe()["size"] == [base.image_size, base.image_size]
+
+
+def test_square_stats() -> None:
+    squares = np.stack([np.zeros((4, 4), np.uint8), np.full((4, 4), 255, np.uint8)])
+    squares[0, :2] = 255
+    stats = square_stats(squares)
+    np.testing.assert_allclose(stats["brightness"], [0.5, 1.0])
+    np.testing.assert_allclose(stats["contrast"], [0.5, 0.0])
