@@ -63,10 +63,13 @@ def tiny_config(tmp: Path, *overrides: str) -> Config:
     )
 
 
-def prepare_tiny(tmp: Path, cfg: Config, seed: int = 0) -> Path:
-    """A synthetic Kaggle-layout dataset, split and cached as `cfg` says; returns its root."""
+def prepare_tiny(tmp: Path, cfg: Config, seed: int = 0, subtypes: bool = False) -> Path:
+    """A synthetic Kaggle-layout dataset, split and cached as `cfg` says; returns its root.
+    With `subtypes`, PNEUMONIA images show the subtype their names give."""
     per = {"train": {"NORMAL": 24, "PNEUMONIA": 40}, "test": {"NORMAL": 8, "PNEUMONIA": 8}}
-    root = make_dataset(tmp / "data", "kaggle", per, size_range=(32, 48), seed=seed)
+    root = make_dataset(
+        tmp / "data", "kaggle", per, size_range=(32, 48), seed=seed, subtypes=subtypes
+    )
     rows, _ = make_manifest(root, cfg.data.val_fraction, cfg.data.seed, workers=1, show=False)
     write_manifest(rows, cfg.data.manifest, force=True)
     prepare_cache(rows, cfg.data.cache_dir, cfg.preprocess, workers=1, show=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pneumonia.core.errors import DataError
-from pneumonia.data.discover import discover, patient_id
+from pneumonia.data.discover import discover, patient_id, subtype_of
 from pneumonia.data.synthetic import make_dataset
 
 COUNTS = {"NORMAL": 3, "PNEUMONIA": 5}
@@ -132,8 +132,42 @@ def test_npz_label_outside_0_1_reported(tmp_path: Path) -> None:
         ("IM-0115-0001.jpeg", "IM-0115"),
         ("IM-0017-0001-0002.jpeg", "IM-0017"),
         ("NORMAL2-IM-0381-0001.jpeg", "NORMAL2-IM-0381"),
+        ("BACTERIA-1008087-0001.jpeg", "1008087"),  # Mendeley v3: one patient, any class
+        ("VIRUS-1008087-0002.jpeg", "1008087"),
+        ("NORMAL-28501-0001.jpeg", "28501"),
         ("scan.png", "image:/d/scan.png"),
     ],
 )
 def test_patient_ids(name: str, patient: str) -> None:
     assert patient_id(f"/d/{name}") == patient
+
+
+@pytest.mark.parametrize(
+    ("path", "label", "subtype"),
+    [
+        ("train/PNEUMONIA/person1480_bacteria_3860.jpeg", "PNEUMONIA", "bacterial"),
+        ("train/PNEUMONIA/person12_virus_44_1.jpeg", "PNEUMONIA", "viral"),
+        ("/d/PNEUMONIA/PERSON7_VIRUS_12.JPEG", "PNEUMONIA", "viral"),
+        (
+            "CellData/chest_xray/train/PNEUMONIA/BACTERIA-1008087-0001.jpeg",
+            "PNEUMONIA",
+            "bacterial",
+        ),
+        ("CellData/chest_xray/train/PNEUMONIA/VIRUS-1037162-0001.jpeg", "PNEUMONIA", "viral"),
+        ("labels.csv/../scans/p4_bacterial.png", "PNEUMONIA", "bacterial"),
+        ("scans/case_viral-3.png", "PNEUMONIA", "viral"),
+        ("scan.png", "PNEUMONIA", None),  # the name does not say
+        ("viruses_folder/scan.png", "PNEUMONIA", None),  # only the file name counts
+        ("pneumoniamnist.npz#train/12", "PNEUMONIA", None),  # MedMNIST has no subtype
+        ("train/NORMAL/IM-0115-0001.jpeg", "NORMAL", None),
+        ("person1480_bacteria_3860.jpeg", "NORMAL", None),  # NORMAL never has one
+    ],
+)
+def test_subtype_from_every_naming_scheme(path: str, label: str, subtype: str | None) -> None:
+    assert subtype_of(path, label) == subtype
+
+
+def test_synthetic_pneumonia_names_give_every_subtype(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path, "kaggle", {"train": {"NORMAL": 4, "PNEUMONIA": 8}})
+    found = [subtype_of(s.path, s.label) for s in discover(root).samples]
+    assert found.count(None) == 4 and {"bacterial", "viral"} <= set(found)

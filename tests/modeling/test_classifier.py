@@ -81,7 +81,7 @@ def test_label_smoothing_pulls_training_targets_in(monkeypatch: pytest.MonkeyPat
     module = XrayClassifier(create_model("cnn_small"), cfg.train, pos_weight=None)
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
     x, y = torch.randn(4, 1, 32, 32), torch.tensor([0, 1, 1, 0])
-    loss = module.training_step((x, y), 0)
+    loss = module.training_step((x, y, torch.full((4,), -1)), 0)
     logits = module(x).detach()
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     assert loss.item() == pytest.approx(bce(logits, torch.tensor([0.1, 0.9, 0.9, 0.1])).item())

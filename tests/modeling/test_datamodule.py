@@ -35,11 +35,12 @@ def test_batches_are_normalised_1x_size_tensors(prepared: Path) -> None:
     cfg = _config(prepared)
     dm = XrayDataModule(cfg.data, cfg.preprocess)
     dm.setup("fit")
-    x, y = next(iter(dm.val_dataloader()))
+    x, y, s = next(iter(dm.val_dataloader()))
     assert x.shape[1:] == (1, 32, 32) and x.dtype == torch.float32
     raw = x * cfg.preprocess.std + cfg.preprocess.mean
     assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5
     assert set(y.tolist()) <= {0, 1}
+    assert ((s == -1) == (y == 0)).all() and set(s.tolist()) <= {-1, 0, 1}  # subtype: PNEUMONIA
     assert len(dm.rows["test"]) == 4
     assert sum(len(v) for v in dm.rows.values()) == 44
 
@@ -60,7 +61,7 @@ def test_balanced_loaders_draw_both_classes_evenly(prepared: Path, balance: str)
     cfg = _config(prepared, f"data.balance={balance}")
     dm = XrayDataModule(cfg.data, cfg.preprocess)
     dm.setup("fit")
-    labels = torch.cat([y for _, y in dm.train_dataloader()]).tolist()
+    labels = torch.cat([y for _, y, _ in dm.train_dataloader()]).tolist()
     share = sum(labels) / len(labels)
     assert 0.3 < share < 0.7  # versus 0.75 pneumonia in the data
     if balance == "undersample":

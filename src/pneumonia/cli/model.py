@@ -137,6 +137,10 @@ def evaluate_command(
     console.print(f"calibration: ECE {cal['ece']:.4f}, Brier {cal['brier']:.4f}")
     cm = m["confusion_matrix"]
     console.print(f"confusion: TN {cm['tn']}  FP {cm['fp']}  FN {cm['fn']}  TP {cm['tp']}")
+    if result.get("subtype"):
+        from pneumonia.evaluation.subtype import headline_line
+
+        console.print(f"subtype (bacterial vs viral): {headline_line(result['subtype'])}")
     print_list(
         "Unreadable, excluded", [f"{u['path']}: {u['reason']}" for u in result["unreadable"]]
     )
@@ -181,9 +185,16 @@ def predict_command(
     table.add_column("P(PNEUMONIA)", justify="right")
     table.add_column("label")
     table.add_column("chest X-ray?", overflow="fold")
+    subtype = bundle.meta.subtype is not None
+    if subtype:
+        table.add_column("subtype (P viral)")
     for p in predictions:
         prob = "-" if p.probability is None else f"{p.probability:.3f}"
-        table.add_row(p.path, prob, p.label or f"[red]error: {p.error}[/]", guard_cell(p))
+        cells = [p.path, prob, p.label or f"[red]error: {p.error}[/]", guard_cell(p)]
+        if subtype:
+            viral = p.subtype_probability
+            cells.append("-" if viral is None else f"{p.subtype or '-'} ({viral:.3f})")
+        table.add_row(*cells)
     console.print(table)
     say_guard(bundle, predictions)
     csv_path, _ = write_tables(predictions, bundle, out_dir)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pneumonia.core import LABELS, __version__
+from pneumonia.core import LABELS, SUBTYPES, __version__
 from pneumonia.core.errors import PneumoniaError
 from pneumonia.core.outputs import plain_mode
 from pneumonia.core.preprocess import Preprocessing
@@ -111,6 +111,21 @@ class GuardRecord(_Strict):
     )
 
 
+class SubtypeRecord(_Strict):
+    """The second output of a network with the subtype head: P(viral | pneumonia)."""
+
+    labels: list[str] = Field(default_factory=lambda: list(SUBTYPES))
+    output: str = (
+        "column 1 of the network's output: the logit of P(viral | pneumonia) = "
+        "sigmoid(logit / temperature); viral when P >= threshold, named where the screening "
+        "label is PNEUMONIA"
+    )
+    temperature: float = Field(1.0, gt=0)
+    threshold: float = Field(0.5, gt=0, lt=1)
+    trained_on: str = "the subtypes the PNEUMONIA file names carry (bacteria, virus)"
+    validation: dict[str, Any] = Field(default_factory=dict)
+
+
 class FileRecord(_Strict):
     sha256: str
     bytes: int
@@ -138,6 +153,7 @@ class BundleMeta(_Strict):
     files: dict[str, FileRecord] = Field(default_factory=dict)
     exports: dict[str, Any] = Field(default_factory=dict)  # e.g. onnx: file, opset, parity
     guard: GuardRecord | None = None  # absent: bundles made before the guard, or without one
+    subtype: SubtypeRecord | None = None  # absent: one output, no subtype head
     reference: dict[str, Any] = Field(default_factory=dict)  # what `monitor` compares against
 
     def contract_record(self) -> str:

@@ -61,6 +61,11 @@ class DataConfig(_Strict):
         "fold", description="fold the dataset's own val/ into training, or keep it as validation"
     )
     balance: Literal["none", "class_weights", "sampler", "undersample"] = "class_weights"
+    subtype: bool = Field(
+        False,
+        description="also train a second output, P(viral | pneumonia), on the subtypes the "
+        "PNEUMONIA file names carry (bacteria/virus)",
+    )
     batch_size: int = Field(32, ge=1)
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto", description="DataLoader processes; auto: none on <= 2 cores, else cores - 2 (max 8)"
@@ -114,6 +119,12 @@ class TrainConfig(_Strict):
     early_stopping_patience: int = Field(4, ge=1, description="epochs without val AUC gain")
     label_smoothing: float = Field(
         0.0, ge=0, lt=0.5, description="training targets 0/1 become eps/2 and 1-eps/2"
+    )
+    subtype_weight: float = Field(
+        0.5,
+        gt=0,
+        description="weight of the subtype loss beside the screening loss "
+        "(with data.subtype: true)",
     )
     weight_averaging: Literal["none", "ema"] = Field(
         "ema", description="ema: validate, checkpoint and ship an EMA of the weights"

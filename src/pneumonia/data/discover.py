@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from pneumonia.core import LABELS
+from pneumonia.core import LABELS, SUBTYPES
 from pneumonia.core.errors import DataError
 from pneumonia.data.image_io import IMAGE_SUFFIXES, npz_arrays, npz_ref
 
@@ -29,7 +29,9 @@ _PATIENT_PATTERNS = (
     re.compile(r"^(person\d+)_", re.IGNORECASE),
     re.compile(r"^(NORMAL2-IM-\d+)-", re.IGNORECASE),
     re.compile(r"^(IM-\d+)-", re.IGNORECASE),
+    re.compile(r"^(?:NORMAL|BACTERIA|VIRUS)-(\d+)-", re.IGNORECASE),  # Mendeley v3, by number
 )
+_SUBTYPE_PATTERN = re.compile(r"(?:^|[_-])(bacteria|bacterial|virus|viral)(?:[_-]|$)", re.I)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class Discovery:
 
 
 def patient_id(path: str) -> str:
-    """Patient from a Kaggle file name (`personN_*`, `IM-XXXX-*`, `NORMAL2-IM-XXXX-*`).
+    """Patient from a Kaggle file name (`personN_*`, `IM-XXXX-*`, `NORMAL2-IM-XXXX-*`) or a
+    Mendeley v3 one (`NORMAL-N-*`, `BACTERIA-N-*`, `VIRUS-N-*`).
 
     Unknown names get one id per image (the path), so they are never wrongly grouped.
     """
@@ -72,6 +75,19 @@ def patient_id(path: str) -> str:
         if match:
             return match.group(1).lower() if name.lower().startswith("person") else match.group(1)
     return f"image:{path}"
+
+
+def subtype_of(path: str, label: str) -> str | None:
+    """Pneumonia subtype from a file name: `bacterial` or `viral` for PNEUMONIA images named
+    as the Kaggle and Mendeley copies are (`person1_bacteria_1.jpeg`, `person3_virus_7.jpeg`,
+    `BACTERIA-1008087-0001.jpeg`, `VIRUS-1037162-0001.jpeg`); None for NORMAL images and for
+    names that do not say."""
+    if label != "PNEUMONIA":
+        return None
+    match = _SUBTYPE_PATTERN.search(Path(path.split("#", 1)[0]).stem)
+    if match is None:
+        return None
+    return SUBTYPES[0] if match.group(1).lower().startswith("bacteri") else SUBTYPES[1]
 
 
 def match_label(name: str) -> str | None:

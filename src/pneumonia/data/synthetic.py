@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from pneumonia.core import LABELS
+from pneumonia.data.discover import subtype_of
 
 Layout = Literal["kaggle", "kaggle_nested", "tolgadincer", "medmnist", "csv"]
 LAYOUTS: tuple[Layout, ...] = ("kaggle", "kaggle_nested", "tolgadincer", "medmnist", "csv")
@@ -26,10 +27,25 @@ def _ellipse(
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
 
 
+# opacities per subtype: (how many, radius range, strength), as the two look on film: a few
+# large dense ones (focal lobar consolidation) against many small faint ones (a diffuse
+# interstitial pattern); None: the mixed opacities of images drawn without a subtype
+_OPACITIES = {
+    None: ((3, 7), (0.05, 0.1), 0.45),
+    "bacterial": ((1, 3), (0.1, 0.14), 0.6),
+    "viral": ((10, 16), (0.025, 0.04), 0.35),
+}
+
+
 def synthetic_xray(
-    label: str, height: int = 64, width: int = 64, rng: np.random.Generator | None = None
+    label: str,
+    height: int = 64,
+    width: int = 64,
+    rng: np.random.Generator | None = None,
+    subtype: str | None = None,
 ) -> np.ndarray:
-    """One synthetic frontal chest X-ray as a 2-D uint8 array; PNEUMONIA has opacities."""
+    """One synthetic frontal chest X-ray as a 2-D uint8 array; PNEUMONIA has opacities, of
+    the `subtype`'s kind (bacterial: few, large, dense; viral: many, small, faint)."""
     if height < 8 or width < 8:
         raise ValueError(f"image must be at least 8x8 pixels, got {height}x{width}")
     rng = rng or np.random.default_rng()
@@ -48,11 +64,12 @@ def synthetic_xray(
     img[_ellipse(yy, xx, 0.62, 0.56, 0.14, 0.12)] = 0.75
     if label == "PNEUMONIA":
         ys, xs = np.nonzero(lungs)
-        for _ in range(int(rng.integers(3, 7))):
+        count, radius, strength = _OPACITIES[subtype]
+        for _ in range(int(rng.integers(*count))):
             k = rng.integers(len(ys))
-            cy, cx, r = ys[k] / height, xs[k] / width, rng.uniform(0.05, 0.1)
+            cy, cx, r = ys[k] / height, xs[k] / width, rng.uniform(*radius)
             blob = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r)))
-            img += 0.45 * blob * lungs
+            img += strength * blob * lungs
     img += rng.normal(0, 0.03, img.shape).astype(np.float32)
     return np.clip(img * 255, 0, 255).astype(np.uint8)
 
@@ -94,16 +111,19 @@ def make_dataset(
     modes: tuple[str, ...] = ("L",),
     images_per_patient: int = 2,
     seed: int = 0,
+    subtypes: bool = False,
 ) -> Path:
-    """Write a synthetic dataset under `root` in `layout`; returns the path to point tools at."""
+    """Write a synthetic dataset under `root` in `layout`; returns the path to point tools at.
+    PNEUMONIA file names always say bacteria or virus; with `subtypes` the images show it."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     splits = ("train", "test") if layout == "tolgadincer" else ("train", "val", "test")
     per_split = per_split or {s: {"NORMAL": 6, "PNEUMONIA": 10} for s in splits}
 
-    def image(label: str) -> tuple[np.ndarray, str]:
+    def image(label: str, subtype: str | None) -> tuple[np.ndarray, str]:
         h, w = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
-        return synthetic_xray(label, h, w, rng), modes[int(rng.integers(len(modes)))]
+        gray = synthetic_xray(label, h, w, rng, subtype if subtypes else None)
+        return gray, modes[int(rng.integers(len(modes)))]
 
     if layout == "medmnist":
         side = size_range[0]
@@ -129,8 +149,9 @@ def make_dataset(
     offset = 0
     for split, counts in per_split.items():
         for label, patient, k in _plan(counts, images_per_patient):
-            gray, mode = image(label)
-            rel = Path(split) / label / _file_name(label, patient + offset, k)
+            name = _file_name(label, patient + offset, k)
+            gray, mode = image(label, subtype_of(name, label))
+            rel = Path(split) / label / name
             suffix = ".png" if mode in ("I;16", "RGBA", "P") else ".jpeg"
             save_image(gray, (base / rel).with_suffix(suffix), mode)
             rows.append(

@@ -22,11 +22,16 @@ from pneumonia.core import LABELS
 from pneumonia.core.bundle import META, Bundle
 from pneumonia.core.errors import DataError, PneumoniaError
 from pneumonia.evaluation.calibration import reliability_figure
-from pneumonia.evaluation.evaluate import Item, select_items
+from pneumonia.evaluation.evaluate import Item, Scored, select_items, subtype_result
 from pneumonia.evaluation.metrics import binary_metrics
 from pneumonia.evaluation.plots import roc_overlay
 from pneumonia.evaluation.uncertainty import metric_intervals
-from pneumonia.modeling.inference import load_squares, logits, to_probability
+from pneumonia.modeling.inference import (
+    load_squares,
+    network_scores,
+    subtype_probability,
+    to_probability,
+)
 from pneumonia.modeling.loading import load_bundle
 from pneumonia.modeling.models import count_parameters
 
@@ -36,7 +41,8 @@ COLUMNS = (
     "train_time_s", "train_device", "infer_images_per_s", "roc_auc", "roc_auc_low",
     "roc_auc_high", "pr_auc", "threshold", "rule", "tuned_on_these_images", "sensitivity",
     "sensitivity_low", "sensitivity_high", "specificity", "specificity_low",
-    "specificity_high", "tp", "fn", "tn", "fp",
+    "specificity_high", "tp", "fn", "tn", "fp", "subtype_roc_auc", "subtype_roc_auc_low",
+    "subtype_roc_auc_high", "subtype_accuracy", "subtype_sensitivity_viral",
 )  # fmt: skip
 
 
@@ -160,9 +166,11 @@ def compare(
     for e in entries:
         contract = e.bundle.contract
         started = time.perf_counter()
-        raw = logits(e.bundle, squares[(contract.image_size, contract.resize)], show=show)
+        chosen = squares[(contract.image_size, contract.resize)]
+        found = network_scores(e.bundle.model, contract, chosen, show=show, every_output=True)[0]
         speed = len(items) / (time.perf_counter() - started)
-        row, probs = _row(e, items, labels, raw, speed, (source, n_boot))
+        row, probs = _row(e, items, labels, found[:, 0], speed, (source, n_boot))
+        row.update(_subtype_columns(e, items, labels, probs, found, n_boot))
         rows.append(row)
         curves[e.name] = (probs, e.bundle.threshold)
     result = {
@@ -180,6 +188,31 @@ def compare(
         roc_overlay(labels, curves, out / "roc.png")
         reliability_figure(labels, {k: p for k, (p, _) in curves.items()}, out / "reliability.png")
     return result
+
+
+def _subtype_columns(
+    entry: Entry,
+    items: list[Item],
+    labels: np.ndarray,
+    probs: np.ndarray,
+    found: np.ndarray,
+    n_boot: int,
+) -> dict[str, Any]:
+    """The subtype output's headline on these images (empty without a subtype head)."""
+    bundle = entry.bundle
+    if bundle.meta.subtype is None:
+        return {}
+    scored = Scored("", items, labels, found[:, 0], [], None, subtype_probability(bundle, found))
+    section = subtype_result(bundle, scored, probs, n_boot) or {}
+    m, ci = section.get("metrics", {}), section.get("intervals", {})
+    low, high = ci.get("roc_auc", [None, None])
+    return {
+        "subtype_roc_auc": m.get("roc_auc"),
+        "subtype_roc_auc_low": low,
+        "subtype_roc_auc_high": high,
+        "subtype_accuracy": m.get("accuracy"),
+        "subtype_sensitivity_viral": m.get("sensitivity_viral"),
+    }
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -230,6 +263,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['threshold']:.3g}{mark} ({r['rule']}) | {_with_ci(r, 'sensitivity')} "
             f"| {_with_ci(r, 'specificity')} |"
         )
+    headed = [r for r in result["models"] if r.get("subtype_roc_auc") is not None]
+    if headed:
+        lines += ["", "Subtype output (bacterial against viral, on the PNEUMONIA images whose "
+                  "names give it; viral positive):", "",
+                  "| model | ROC-AUC (95% CI) | accuracy | viral sensitivity |",
+                  "| --- | ---: | ---: | ---: |"]  # fmt: skip
+        lines += [
+            f"| {r['model']} | {_with_ci(r, 'subtype_roc_auc')} | {_num(r['subtype_accuracy'])} "
+            f"| {_num(r['subtype_sensitivity_viral'])} |"
+            for r in headed
+        ]
     if any(r["tuned_on_these_images"] for r in result["models"]):
         lines += [
             "",

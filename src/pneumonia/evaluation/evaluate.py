@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import brier_score_loss
 
-from pneumonia.core import LABELS
+from pneumonia.core import LABELS, SUBTYPES
 from pneumonia.core.bundle import Bundle
 from pneumonia.core.config import TrackingConfig
 from pneumonia.core.errors import DataError
@@ -82,6 +82,7 @@ class Scored:
     logits: np.ndarray
     unreadable: list[dict[str, str]]
     ood: np.ndarray | None = None  # the guard's scores (NaN without a guard)
+    viral: np.ndarray | None = None  # P(viral | pneumonia) (NaN without a subtype head)
 
 
 def score_split(
@@ -95,7 +96,7 @@ def score_split(
     """Read `split` of `data` through the input door and run the network on every image."""
     items, source = select_items(data, split)
     paths = [it.path for it in items]
-    raw, ood, errors = stream_logits(bundle, paths, workers=workers, show=show, tta=tta)
+    raw, ood, errors, viral = stream_logits(bundle, paths, workers=workers, show=show, tta=tta)
     good = [i for i, error in enumerate(errors) if error is None]
     unreadable = [
         {"path": items[i].path, "reason": error}
@@ -107,7 +108,8 @@ def score_split(
     if not good:
         raise DataError(f"{source}: none of the {len(items)} images could be read")
     labels = np.array([LABELS.index(items[i].label) for i in good])
-    return Scored(source, [items[i] for i in good], labels, raw[good], unreadable, ood[good])
+    kept = [items[i] for i in good]
+    return Scored(source, kept, labels, raw[good], unreadable, ood[good], viral[good])
 
 
 def evaluate(
@@ -180,6 +182,7 @@ def _evaluate(
         "intervals": jsonable(_intervals(labels, probs, bundle.threshold, patients, n_boot)),
         "calibration": _calibration(labels, probs),
         "guard": _guard_result(bundle, scored),
+        "subtype": subtype_result(bundle, scored, probs, n_boot),
         "unreadable": scored.unreadable,
         "mlflow_run": tracked[1] if tracked else None,
     }
@@ -192,6 +195,23 @@ def _evaluate(
         reliability_figure(labels, {bundle.meta.architecture.name: probs}, out / "reliability.png")
     confusion_figure(metrics["confusion_matrix"], out / "confusion_matrix.png")
     return result
+
+
+def subtype_result(
+    bundle: Bundle, scored: Scored, probs: np.ndarray, n_boot: int
+) -> dict[str, Any] | None:
+    """The subtype output judged on the split's PNEUMONIA images whose names give it (None
+    without a subtype head)."""
+    if bundle.meta.subtype is None or scored.viral is None:
+        return None
+    from pneumonia.data.discover import subtype_of
+    from pneumonia.evaluation.subtype import subtype_section
+
+    found = [subtype_of(it.path, it.label) for it in scored.items]
+    codes = np.array([SUBTYPES.index(s) if s else -1 for s in found])
+    patients = [it.patient for it in scored.items]
+    thresholds = (bundle.threshold, bundle.meta.subtype.threshold)
+    return subtype_section(scored.labels, codes, probs, scored.viral, thresholds, patients, n_boot)
 
 
 def _intervals(
@@ -226,13 +246,24 @@ def _guard_result(bundle: Bundle, scored: Scored) -> dict[str, Any]:
 
 
 def _write_predictions(path: Path, scored: Scored, probs: np.ndarray, bundle: Bundle) -> None:
+    """One row per readable image; with a subtype head, P(viral | pneumonia) and the subtype
+    the name gives and the one the model answers (where it answers PNEUMONIA)."""
     ood = scored.ood if scored.ood is not None else np.full(len(probs), np.nan)
     inside = bundle.guard.in_distribution(ood) if bundle.guard is not None else None
+    head = bundle.meta.subtype
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         header = ["path", "patient", "label", "probability", "predicted"]
-        writer.writerow([*header, "in_distribution", "ood_score"])
+        extra = ["subtype", "subtype_probability", "predicted_subtype"] if head else []
+        writer.writerow([*header, "in_distribution", "ood_score", *extra])
         for i, (it, prob) in enumerate(zip(scored.items, probs, strict=True)):
             predicted = LABELS[int(prob >= bundle.threshold)]
             verdict = ["", ""] if inside is None else [str(bool(inside[i])), f"{ood[i]:.4f}"]
-            writer.writerow([it.path, it.patient, it.label, f"{prob:.6f}", predicted, *verdict])
+            row = [it.path, it.patient, it.label, f"{prob:.6f}", predicted, *verdict]
+            if head is not None and scored.viral is not None:
+                from pneumonia.data.discover import subtype_of
+
+                p_viral = float(scored.viral[i])
+                answer = SUBTYPES[int(p_viral >= head.threshold)] if predicted == LABELS[1] else ""
+                row += [subtype_of(it.path, it.label) or "", f"{p_viral:.6f}", answer]
+            writer.writerow(row)

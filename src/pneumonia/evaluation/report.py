@@ -177,6 +177,17 @@ def _notes(bundle: Bundle, result: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _subtype(section: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The subtype output's table rows and its three-class confusion (None without one)."""
+    if not section:
+        return None
+    m, ci = section["metrics"], section.get("intervals", {})
+    names = ("roc_auc", "accuracy", "sensitivity_viral", "specificity_viral")
+    rows = [{"name": k, "value": _num(m[k]), "ci": _ci(ci.get(k))} for k in names]
+    three = section["three_class"]
+    return {**three, "n": m["n"], "viral": m["viral"], "table": rows}
+
+
 def _gallery(rows: list[dict[str, Any]], thumbnails: bool) -> list[dict[str, Any]]:
     fa, miss, n_fa, n_miss = confident_errors(rows)
 
@@ -278,6 +289,7 @@ def render(
             for k in HEADLINE
         ],
         cm=m["confusion_matrix"],
+        subtype=_subtype(result.get("subtype")),
         calibration={k: _num(v) for k, v in result["calibration"].items()},
         operating=_operating(bundle),
         figures=[

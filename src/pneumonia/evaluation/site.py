@@ -136,7 +136,7 @@ def usable_probabilities(
     unreadable and flagged)."""
     from pneumonia.modeling.inference import stream_logits, to_probability
 
-    raw, ood, errors = stream_logits(bundle, paths, workers=workers, show=show)
+    raw, ood, errors, _ = stream_logits(bundle, paths, workers=workers, show=show)
     readable = np.array([e is None for e in errors], dtype=bool)
     inside = readable.copy()
     if bundle.guard is not None:

@@ -1,4 +1,6 @@
-"""The LightningModule: one registry model, one logit, BCE, and validation ROC-AUC.
+"""The LightningModule: one registry model, one logit, BCE, and validation ROC-AUC; with a
+subtype head, a second logit, P(viral | pneumonia), trained by BCE on the PNEUMONIA images
+whose subtype is known (the others are masked out of that loss).
 
 Two-stage fine-tuning: for `freeze_epochs` epochs only the classifier head trains (the
 backbone is frozen, its batch-norm statistics too); then everything trains, the backbone at
@@ -75,9 +77,16 @@ def safe_auc(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 class XrayClassifier(LightningModule):
-    """Binary NORMAL/PNEUMONIA classifier around a registry model (one logit)."""
+    """Binary NORMAL/PNEUMONIA classifier around a registry model: one logit, or two when
+    `subtype_pos_weight` is given (the model then has two outputs: screening, subtype)."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, pos_weight: float | None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        pos_weight: float | None,
+        subtype_pos_weight: float | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
@@ -85,16 +94,32 @@ class XrayClassifier(LightningModule):
         self.always_frozen = {id(p) for p in freeze_stages(model, cfg.frozen_stages)}
         weight = torch.tensor([pos_weight]) if pos_weight is not None else None
         self.loss = nn.BCEWithLogitsLoss(pos_weight=weight)
+        self.subtype = subtype_pos_weight is not None
+        sub_weight = torch.tensor([subtype_pos_weight or 1.0])
+        self.subtype_loss = nn.BCEWithLogitsLoss(pos_weight=sub_weight)
+        self._val_subtype: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._train_correct = 0
         self._train_seen = 0
         self._epoch_started = time.perf_counter()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits, shape (N,)."""
+        """Screening logits, shape (N,)."""
+        return self.outputs(x)[:, 0]
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Every output, shape (N, outputs): screening, then subtype when the model has it."""
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x).squeeze(1)
+        return self.model(x).flatten(1)
+
+    def subtype_term(self, out: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
+        """The subtype loss on the images whose subtype is known (None without a head or
+        when the batch has none)."""
+        known = s >= 0
+        if not self.subtype or not bool(known.any()):
+            return None
+        return self.subtype_loss(out[known, 1], s[known].float())
 
     def backbone_frozen(self) -> bool:
         """True during stage 1 of two-stage fine-tuning."""
@@ -129,14 +154,18 @@ class XrayClassifier(LightningModule):
                 if stage1 or (weight is not None and id(weight) in self.always_frozen):
                     m.eval()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], idx: int) -> torch.Tensor:
-        x, y = batch
+    def training_step(self, batch: tuple[torch.Tensor, ...], idx: int) -> torch.Tensor:
+        x, y, s = batch
         size = self.train_size()
         if size is not None and size != x.shape[-1]:  # progressive resizing: a smaller batch
             x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        logits = self(x)
+        out = self.outputs(x)
+        logits = out[:, 0]
         eps = self.cfg.label_smoothing
         loss = self.loss(logits, y.float() * (1 - eps) + eps / 2)
+        subtype = self.subtype_term(out, s)
+        if subtype is not None:
+            loss = loss + self.cfg.subtype_weight * subtype
         self._train_correct += int(((logits > 0).long() == y).sum())
         self._train_seen += len(y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
@@ -154,11 +183,14 @@ class XrayClassifier(LightningModule):
         if self.trainer.is_global_zero:  # once, not once per DDP process
             log.info("epoch %d: %s  lr %.2g  (%.0f s)", self.current_epoch, shown, head_lr, took)
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], idx: int) -> None:
-        x, y = batch
-        logits = self(x)
+    def validation_step(self, batch: tuple[torch.Tensor, ...], idx: int) -> None:
+        x, y, s = batch
+        out = self.outputs(x)
+        logits = out[:, 0]
         self.log("val_loss", self.loss(logits, y.float()), on_epoch=True, prog_bar=True)
         self._val.append((torch.sigmoid(logits).detach().float(), y.detach()))
+        if self.subtype:
+            self._val_subtype.append((torch.sigmoid(out[:, 1]).detach().float(), s.detach()))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
@@ -173,6 +205,19 @@ class XrayClassifier(LightningModule):
         acc = float(((p >= 0.5).astype(int) == y).mean())
         self.log("val_acc", acc, prog_bar=True)
         self.log("val_auc", safe_auc(y, p), prog_bar=True)
+        if self._val_subtype:
+            self.log("val_subtype_auc", self._subtype_auc())
+
+    def _subtype_auc(self) -> float:
+        """Validation ROC-AUC of the subtype output on the images whose subtype is known."""
+        probs = torch.cat([p for p, _ in self._val_subtype])
+        codes = torch.cat([s for _, s in self._val_subtype])
+        self._val_subtype.clear()
+        if self.trainer.world_size > 1:
+            probs = torch.as_tensor(self.all_gather(probs)).reshape(-1)
+            codes = torch.as_tensor(self.all_gather(codes)).reshape(-1)
+        known = (codes >= 0).cpu().numpy()
+        return safe_auc(codes.cpu().numpy()[known], probs.cpu().numpy()[known])
 
     def configure_optimizers(self) -> Any:
         backbone, head = split_parameters(self.model)

@@ -20,11 +20,12 @@ from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from torchvision.transforms import v2
 
-from pneumonia.core import LABELS
+from pneumonia.core import LABELS, SUBTYPES
 from pneumonia.core.config import AugmentConfig, DataConfig
 from pneumonia.core.errors import DataError
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.data.cache import cache_dir_for, cached_array_path, read_failed
+from pneumonia.data.discover import subtype_of
 from pneumonia.data.split import Row, read_manifest
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,16 @@ def build_augment(cfg: AugmentConfig, resize: str = "pad") -> v2.Compose:
     return v2.Compose(steps)
 
 
-class CachedImages(Dataset[tuple[torch.Tensor, int]]):
-    """Manifest rows read from the cache: (normalised 1xHxW tensor, label index)."""
+def subtype_codes(rows: list[Row]) -> list[int]:
+    """Per row, the index of its pneumonia subtype in SUBTYPES (0 bacterial, 1 viral), or -1
+    where there is none (NORMAL) or the file name does not say."""
+    found = (subtype_of(r.path, r.label) for r in rows)
+    return [SUBTYPES.index(s) if s is not None else -1 for s in found]
+
+
+class CachedImages(Dataset[tuple[torch.Tensor, int, int]]):
+    """Manifest rows read from the cache: (normalised 1xHxW tensor, label index, subtype
+    index or -1; see `subtype_codes`)."""
 
     def __init__(
         self,
@@ -119,17 +128,18 @@ class CachedImages(Dataset[tuple[torch.Tensor, int]]):
         self.rows = rows
         self.paths = [cached_array_path(cache_dir, r.sha256) for r in rows]
         self.labels = [LABELS.index(r.label) for r in rows]
+        self.subtypes = subtype_codes(rows)
         self.contract = contract
         self.augment = augment
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         x = torch.from_numpy(np.load(self.paths[i])).float().div_(255.0).unsqueeze(0)
         if self.augment is not None:
             x = self.augment(x).clamp_(0.0, 1.0)
-        return (x - self.contract.mean) / self.contract.std, self.labels[i]
+        return (x - self.contract.mean) / self.contract.std, self.labels[i], self.subtypes[i]
 
 
 class UndersampleSampler(Sampler[int]):
@@ -207,6 +217,20 @@ class XrayDataModule(LightningDataModule):
         y = np.array([LABELS.index(r.label) for r in self.rows["train"]])
         weights = compute_class_weight("balanced", classes=np.arange(len(LABELS)), y=y)
         return torch.tensor(weights, dtype=torch.float32)
+
+    def subtype_weight(self) -> float:
+        """pos_weight of the subtype loss: training bacterial over viral images, so that the
+        two subtypes weigh the same. Fails, naming the fix, when the names carry none."""
+        codes = np.array(subtype_codes(self.rows["train"]))
+        counts = np.bincount(codes[codes >= 0], minlength=len(SUBTYPES))
+        if counts.min() == 0:
+            raise DataError(
+                f"{self.cfg.manifest}: data.subtype needs bacterial and viral PNEUMONIA images "
+                f"in training (the file names say: {counts[0]} bacterial, {counts[1]} viral); "
+                "name them as the Kaggle copies are (person1_bacteria_1.jpeg) or set "
+                "data.subtype=false"
+            )
+        return float(counts[0] / counts[1])
 
     def dataset(self, split: str, augment: bool = False) -> CachedImages:
         """The dataset of one split, optionally with training augmentation."""

@@ -39,8 +39,10 @@ class EnsembleModel(nn.Module):
         contracts: list[Preprocessing],
         temperatures: list[float],
         contract: Preprocessing,
+        subtype: bool = False,
     ) -> None:
         super().__init__()
+        self.subtype = subtype  # every member has the subtype head: pass its mean on
         self.members = nn.ModuleList(members)
         self.sizes = [c.image_size for c in contracts]
         self.input_size = contract.image_size
@@ -55,13 +57,15 @@ class EnsembleModel(nn.Module):
         nets = [
             create_model(m.name, in_chans=m.in_chans, num_classes=m.num_classes) for m in members
         ]
-        return cls(
-            nets, [m.preprocessing for m in members], [m.temperature for m in members], contract
-        )
+        contracts = [m.preprocessing for m in members]
+        temperatures = [m.temperature for m in members]
+        subtype = all(m.num_classes == 2 for m in members)
+        return cls(nets, contracts, temperatures, contract, subtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, S, S) in the ensemble's contract -> (N, 1) logits."""
-        out = []
+        """(N, 1, S, S) in the ensemble's contract -> (N, 1) logits: the mean calibrated
+        screening logit; (N, 2) with `subtype`, the members' mean subtype logit beside it."""
+        out, sub = [], []
         for k, member in enumerate(self.members):
             size = self.sizes[k]
             xk = (
@@ -72,8 +76,11 @@ class EnsembleModel(nn.Module):
                 )
             )
             xk = xk * self.scales[k] + self.shifts[k]
-            out.append(member(xk).reshape(-1, 1) / self.temperatures[k])
-        return torch.stack(out).mean(0)
+            found = member(xk).flatten(1)
+            out.append(found[:, :1] / self.temperatures[k])
+            sub.append(found[:, 1:2])
+        screen = torch.stack(out).mean(0)
+        return torch.cat([screen, torch.stack(sub).mean(0)], 1) if self.subtype else screen
 
     def cam_layers(self, names: list[str]) -> list[nn.Module]:
         """Each member's Grad-CAM target layer (`names`: the members' registry names)."""

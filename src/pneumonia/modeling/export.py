@@ -1,7 +1,8 @@
 """`pneumonia export BUNDLE --onnx`: the network as ONNX, checked against PyTorch.
 
 `model.onnx` is written inside the bundle folder with a dynamic batch axis (input `image`,
-N x 1 x S x S, the bundle's preprocessing contract; outputs `logit`, N x 1, and `features`,
+N x 1 x S x S, the bundle's preprocessing contract; outputs `logit`, N x 1 (N x 2 with the
+subtype head: screening, then subtype), and `features`,
 N x D, the pooled features the classifier head reads and the out-of-distribution guard
 scores). TensorFlow-style 'SAME' convolutions (timm's `tf_` networks) compute their padding
 from the input's shape at every call; the export fixes it for the contract's size, which
@@ -28,7 +29,7 @@ from pneumonia.core.errors import PneumoniaError
 from pneumonia.core.preprocess import fit_to_square, to_tensor
 from pneumonia.data.synthetic import synthetic_xray
 from pneumonia.modeling.inference import to_probability
-from pneumonia.modeling.runtime import FEATURES, OnnxModel, head_inputs, network_outputs
+from pneumonia.modeling.runtime import FEATURES, OnnxModel, head_inputs, network_heads
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -104,21 +105,26 @@ class WithFeatures(torch.nn.Module):
 
 def _parity(bundle: Bundle, path: Path) -> dict[str, float]:
     x = parity_inputs(bundle).numpy()
-    ref, ref_features = network_outputs(bundle.model, x)
+    ref, ref_features = network_heads(bundle.model, x)
     got, features = OnnxModel(path).outputs(x)
-    got = got.reshape(-1)
+    got = got.reshape(len(x), -1)
     if features is None or ref_features is None:
         raise PneumoniaError(f"{path}: the export has no {FEATURES} output")
+    if got.shape != ref.shape:
+        raise PneumoniaError(f"{path}: {got.shape[1]} outputs where the network has {ref.shape[1]}")
     t = bundle.temperature
     scale = float(np.abs(ref_features).max()) or 1.0
-    return {
-        "max_abs_diff_logit": float(np.abs(got - ref).max()),
+    found = {
+        "max_abs_diff_logit": float(np.abs(got[:, 0] - ref[:, 0]).max()),
         "max_abs_diff_probability": float(
-            np.abs(to_probability(got, t) - to_probability(ref, t)).max()
+            np.abs(to_probability(got[:, 0], t) - to_probability(ref[:, 0], t)).max()
         ),
         "max_rel_diff_features": float(np.abs(features - ref_features).max() / scale),
         "images": len(x),
     }
+    if ref.shape[1] > 1:  # the subtype head
+        found["max_abs_diff_subtype_logit"] = float(np.abs(got[:, 1] - ref[:, 1]).max())
+    return found
 
 
 def export_onnx(bundle: Bundle, force: bool = False) -> dict[str, Any]:
@@ -146,20 +152,25 @@ def export_onnx(bundle: Bundle, force: bool = False) -> dict[str, Any]:
             opset_version=OPSET,
         )
     parity = _parity(bundle, tmp)
-    worst = max(parity["max_abs_diff_probability"], parity["max_rel_diff_features"])
+    worst = max(
+        parity["max_abs_diff_probability"],
+        parity["max_rel_diff_features"],
+        parity.get("max_abs_diff_subtype_logit", 0.0),
+    )
     if worst >= PARITY_LIMIT:
         tmp.unlink()
         raise PneumoniaError(
-            f"ONNX export of {bundle.path} differs from PyTorch by {worst:.2e} in probability "
-            f"or relative feature value (limit {PARITY_LIMIT}); not written"
+            f"ONNX export of {bundle.path} differs from PyTorch by {worst:.2e} in probability, "
+            f"subtype logit or relative feature value (limit {PARITY_LIMIT}); not written"
         )
     tmp.replace(target)
     info = {
         "file": ONNX,
         "opset": OPSET,
         "input": f"image: N x 1 x {size} x {size} float32 (the preprocessing contract)",
-        "output": "logit: N x 1 (apply calibration.temperature and the threshold); "
-        "features: N x D (the guard's input)",
+        "output": f"logit: N x {bundle.meta.architecture.num_classes} (column 0: apply "
+        "calibration.temperature and the threshold; column 1, with the subtype head: "
+        "subtype); features: N x D (the guard's input)",
         **parity,
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,

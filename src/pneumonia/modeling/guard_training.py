@@ -54,7 +54,7 @@ def dataset_outputs(model: Any, ds: CachedImages) -> tuple[np.ndarray, np.ndarra
     every item of a cached dataset: batches are loaded (and augmented) while the network runs
     on the ones before, one call per lane."""
     logits, features = [], []
-    batches = (x.numpy() for x, _ in DataLoader(ds, batch_size=64))
+    batches = (x.numpy() for x, *_ in DataLoader(ds, batch_size=64))
     threads = torch.get_num_threads()
     if lanes(model) > 1:  # the lanes take the cores: augmenting on one thread, not fighting them
         torch.set_num_threads(1)  # (guard fit 67 s against 117 s, docs/benchmarks.md)

@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from pneumonia.core import LABELS
+from pneumonia.core import LABELS, SUBTYPES
 from pneumonia.core.bundle import Bundle
 from pneumonia.core.errors import DataError, ImageError
 from pneumonia.core.preprocess import Preprocessing, fit_to_square, to_array
 from pneumonia.core.progress import default_workers, parallel_map, progress_bar
 from pneumonia.data.image_io import IMAGE_SUFFIXES, read_image
-from pneumonia.modeling.runtime import lane_map, network_outputs, run_network
+from pneumonia.modeling.runtime import lane_map, network_heads, run_network
 
 log = logging.getLogger(__name__)
 TTA_SHIFT = 0.04  # fraction of the side each TTA view is shifted by
@@ -41,6 +41,8 @@ class Prediction:
     error: str | None = None
     in_distribution: bool | None = None  # None: the bundle has no guard
     ood_score: float | None = None
+    subtype: str | None = None  # bacterial or viral where the label is PNEUMONIA and the
+    subtype_probability: float | None = None  # bundle has the head: P(viral | pneumonia)
 
 
 def load_square(job: tuple[str, int, str]) -> np.ndarray | str:
@@ -96,13 +98,14 @@ def tta_views(x: np.ndarray, contract: Preprocessing) -> list[np.ndarray]:
 def batch_outputs(
     model: Any, contract: Preprocessing, squares: list[np.ndarray], tta: bool, features: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(raw logits, pooled features of the unshifted view or None) for one batch of squares;
-    with `tta` the logits are the mean over `tta_views`."""
+    """(raw outputs (N, K): screening logit, then the subtype's where the network has it;
+    pooled features of the unshifted view or None) for one batch of squares; with `tta` the
+    screening logits are the mean over `tta_views`."""
     x = to_array(np.stack(squares), contract)
-    found, feats = network_outputs(model, x, features)
+    found, feats = network_heads(model, x, features)
     if tta:
         shifted = [run_network(model, v) for v in tta_views(x, contract)[1:]]
-        found = np.asarray(np.stack([found, *shifted]).mean(axis=0), dtype=np.float32)
+        found[:, 0] = np.stack([found[:, 0], *shifted]).mean(axis=0)
     return found, feats
 
 
@@ -114,13 +117,22 @@ def guard_scores(bundle: Bundle, features: np.ndarray | None, n: int) -> np.ndar
 
 
 def score_squares(bundle: Bundle, squares: list[np.ndarray]) -> np.ndarray:
-    """(N, 2): calibrated P(PNEUMONIA) and the guard's OOD score (NaN without a guard) for
-    contract squares, in one network call (the service's batch function)."""
+    """(N, 3): calibrated P(PNEUMONIA), the guard's OOD score (NaN without a guard) and
+    P(viral | pneumonia) (NaN without a subtype head) for contract squares, in one network
+    call (the service's batch function)."""
     found, feats = batch_outputs(
         bundle.model, bundle.contract, squares, False, bundle.guard is not None
     )
-    probs = to_probability(found, bundle.temperature)
-    return np.stack([probs, guard_scores(bundle, feats, len(squares))], axis=1)
+    probs = to_probability(found[:, 0], bundle.temperature)
+    ood = guard_scores(bundle, feats, len(squares))
+    return np.stack([probs, ood, subtype_probability(bundle, found)], axis=1)
+
+
+def subtype_probability(bundle: Bundle, found: np.ndarray) -> np.ndarray:
+    """P(viral | pneumonia) from raw outputs (N, K): NaN for all without a subtype head."""
+    if bundle.meta.subtype is None or found.shape[1] < 2:
+        return np.full(len(found), np.nan)
+    return to_probability(found[:, 1], bundle.meta.subtype.temperature)
 
 
 def logits(
@@ -142,10 +154,12 @@ def network_scores(
     show: bool = False,
     tta: bool = False,
     features: bool = False,
+    every_output: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(raw logits, pooled features or None) of `model` (a PyTorch module in eval mode, on its
     own device, or an ONNX Runtime model) for contract squares, in batches (as many at once as
-    the model has `lanes`); with `tta`, the logits are the mean over `tta_views`."""
+    the model has `lanes`); with `tta`, the logits are the mean over `tta_views`. The logits
+    are the screening ones (N,), or with `every_output` all of them (N, outputs)."""
     if not squares:
         return np.zeros(0, dtype=np.float32), None
     starts = range(0, len(squares), batch_size)
@@ -158,7 +172,7 @@ def network_scores(
             return batch_outputs(model, contract, batch, tta, features)
 
         for out, f in lane_map(model, run, batches):
-            found.append(out)
+            found.append(out if every_output else out[:, 0])
             feats += [] if f is None else [f]
             bar.advance(task, len(out))
     return np.concatenate(found), np.concatenate(feats) if feats else None
@@ -171,12 +185,14 @@ def stream_logits(
     workers: int | None = None,
     show: bool = True,
     tta: bool = False,
-) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+) -> tuple[np.ndarray, np.ndarray, list[str | None], np.ndarray]:
     """Raw logits and OOD scores for image files, decoded while the network runs: (logits,
     NaN where unreadable; the guard's scores, NaN where unreadable or without a guard; per
-    path None or the reason it could not be read)."""
+    path None or the reason it could not be read; P(viral | pneumonia), NaN where unreadable
+    or without a subtype head)."""
     raw = np.full(len(paths), np.nan, dtype=np.float32)
     ood = np.full(len(paths), np.nan)
+    viral = np.full(len(paths), np.nan)
     errors: list[str | None] = [None] * len(paths)
     guarded = bundle.guard is not None
 
@@ -202,8 +218,9 @@ def stream_logits(
     with progress_bar(disable=not show) as bar:
         task = bar.add_task("predicting", total=len(paths))
         for rows, found, feats in lane_map(bundle.model, run, batches()):
-            raw[rows], ood[rows] = found, guard_scores(bundle, feats, len(rows))
-    return raw, ood, errors
+            raw[rows], ood[rows] = found[:, 0], guard_scores(bundle, feats, len(rows))
+            viral[rows] = subtype_probability(bundle, found)
+    return raw, ood, errors, viral
 
 
 def check_operating_point(bundle: Bundle) -> bool:
@@ -257,27 +274,35 @@ def predict_paths(
 ) -> list[Prediction]:
     """Predict every path; unreadable images get an error instead of a probability."""
     check_tta(bundle, tta)
-    raw, ood, errors = stream_logits(bundle, paths, batch_size, workers, show, tta)
+    raw, ood, errors, viral = stream_logits(bundle, paths, batch_size, workers, show, tta)
     probs = np.full(len(paths), np.nan)
     readable = ~np.isnan(raw)
     probs[readable] = to_probability(raw[readable], bundle.temperature)
     results = []
-    for path, prob, score, error in zip(paths, probs, ood, errors, strict=True):
+    for path, prob, score, error, p_viral in zip(paths, probs, ood, errors, viral, strict=True):
         if error is not None:
             log.warning("%s: %s", path, error)
             results.append(Prediction(path, None, None, error))
         else:
-            results.append(prediction(bundle, path, float(prob), float(score)))
+            results.append(prediction(bundle, path, float(prob), float(score), float(p_viral)))
     return results
 
 
-def prediction(bundle: Bundle, name: str, probability: float, ood_score: float) -> Prediction:
-    """The label at the bundle's threshold and the guard's verdict for one scored image."""
+def prediction(
+    bundle: Bundle, name: str, probability: float, ood_score: float, viral: float = np.nan
+) -> Prediction:
+    """The label at the bundle's threshold, the guard's verdict and, with a subtype head, the
+    subtype (named where the label is PNEUMONIA) and P(viral | pneumonia) for one image."""
     label = LABELS[1] if probability >= bundle.threshold else LABELS[0]
-    if bundle.guard is None or np.isnan(ood_score):
-        return Prediction(name, probability, label)
-    inside = bool(bundle.guard.in_distribution(np.array([ood_score]))[0])
-    return Prediction(name, probability, label, None, inside, ood_score)
+    extra: dict[str, Any] = {}
+    if bundle.meta.subtype is not None and not np.isnan(viral):
+        extra["subtype_probability"] = viral
+        if label == LABELS[1]:
+            extra["subtype"] = SUBTYPES[int(viral >= bundle.meta.subtype.threshold)]
+    if bundle.guard is not None and not np.isnan(ood_score):
+        extra["in_distribution"] = bool(bundle.guard.in_distribution(np.array([ood_score]))[0])
+        extra["ood_score"] = ood_score
+    return Prediction(name, probability, label, **extra)
 
 
 def expand_inputs(items: Iterable[str]) -> list[str]:

@@ -106,6 +106,11 @@ def load_bundle(
         )
     if tuple(meta.labels) != LABELS:
         raise BundleError(f"{folder}: label order {meta.labels} is not {list(LABELS)}")
+    if (meta.subtype is not None) != (meta.architecture.num_classes == 2):
+        raise BundleError(
+            f"{folder / META}: a subtype record needs a network of 2 outputs (this one has "
+            f"{meta.architecture.num_classes}); restore the original {META}"
+        )
     chosen = choose_backend(folder, meta, backend)
     model: Any
     if chosen in ("onnx", "int8"):

@@ -26,7 +26,8 @@ Result = TypeVar("Result")
 
 
 class OnnxModel:
-    """An ONNX Runtime session on the CPU: float32 N x 1 x S x S in, N x 1 logits out (and,
+    """An ONNX Runtime session on the CPU: float32 N x 1 x S x S in, N x K logits out (K = 2
+    with the subtype head: screening, subtype) (and,
     from exports that have it, the N x D pooled `features` output the guard reads).
 
     Each call runs on one thread, and up to `lanes` calls (default: one per core) run at
@@ -53,7 +54,7 @@ class OnnxModel:
         return self.outputs(x)[0]
 
     def outputs(self, x: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        """(N x 1 logits, N x D features or None when the export has none)."""
+        """(N x K logits, N x D features or None when the export has none)."""
         array = np.ascontiguousarray(np.asarray(x), dtype=np.float32)
         found = self.session.run(None, {self.input: array})
         return np.asarray(found[0]), np.asarray(found[1]) if self.has_features else None
@@ -95,12 +96,22 @@ def run_network(model: Any, x: np.ndarray) -> np.ndarray:
 def network_outputs(
     model: Any, x: np.ndarray, features: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(logits (N,), pooled features (N, D) or None) of `model` for the batch `x`. Features
-    are what the classifier head(s) read: from the ONNX `features` output, or captured from
-    a PyTorch module's head inputs; None from an ONNX export without them."""
+    """(screening logits (N,), pooled features (N, D) or None) of `model` for the batch `x`
+    (see `network_heads`; a second output, the subtype's, is left out)."""
+    found, feats = network_heads(model, x, features)
+    return np.ascontiguousarray(found[:, 0]), feats
+
+
+def network_heads(
+    model: Any, x: np.ndarray, features: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(every output (N, outputs): the screening logit, then the subtype logit where the
+    network has that head; pooled features (N, D) or None) of `model` for the batch `x`.
+    Features are what the classifier head(s) read: from the ONNX `features` output, or
+    captured from a PyTorch module's head inputs; None from an ONNX export without them."""
     if isinstance(model, OnnxModel):
         found, feats = model.outputs(x) if features else (model(x), None)
-        return found.reshape(-1), feats
+        return found.reshape(len(x), -1), feats
     import torch
 
     weights = next(model.parameters(), None)
@@ -108,7 +119,7 @@ def network_outputs(
     batch = torch.from_numpy(np.ascontiguousarray(x)).to(device)
     with head_inputs(model, features) as captured, torch.inference_mode():
         out = model(batch.contiguous(memory_format=torch.channels_last))  # NHWC: 2x NCHW here
-    found = np.asarray(out.reshape(-1).float().cpu().numpy())
+    found = np.asarray(out.reshape(len(x), -1).float().cpu().numpy())
     if not features:
         return found, None
     return found, np.asarray(torch.cat(captured, 1).float().cpu().numpy())

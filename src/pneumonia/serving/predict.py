@@ -18,7 +18,16 @@ from pneumonia.data.image_io import read_image
 from pneumonia.modeling.inference import Prediction
 
 log = logging.getLogger(__name__)
-FIELDS = ("path", "probability", "label", "in_distribution", "ood_score", "error")
+FIELDS = (
+    "path",
+    "probability",
+    "label",
+    "in_distribution",
+    "ood_score",
+    "error",
+    "subtype",
+    "subtype_probability",
+)
 
 
 def write_tables(predictions: list[Prediction], bundle: Bundle, out: Path) -> tuple[Path, Path]:
@@ -32,6 +41,8 @@ def write_tables(predictions: list[Prediction], bundle: Bundle, out: Path) -> tu
             row = asdict(p)
             row["probability"] = "" if p.probability is None else f"{p.probability:.6f}"
             row["ood_score"] = "" if p.ood_score is None else f"{p.ood_score:.4f}"
+            viral = p.subtype_probability
+            row["subtype_probability"] = "" if viral is None else f"{viral:.6f}"
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
     payload = {
         "bundle": str(bundle.path),
@@ -39,6 +50,7 @@ def write_tables(predictions: list[Prediction], bundle: Bundle, out: Path) -> tu
         "threshold": bundle.threshold,
         "threshold_rule": bundle.meta.threshold.rule,
         "guard": guard_summary(bundle),
+        "subtype": None if bundle.meta.subtype is None else bundle.meta.subtype.output,
         "predictions": [asdict(p) for p in predictions],
     }
     json_path.write_text(json.dumps(payload, indent=2) + "\n")

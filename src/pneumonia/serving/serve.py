@@ -131,13 +131,16 @@ def _predict(
         first = problems[0]
         return _error(first.status, f"{first.filename}: {first.reason}", results=results)
     scored = service.batcher.submit([u.square for u in good])
-    for u, (prob, score) in zip(good, scored, strict=True):
-        answer = prediction(bundle, results[u.index]["filename"], float(prob), float(score))
+    for u, (prob, score, viral) in zip(good, scored, strict=True):
+        name = results[u.index]["filename"]
+        answer = prediction(bundle, name, float(prob), float(score), float(viral))
         results[u.index].update(
             probability=answer.probability,
             label=answer.label,
             in_distribution=answer.in_distribution,
             ood_score=answer.ood_score,
+            subtype=answer.subtype,
+            subtype_probability=answer.subtype_probability,
         )
     service.record(good, results, started)
     return JSONResponse(

@@ -17,12 +17,13 @@ from pneumonia.core.bundle import (
     Bundle,
     BundleMeta,
     Member,
+    SubtypeRecord,
     Threshold,
     save_bundle,
 )
 from pneumonia.core.config import OperatingConfig
 from pneumonia.core.errors import PneumoniaError
-from pneumonia.evaluation.evaluate import score_split
+from pneumonia.evaluation.evaluate import score_split, subtype_result
 from pneumonia.evaluation.metrics import binary_metrics, headline, jsonable
 from pneumonia.evaluation.operating import fit_operating_point
 from pneumonia.modeling.ensemble import COMBINE, EnsembleModel
@@ -87,6 +88,7 @@ def build_ensemble(
     members = [
         Member(
             name=b.meta.architecture.name,
+            num_classes=b.meta.architecture.num_classes,
             preprocessing=b.contract,
             temperature=b.temperature,
             source=str(b.path),
@@ -99,10 +101,13 @@ def build_ensemble(
         [b.contract for b in bundles],
         [b.temperature for b in bundles],
         contract,
+        subtype=all(m.num_classes == 2 for m in members),
     ).eval()
-    arch = Architecture(name="ensemble", members=members, combine=COMBINE)
+    outputs = 2 if model.subtype else 1
+    arch = Architecture(name="ensemble", num_classes=outputs, members=members, combine=COMBINE)
     placeholder = Threshold(value=0.5, rule="unfitted")
     meta = BundleMeta(architecture=arch, preprocessing=contract, threshold=placeholder)
+    meta.subtype = SubtypeRecord() if model.subtype else None
     scored = score_split(Bundle(out, meta, model), data, split, workers, show)
     cfg = cfg or OperatingConfig()
     threshold, calibration, probs = fit_operating_point(scored.labels, scored.logits, cfg)
@@ -119,6 +124,9 @@ def build_ensemble(
             "training": {"command": command, "ensemble_of": [str(b.path) for b in bundles]},
         }
     )
+    if meta.subtype is not None:  # the members' mean subtype output, judged on the same split
+        section = subtype_result(Bundle(out, meta, model), scored, probs, 1000) or {}
+        meta.subtype.validation = {"split": split, "data": scored.source, **section}
     save_bundle(model, meta, out)
     log.info("ensemble of %d members: %s", len(bundles), out)
     return {

@@ -31,7 +31,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from pneumonia.core import LABELS
-from pneumonia.core.bundle import Architecture, BundleMeta, Calibration, Threshold, save_bundle
+from pneumonia.core.bundle import (
+    Architecture,
+    BundleMeta,
+    Calibration,
+    Threshold,
+    save_bundle,
+)
 from pneumonia.core.config import Config, dump_config, load_config
 from pneumonia.core.errors import DataError, PneumoniaError
 from pneumonia.core.outputs import fresh_dir
@@ -41,6 +47,7 @@ from pneumonia.data.split import manifest_digest, summarize
 from pneumonia.evaluation.metrics import binary_metrics, headline, jsonable
 from pneumonia.evaluation.operating import check_validation, fit_operating_point
 from pneumonia.evaluation.plots import read_epoch_metrics, training_curves
+from pneumonia.evaluation.subtype import subtype_record
 from pneumonia.modeling.allocator import keep_freed_memory
 from pneumonia.modeling.averaging import EMAAveraging
 from pneumonia.modeling.classifier import XrayClassifier
@@ -102,14 +109,22 @@ def _check_data(dm: XrayDataModule, cfg: Config) -> None:
 
 
 def validation_logits(module: XrayClassifier, dm: XrayDataModule) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, raw logits) of the whole validation split, no augmentation."""
+    """(labels, raw screening logits) of the whole validation split, no augmentation."""
+    labels, _, out = validation_outputs(module, dm)
+    return labels, out[:, 0]
+
+
+def validation_outputs(
+    module: XrayClassifier, dm: XrayDataModule
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, subtype codes, raw outputs (N, outputs)) of the validation split."""
     ds = dm.dataset("val")
     module.eval()
     out = []
     with torch.inference_mode():
-        for x, _ in DataLoader(ds, batch_size=dm.cfg.batch_size):
-            out.append(module(x.to(module.device)).float().cpu().numpy())
-    return np.asarray(ds.labels), np.concatenate(out)
+        for x, *_ in DataLoader(ds, batch_size=dm.cfg.batch_size):
+            out.append(module.outputs(x.to(module.device)).float().cpu().numpy())
+    return np.asarray(ds.labels), np.asarray(ds.subtypes), np.concatenate(out)
 
 
 def operating_point(
@@ -147,7 +162,7 @@ def _bundle_meta(
     info: dict[str, Any],
 ) -> BundleMeta:
     return BundleMeta(
-        architecture=Architecture(name=cfg.model.name),
+        architecture=Architecture(name=cfg.model.name, num_classes=2 if cfg.data.subtype else 1),
         preprocessing=cfg.preprocess,
         threshold=operating[0],
         calibration=operating[1],
@@ -206,10 +221,14 @@ def train(
     dm.setup("fit")
     left_out = _label_audit(cfg, dm)
     _check_data(dm, cfg)
-    model = create_model(cfg.model.name, cfg.model.pretrained, weights=cfg.model.weights)
+    outputs = 2 if cfg.data.subtype else 1  # screening, and the subtype head when asked
+    model = create_model(
+        cfg.model.name, cfg.model.pretrained, num_classes=outputs, weights=cfg.model.weights
+    )
     weights = dm.class_weights()
     pos_weight = float(weights[1] / weights[0]) if cfg.data.balance == "class_weights" else None
-    module = XrayClassifier(model, cfg.train, pos_weight)
+    subtype_weight = dm.subtype_weight() if cfg.data.subtype else None
+    module = XrayClassifier(model, cfg.train, pos_weight, subtype_weight)
     best, callbacks = _callbacks(cfg, run)
     tracked = _track(cfg, run, command)
     trainer = make_trainer(cfg, run, callbacks, tracked)
@@ -328,6 +347,11 @@ def _finish(
         "history": epoch_history(run / "metrics.csv"),
     }
     meta = _bundle_meta(cfg, dm, (threshold, calibration), metrics, info)
+    if cfg.data.subtype:  # the subtype head judged on validation, at P(viral) >= 0.5
+        y, codes, out = validation_outputs(module, dm)
+        screen = to_probability(out[:, 0], calibration.temperature if calibration else 1.0)
+        patients = [r.patient for r in dm.rows["val"]]
+        meta.subtype = subtype_record(y, codes, screen, out[:, 1], threshold.value, patients)
     if left_out:
         meta.data["left_out"] = left_out
     bundle = save_bundle(module.model.cpu(), meta, run / "bundle")

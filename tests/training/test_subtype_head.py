@@ -1,0 +1,189 @@
+"""The subtype head end to end on synthetic data whose PNEUMONIA images show their subtype:
+it trains, its bundle records it, it exports to ONNX with parity, and every answer (predict,
+evaluate, the service, an ensemble) carries the subtype beside the unchanged screening one.
+A single-output bundle keeps answering without it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from conftest import TinyRun, prepare_tiny, tiny_config
+from pneumonia.core.config import OperatingConfig, TrainConfig
+from pneumonia.core.errors import DataError
+from pneumonia.data.synthetic import save_image, synthetic_xray
+from pneumonia.evaluation.evaluate import evaluate
+from pneumonia.modeling.classifier import XrayClassifier
+from pneumonia.modeling.export import export_onnx
+from pneumonia.modeling.inference import predict_paths
+from pneumonia.modeling.loading import load_bundle
+from pneumonia.modeling.models import create_model
+from pneumonia.serving.serve import Limits, create_app
+from pneumonia.training.ensembling import build_ensemble
+from pneumonia.training.train import train
+
+YOUDEN = OperatingConfig(rule="youden")  # tiny validation splits cannot aim at 0.99
+
+
+@pytest.fixture(scope="module")
+def subtype_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    tmp = tmp_path_factory.mktemp("subtype_run")
+    cfg = tiny_config(tmp, "data.subtype=true")
+    root = prepare_tiny(tmp, cfg, subtypes=True)
+    return TinyRun(cfg, root, train(cfg, command="pytest"))
+
+
+def test_the_subtype_loss_trains_the_second_output() -> None:
+    """On one batch, a few steps lower the subtype loss; images without a known subtype
+    (NORMAL, -1) do not enter it, whatever their second output says."""
+    torch.manual_seed(0)
+    cfg = TrainConfig(channels_last=False)
+    module = XrayClassifier(create_model("cnn_small", num_classes=2), cfg, None, 1.0)
+    s = torch.tensor([0, 1] * 4 + [-1] * 4)
+    x = torch.randn(12, 1, 32, 32) + (s == 1).float()[:, None, None, None]  # viral: brighter
+    out = module.outputs(x)
+    moved = out.clone()
+    moved[s < 0, 1] += 50.0
+    assert torch.equal(module.subtype_term(out, s), module.subtype_term(moved, s))
+    optimiser = torch.optim.Adam(module.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = module.subtype_term(module.outputs(x), s)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]
+    assert module(x).shape == (12,)  # the screening logit alone, as before
+
+
+def test_training_records_the_head(subtype_run: TinyRun) -> None:
+    meta = json.loads((subtype_run.bundle / "model.json").read_text())
+    assert meta["architecture"]["num_classes"] == 2
+    record = meta["subtype"]
+    assert record["labels"] == ["bacterial", "viral"] and record["threshold"] == 0.5
+    val = record["validation"]
+    pneumonia_val = meta["validation"]["positives"]
+    assert val["metrics"]["n"] == pneumonia_val  # every synthetic PNEUMONIA name says
+    assert 0 <= val["metrics"]["roc_auc"] <= 1 and len(val["intervals"]["roc_auc"]) == 2
+    assert sum(map(sum, val["three_class"]["matrix"])) == meta["validation"]["n"]
+
+
+def test_a_dataset_without_subtype_names_is_refused(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "data.subtype=true")
+    root = prepare_tiny(tmp_path, cfg)
+    for path in (root / "chest_xray").rglob("*virus*"):
+        path.unlink()  # the cache keeps them: rename the manifest's viral rows away instead
+    rows = cfg.data.manifest.read_text().replace("_virus_", "_x_")
+    cfg.data.manifest.write_text(rows)
+    with pytest.raises(DataError, match=r"0 viral.*data\.subtype=false"):
+        train(cfg, command="pytest")
+    assert not (tmp_path / "runs" / "tiny" / "bundle").exists()
+
+
+def test_onnx_keeps_both_outputs_within_parity(subtype_run: TinyRun, tmp_path: Path) -> None:
+    folder = tmp_path / "bundle"
+    shutil.copytree(subtype_run.bundle, folder)
+    info = export_onnx(load_bundle(folder), force=True)
+    assert info["max_abs_diff_subtype_logit"] < 1e-4 and "N x 2" in info["output"]
+    images = sorted(str(p) for p in (subtype_run.data / "chest_xray" / "test").rglob("*.jpeg"))
+    on_torch = predict_paths(load_bundle(folder, "torch"), images, show=False)
+    on_onnx = predict_paths(load_bundle(folder, "onnx"), images, show=False)
+    for a, b in zip(on_torch, on_onnx, strict=True):
+        assert a.subtype_probability == pytest.approx(b.subtype_probability, abs=1e-5)
+        assert (a.label, a.subtype) == (b.label, b.subtype)
+        assert (a.subtype is None) == (a.label == "NORMAL")
+
+
+def test_evaluate_reports_the_subtype(subtype_run: TinyRun, tmp_path: Path) -> None:
+    bundle = load_bundle(subtype_run.bundle)
+    result = evaluate(bundle, subtype_run.cfg.data.manifest, "val", tmp_path, n_boot=50)
+    section = result["subtype"]
+    assert section["metrics"]["n"] == result["metrics"]["positives"]
+    assert set(section["intervals"]) >= {"roc_auc", "accuracy", "sensitivity_viral"}
+    with (tmp_path / "predictions.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    pneumonia = [r for r in rows if r["label"] == "PNEUMONIA"]
+    assert {r["subtype"] for r in pneumonia} == {"bacterial", "viral"}
+    assert all(r["predicted_subtype"] == "" for r in rows if r["predicted"] == "NORMAL")
+
+
+def test_the_service_answers_the_subtype(subtype_run: TinyRun, tmp_path: Path) -> None:
+    client = TestClient(create_app(load_bundle(subtype_run.bundle), Limits()))
+    image = save_image(
+        synthetic_xray("PNEUMONIA", 64, 64, np.random.default_rng(1)), tmp_path / "a.png"
+    )
+    answer = client.post("/predict", files={"files": ("a.png", image.read_bytes())}).json()
+    result = answer["results"][0]
+    assert 0 <= result["subtype_probability"] <= 1
+    expected = (
+        None
+        if result["label"] == "NORMAL"
+        else ("viral" if result["subtype_probability"] >= 0.5 else "bacterial")
+    )
+    assert result["subtype"] == expected
+
+
+def test_an_ensemble_of_two_headed_members_keeps_the_head(
+    subtype_run: TinyRun, tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    run = Path(subtype_run.summary["run_dir"])
+    built = build_ensemble([run, subtype_run.bundle], tmp_path / "ens", cfg=YOUDEN, show=False)
+    meta = json.loads((tmp_path / "ens" / "model.json").read_text())
+    assert meta["architecture"]["num_classes"] == 2 and meta["subtype"]["validation"]["metrics"]
+    member = load_bundle(subtype_run.bundle)
+    images = sorted(str(p) for p in (subtype_run.data / "chest_xray" / "test").rglob("*.jpeg"))
+    alone = predict_paths(member, images, show=False)
+    both = predict_paths(load_bundle(built["bundle"]), images, show=False)
+    for a, b in zip(alone, both, strict=True):  # the same member twice: the same subtype answer
+        assert a.subtype_probability == pytest.approx(b.subtype_probability, abs=1e-5)
+    mixed = build_ensemble(
+        [subtype_run.bundle, tiny_run.bundle],
+        tmp_path / "mixed",
+        subtype_run.cfg.data.manifest,
+        cfg=YOUDEN,
+        show=False,
+    )
+    assert json.loads((Path(mixed["bundle"]) / "model.json").read_text())["subtype"] is None
+
+
+def test_a_single_output_bundle_answers_without_a_subtype(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    bundle = load_bundle(tiny_run.bundle)
+    assert bundle.meta.subtype is None and bundle.meta.architecture.num_classes == 1
+    images = sorted(str(p) for p in (tiny_run.data / "chest_xray" / "test").rglob("*.jpeg"))
+    found = predict_paths(bundle, images, show=False)
+    assert all(p.label and p.subtype is None and p.subtype_probability is None for p in found)
+    result = evaluate(bundle, tiny_run.cfg.data.manifest, "val", tmp_path, n_boot=0)
+    assert result["subtype"] is None
+
+
+def test_compare_and_report_show_the_subtype(
+    subtype_run: TinyRun, tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    from pneumonia.evaluation.compare import compare
+    from pneumonia.evaluation.report import report
+
+    manifest = subtype_run.cfg.data.manifest
+    runs = [Path(subtype_run.summary["run_dir"]), tiny_run.bundle]
+    result = compare(runs, manifest, "val", tmp_path / "c", workers=1, show=False, n_boot=50)
+    headed, plain = result["models"]
+    assert 0 <= headed["subtype_roc_auc"] <= 1 and "subtype_roc_auc" not in plain
+    table = (tmp_path / "c" / "comparison.md").read_text()
+    assert "Subtype output" in table and f"| {headed['model']} | " in table.split("Subtype")[1]
+    bundle = load_bundle(subtype_run.bundle)
+    page = report(bundle, manifest, "val", tmp_path / "r", workers=1, show=False, n_boot=50)
+    html = page.read_text()
+    assert "Subtype: bacterial or viral" in html and "sensitivity_viral" in html
+    plain_page = report(
+        load_bundle(tiny_run.bundle), manifest, "val", tmp_path / "p", show=False, n_boot=0
+    )
+    assert "Subtype: bacterial or viral" not in plain_page.read_text()
