@@ -41,6 +41,22 @@ def overrides(tmp: Path) -> list[str]:
     ]
 
 
+def test_train_folds_as_a_user_types_it(tmp_path: Path) -> None:
+    prepare_tiny(tmp_path, tiny_config(tmp_path))
+    args = [*overrides(tmp_path)[:-1], "audit.file=null", "tracking.enabled=false"]
+    result = invoke("train", *args, "--folds", 2)
+    assert result.exit_code == 0, result.output
+    assert "2 cross-fitted models; threshold" in result.output and "out-of-fold" in result.output
+    assert (
+        "Held-out validation" in result.output
+        and "out-of-distribution guard fitted" in result.output
+    )
+    meta = json.loads((tmp_path / "runs" / "cli" / "bundle" / "model.json").read_text())
+    assert meta["training"]["command"].endswith("--folds 2") and "model.onnx" in meta["files"]
+    again = invoke("train", *args, "--folds", 1)
+    assert again.exit_code != 0 and "--folds" in again.output
+
+
 def test_train_then_evaluate(tmp_path: Path) -> None:
     prepare_tiny(tmp_path, tiny_config(tmp_path))
     result = invoke("train", *overrides(tmp_path))
@@ -234,6 +250,8 @@ def test_ensemble_then_predict_and_evaluate_with_it(tiny_run: TinyRun, tmp_path:
     result = invoke("ensemble", run, tiny_run.bundle, "--out", out, "--rule", "youden")
     assert result.exit_code == 0, result.output
     assert "ensemble of 2" in result.output and (out / "model.safetensors").is_file()
+    assert "ONNX model: verified; out-of-distribution guard: threshold" in result.output
+    assert (out / "model.onnx").is_file() and (out / "guard.safetensors").is_file()
     again = invoke("ensemble", run, tiny_run.bundle, "--out", out)
     assert again.exit_code != 0 and "already exists" in again.output
     images = f"{tiny_run.data / 'chest_xray' / 'test'}/PNEUMONIA/*"
@@ -241,6 +259,8 @@ def test_ensemble_then_predict_and_evaluate_with_it(tiny_run: TinyRun, tmp_path:
     assert predicted.exit_code == 0, predicted.output
     payload = json.loads((tmp_path / "p" / "predictions.json").read_text())
     assert payload["architecture"] == "ensemble" and len(payload["predictions"]) == 8
+    assert payload["guard"]["active"] and "ONNX Runtime" in predicted.output
+    assert all(p["in_distribution"] is not None for p in payload["predictions"])
     manifest = tiny_run.cfg.data.manifest
     evaluated = invoke(
         "evaluate", out, "--data", manifest, "--split", "val", "--out", tmp_path / "e"

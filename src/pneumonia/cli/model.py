@@ -68,15 +68,26 @@ def train_command(
         Path | None, typer.Option(help="Run folder to continue from its last checkpoint.")
     ] = None,
     force: ForceOpt = False,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            min=2,
+            help="Cross-fit K models on folds of the training split and ship their ensemble, "
+            "its threshold fitted on their out-of-fold predictions.",
+        ),
+    ] = None,
 ) -> None:
     """Train a model from the split manifest and cache; writes a run folder with a bundle."""
     from pneumonia.training.train import train
 
-    if resume is not None and (overrides or config):
+    if resume is not None and (overrides or config or folds):
         raise typer.BadParameter("--resume continues a run with its own config.yaml; drop the rest")
     cfg = resolve_config(config, overrides)
     given = [*(overrides or []), *(["--config", config] if config else [])]
     command = command_line("train", *given, *(["--resume", resume] if resume else []))
+    if folds is not None:
+        _train_folds(cfg, folds, force, command_line("train", *given, "--folds", folds))
+        return
     summary = train(cfg, resume=resume, force=force, command=command)
     if "validation" not in summary:  # a DDP worker process: the first process reports
         return
@@ -90,6 +101,22 @@ def train_command(
     console.print(f"inference backend: {runs_on}; {_guard_line(summary['guard'])}")
     if summary.get("mlflow_run"):
         console.print(f"MLflow run: {summary['mlflow_run']}")
+
+
+def _train_folds(cfg: Any, folds: int, force: bool, command: str) -> None:
+    from pneumonia.training.crossfit import train_folds
+
+    summary = train_folds(cfg, folds, force, command)
+    fitted = summary["out_of_fold"]["out_of_fold"]
+    console.print(
+        f"{folds} cross-fitted models; threshold {summary['threshold']:.4g} fitted on their "
+        f"out-of-fold predictions ({fitted['images']} images, {fitted['positives']} PNEUMONIA)"
+    )
+    held_out = summary["validation"]
+    console.print(metrics_table(f"Held-out validation ({held_out['n']} images)", held_out))
+    console.print(f"run: {summary['run_dir']}\nbundle: {summary['bundle']}")
+    runs_on = "ONNX Runtime (model.onnx)" if summary["onnx"] else "PyTorch (not exported)"
+    console.print(f"inference backend: {runs_on}; {_guard_line(summary.get('guard'))}")
 
 
 def _guard_line(guard: dict[str, Any] | None) -> str:
@@ -221,10 +248,16 @@ def ensemble_command(
         str, typer.Option(help="target_sensitivity | youden | cost | fixed.")
     ] = "target_sensitivity",
     target_sensitivity: Annotated[float, typer.Option(min=0.5, max=1.0)] = 0.99,
+    onnx: Annotated[
+        bool, typer.Option(help="Export the verified model.onnx, as training does.")
+    ] = True,
+    guard: Annotated[
+        bool, typer.Option(help="Fit the out-of-distribution guard on it, as training does.")
+    ] = True,
     workers: WorkersOpt = None,
 ) -> None:
     """Combine bundles into one ensemble bundle: the mean of their calibrated logits, with its
-    own calibration and threshold fitted on validation."""
+    own calibration and threshold fitted on validation, its ONNX model and its guard."""
     from pydantic import ValidationError
 
     from pneumonia.core.config import OperatingConfig
@@ -236,9 +269,16 @@ def ensemble_command(
     except ValidationError as exc:
         raise ConfigError(f"invalid --rule {rule!r}: {exc.errors()[0]['msg']}") from None
     command = " ".join(["pneumonia ensemble", *map(str, members), "--out", str(out)])
-    result = build_ensemble(members, out, data, split, cfg, workers, command=command)
+    result = build_ensemble(
+        members, out, data, split, cfg, workers, command=command, onnx=onnx, guard=guard
+    )
     v = result["validation"]
     console.print(f"ensemble of {len(members)}: {out}, threshold {result['threshold']:.4g}")
+    fitted = result.get("guard")
+    console.print(
+        f"ONNX model: {'verified' if result['onnx'] else 'none'}; out-of-distribution guard: "
+        + (f"threshold {fitted['threshold']:.3g}" if fitted else "none")
+    )
     console.print(metrics_table(f"On {v['data']} ({v['n']} images)", v))
 
 

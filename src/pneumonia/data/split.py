@@ -111,6 +111,30 @@ def carve_validation(pool: list[Row], val_fraction: float, seed: int) -> list[Ro
     return [replace(r, split="val" if i in val else "train") for i, r in enumerate(pool)]
 
 
+def fold_manifests(rows: list[Row], k: int, seed: int) -> list[list[Row]]:
+    """K manifests for cross-fitting: in manifest i, fold i of the training rows is `val` and
+    the other folds `train` (stratified by class, grouped by patient and identical content,
+    as validation is carved); the manifest's own `val` rows become `test`, held out of every
+    fold; its `test` rows are left out."""
+    pool = [r for r in rows if r.split == "train"]
+    held = [replace(r, split="test") for r in rows if r.split == "val"]
+    labels = np.array([LABELS.index(r.label) for r in pool])
+    groups = _groups(pool)
+    fewest = min(len(set(groups[labels == i])) for i in range(len(LABELS)))
+    if k < 2 or fewest < k:
+        raise DataError(
+            f"{k} folds need at least {max(k, 2)} patients of each class in the training "
+            f"split (the smaller class has {fewest}); use fewer folds or more data"
+        )
+    folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    manifests = []
+    for _, val_idx in folds.split(np.zeros(len(pool)), labels, groups):
+        val = set(val_idx.tolist())
+        fold = [replace(r, split="val" if i in val else "train") for i, r in enumerate(pool)]
+        manifests.append(sorted(fold + held, key=lambda r: (r.split, r.label, r.path)))
+    return manifests
+
+
 def assign_splits(
     rows: list[Row], val_fraction: float, seed: int, official_val: str = "fold"
 ) -> list[Row]:

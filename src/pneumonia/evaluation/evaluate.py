@@ -42,7 +42,8 @@ class Item:
     patient: str
 
 
-def _is_manifest(path: Path) -> bool:
+def is_manifest(path: Path) -> bool:
+    """True for a split manifest (`pneumonia data split`'s CSV columns)."""
     if path.suffix.lower() != ".csv" or not path.is_file():
         return False
     with path.open(newline="", encoding="utf-8") as fh:
@@ -55,7 +56,7 @@ def select_items(data: str | Path, split: str) -> tuple[list[Item], str]:
     A layout without splits (class folders only) is evaluated whole.
     """
     data = Path(data)
-    if _is_manifest(data):
+    if is_manifest(data):
         pool = [(r.path, r.label, r.patient, r.split) for r in read_manifest(data)]
     else:
         found = discover(data)

@@ -2,7 +2,9 @@
 
 The members' networks become one `EnsembleModel` (`pneumonia.modeling.ensemble`); the ensemble gets
 its own calibration and threshold, fitted on validation like any bundle, and is written as a
-bundle whose one weights file holds every member.
+bundle whose one weights file holds every member. Then, as a training run ends: its verified
+`model.onnx`, and the out-of-distribution guard fitted on it, on the data and augmentation of
+the member whose input contract the ensemble takes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pneumonia.core.bundle import (
     Architecture,
     Bundle,
     BundleMeta,
+    Calibration,
     Member,
     SubtypeRecord,
     Threshold,
@@ -27,6 +30,7 @@ from pneumonia.evaluation.evaluate import score_split, subtype_result
 from pneumonia.evaluation.metrics import binary_metrics, headline, jsonable
 from pneumonia.evaluation.operating import fit_operating_point
 from pneumonia.modeling.ensemble import COMBINE, EnsembleModel
+from pneumonia.modeling.inference import to_probability
 from pneumonia.modeling.loading import load_bundle
 
 log = logging.getLogger(__name__)
@@ -74,9 +78,15 @@ def build_ensemble(
     workers: int | None = None,
     show: bool = True,
     command: str = "",
+    onnx: bool = True,
+    guard: bool = True,
+    operating: tuple[Threshold, Calibration | None] | None = None,
 ) -> dict[str, Any]:
     """Combine member bundles (or run folders) into an ensemble bundle at `out`, with its own
-    calibration and threshold fitted on `split` of `data` (default: the members' manifest)."""
+    calibration and threshold fitted on `split` of `data` (default: the members' manifest);
+    then its `model.onnx` (with `onnx`) and its guard (with `guard` too), as training does.
+    `operating` (threshold, calibration) fitted elsewhere (`train --folds`: on out-of-fold
+    predictions) is kept instead, and `split` only measured at it."""
     if out.exists():
         raise PneumoniaError(f"{out}: already exists; choose a new folder for the ensemble")
     if split == "test":
@@ -109,9 +119,13 @@ def build_ensemble(
     meta = BundleMeta(architecture=arch, preprocessing=contract, threshold=placeholder)
     meta.subtype = SubtypeRecord() if model.subtype else None
     scored = score_split(Bundle(out, meta, model), data, split, workers, show)
-    cfg = cfg or OperatingConfig()
-    threshold, calibration, probs = fit_operating_point(scored.labels, scored.logits, cfg)
-    threshold.detail["data"] = scored.source
+    if operating is None:
+        cfg = cfg or OperatingConfig()
+        threshold, calibration, probs = fit_operating_point(scored.labels, scored.logits, cfg)
+        threshold.detail["data"] = scored.source
+    else:
+        threshold, calibration = operating
+        probs = to_probability(scored.logits, calibration.temperature if calibration else 1.0)
     metrics = binary_metrics(scored.labels, probs, threshold.value)
     validation = {"split": split, "data": scored.source, **jsonable(headline(metrics))}
     validation.update({k: metrics[k] for k in ("n", "positives", "threshold", "confusion_matrix")})
@@ -129,9 +143,44 @@ def build_ensemble(
         meta.subtype.validation = {"split": split, "data": scored.source, **section}
     save_bundle(model, meta, out)
     log.info("ensemble of %d members: %s", len(bundles), out)
+    source = next(b for b in bundles if b.contract == contract)
     return {
         "bundle": str(out),
         "members": [m.source for m in members],
         "validation": validation,
         "threshold": threshold.value,
+        **_export_and_guard(out, source, Path(data), onnx, guard),
     }
+
+
+def _export_and_guard(
+    out: Path, source: Bundle, data: Path, onnx: bool, guard: bool
+) -> dict[str, Any]:
+    """The ensemble's verified `model.onnx` (with `onnx`), then (with `guard`) its
+    out-of-distribution guard fitted on it (or on PyTorch) with the data settings `source` (a
+    member) was trained with: `data` when it is a manifest, else that member's recorded one.
+    A failure is logged with the command that does it later; the bundle is kept."""
+    from pneumonia.core.config import Config
+    from pneumonia.evaluation.evaluate import is_manifest
+    from pneumonia.modeling.datamodule import XrayDataModule
+    from pneumonia.modeling.guard_training import add_guard
+    from pneumonia.training.train import export_bundle
+
+    onnx = onnx and export_bundle(out)
+    if not guard:
+        return {"onnx": onnx, "guard": None}
+    cfg = Config.model_validate(source.meta.training.get("config", {}))
+    manifest = data if data.is_file() and is_manifest(data) else cfg.data.manifest
+    try:
+        bundle = load_bundle(out, "onnx" if onnx else "torch")
+        dm = XrayDataModule(cfg.data.model_copy(update={"manifest": manifest}), bundle.contract)
+        dm.setup("fit")
+        record = add_guard(bundle, dm, cfg.guard, cfg.train.seed)
+    except (PneumoniaError, OSError, ValueError) as exc:
+        log.warning(
+            "%s: no out-of-distribution guard (%s); fit it with `pneumonia guard %s --data "
+            "MANIFEST` (the members' manifest, cached by `pneumonia data prepare`)",
+            out, exc, out,
+        )  # fmt: skip
+        return {"onnx": onnx, "guard": None}
+    return {"onnx": onnx, "guard": record.model_dump()}
