@@ -195,29 +195,26 @@ class XrayClassifier(LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val:
             return
-        probs = torch.cat([p for p, _ in self._val])
-        labels = torch.cat([y for _, y in self._val])
-        self._val.clear()
-        if self.trainer.world_size > 1:
-            probs = torch.as_tensor(self.all_gather(probs)).reshape(-1)
-            labels = torch.as_tensor(self.all_gather(labels)).reshape(-1)
-        p, y = probs.cpu().numpy(), labels.cpu().numpy()
+        p, y = self._gathered(self._val)
         acc = float(((p >= 0.5).astype(int) == y).mean())
         self.log("val_acc", acc, prog_bar=True)
         self.log("val_auc", safe_auc(y, p), prog_bar=True)
-        if self._val_subtype:
-            self.log("val_subtype_auc", self._subtype_auc())
+        if self._val_subtype:  # the subtype output on the images whose subtype is known
+            p, codes = self._gathered(self._val_subtype)
+            self.log("val_subtype_auc", safe_auc(codes[codes >= 0], p[codes >= 0]))
 
-    def _subtype_auc(self) -> float:
-        """Validation ROC-AUC of the subtype output on the images whose subtype is known."""
-        probs = torch.cat([p for p, _ in self._val_subtype])
-        codes = torch.cat([s for _, s in self._val_subtype])
-        self._val_subtype.clear()
+    def _gathered(
+        self, pairs: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, targets) of one validation epoch from every process; `pairs` is
+        emptied."""
+        probs = torch.cat([p for p, _ in pairs])
+        targets = torch.cat([t for _, t in pairs])
+        pairs.clear()
         if self.trainer.world_size > 1:
             probs = torch.as_tensor(self.all_gather(probs)).reshape(-1)
-            codes = torch.as_tensor(self.all_gather(codes)).reshape(-1)
-        known = (codes >= 0).cpu().numpy()
-        return safe_auc(codes.cpu().numpy()[known], probs.cpu().numpy()[known])
+            targets = torch.as_tensor(self.all_gather(targets)).reshape(-1)
+        return probs.cpu().numpy(), targets.cpu().numpy()
 
     def configure_optimizers(self) -> Any:
         backbone, head = split_parameters(self.model)
