@@ -18,6 +18,7 @@ from pneumonia.core import LABELS, SUBTYPES
 from pneumonia.core.bundle import SubtypeRecord
 from pneumonia.evaluation.metrics import binary_metrics, jsonable
 from pneumonia.evaluation.uncertainty import bootstrap
+from pneumonia.modeling.inference import to_probability
 
 CLASSES = (LABELS[0], *SUBTYPES)
 """The three classes of the two outputs together: NORMAL, bacterial, viral."""
@@ -109,7 +110,7 @@ def subtype_record(
     """A bundle's record of its subtype head, with the validation section (`subtype_section`)
     of raw subtype logits at the record's threshold."""
     record = SubtypeRecord()
-    p_viral = 1.0 / (1.0 + np.exp(-np.asarray(subtype_logits, dtype=np.float64)))
+    p_viral = to_probability(subtype_logits, record.temperature)
     thresholds = (threshold, record.threshold)
     section = subtype_section(labels, codes, screen, p_viral, thresholds, patients)
     record.validation = {"split": "val", **section}
