@@ -127,3 +127,68 @@ def unguarded_copy(bundle: Path, folder: Path) -> Path:
     (folder / "guard.safetensors").unlink()
     (folder / "model.json").write_text(json.dumps(meta))
     return folder
+
+
+def _postgres_bin() -> Path | None:
+    """The folder of Debian's PostgreSQL server programs (initdb, pg_ctl), if installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Any:
+    """A PostgreSQL server for the prediction log's tests: $PNEUMONIA_TEST_POSTGRES (a URL, as
+    the GitHub workflow's service container gives), else a throwaway cluster started here
+    from Debian's `postgresql` package (which `.ci/run` installs); skipped, with the reason,
+    when neither is there."""
+    given = os.environ.get("PNEUMONIA_TEST_POSTGRES")
+    if given:
+        yield given
+        return
+    import socket
+    import subprocess
+    import tempfile
+
+    programs = _postgres_bin()
+    if programs is None:
+        pytest.skip("PostgreSQL is not installed: apt-get install postgresql, or set "
+                    "PNEUMONIA_TEST_POSTGRES=postgresql://user@host/db")  # fmt: skip
+    root = Path(tempfile.mkdtemp(prefix="pneumonia-postgres-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as Debian's user
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+    steps = [
+        [str(programs / "initdb"), "-D", str(data), "-A", "trust", "-U", "pneumonia", "--no-sync"],
+        [str(programs / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-o",
+         f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+    ]  # fmt: skip
+    for step in steps:
+        done = subprocess.run([*as_user, *step], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            reason = (done.stderr or done.stdout).strip().splitlines()
+            pytest.skip(f"PostgreSQL could not start: {reason[-1] if reason else step[0]}")
+    yield f"postgresql://pneumonia@127.0.0.1:{port}/postgres"
+    subprocess.run([*as_user, str(programs / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                    "stop"], capture_output=True, timeout=60)  # fmt: skip
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Any:
+    """A fresh, empty database on the test server, dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = postgres_server.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

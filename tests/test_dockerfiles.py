@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -144,3 +145,46 @@ def test_data_and_local_state_stay_out_of_the_build_context() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv/", "work/", "runs/", "reports/", "mlruns.db"} <= set(ignored)
     assert "**/*.egg-info/" in ignored  # an editable install's src/pneumonia.egg-info too
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's `${NAME:-default}` substitution, for the values this file uses."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m[1], m[2]), value)
+
+
+def test_the_compose_file_runs_two_replicas_on_one_postgresql_log(
+    monkeypatch: pytest.MonkeyPatch, postgres_server: str
+) -> None:
+    """compose.yaml: two api replicas built from the api image, each logging to the `db`
+    service's database (kept on a volume), started once it is healthy; the replicas'
+    command, with `db` pointed at the test server, serves and logs there."""
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    replicas = [name for name, s in services.items() if "command" in s]
+    assert replicas == ["api1", "api2"] and set(services) == {"db", "api1", "api2"}
+    ports = {services[r]["ports"][0].split(":")[0] for r in replicas}
+    assert len(ports) == 2  # one host port each
+    db = services["db"]
+    volume = db["volumes"][0].split(":")
+    assert volume[0] in compose["volumes"] and volume[1] == "/var/lib/postgresql/data"
+    assert "pg_isready" in db["healthcheck"]["test"]
+    for name in replicas:
+        service = services[name]
+        assert service["build"]["dockerfile"] == "dockerfiles/api.Dockerfile"
+        assert (ROOT / service["build"]["dockerfile"]).is_file()
+        assert service["depends_on"]["db"]["condition"] == "service_healthy"
+        command = [_interpolate(str(c), {}) for c in service["command"]]
+        url = command[command.index("--log") + 1]
+        assert url.startswith("postgresql://pneumonia:pneumonia@db:5432/")
+        assert url.rsplit("/", 1)[1] == db["environment"]["POSTGRES_DB"]
+        assert db["environment"]["POSTGRES_PASSWORD"] == "${PNEUMONIA_DB_PASSWORD:-pneumonia}"
+    # the replicas' command, run here against the test server instead of `db`
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(serve_module, "serve", lambda *args: calls.append(args))
+    command = [_interpolate(str(c), {}) for c in services["api1"]["command"]]
+    command[command.index("--log") + 1] = postgres_server
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    with TestClient(calls[0][0]) as client:  # type: ignore[arg-type]
+        log = client.get("/health").json()["prediction_log"]
+    assert log["error"] is None and log["path"].startswith("postgresql")

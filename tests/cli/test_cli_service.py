@@ -60,6 +60,33 @@ def test_serve_wraps_the_service(
     assert result.exit_code == 1 and "pneumonia export" in result.output and len(calls) == 2
 
 
+def test_serve_logs_to_postgresql_and_monitor_reads_it(
+    tiny_run: TinyRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str
+) -> None:
+    """`serve --log postgresql://...` writes rows that `monitor postgresql://...` reads; a
+    URL is never taken for a folder, a scheme it does not know is one line."""
+    from pneumonia.monitoring.predlog import read_log
+
+    image = next((tiny_run.data / "chest_xray" / "test" / "NORMAL").iterdir())
+
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(serve_module, "serve", lambda *args: calls.append(args))
+    monkeypatch.chdir(tmp_path)
+    url = postgres_url.replace("pneumonia@", "pneumonia:hidden@", 1)  # trust: any password
+    result = invoke("serve", tiny_run.bundle, "--log", url)
+    assert result.exit_code == 0, result.output
+    assert "prediction log: postgresql" in result.output and "hidden" not in result.output
+    with TestClient(calls[0][0]) as client:  # type: ignore[arg-type]
+        for _ in range(3):
+            client.post("/predict", files={"files": (image.name, image.read_bytes())})
+    assert len(read_log(postgres_url)) == 3 and list(tmp_path.iterdir()) == []
+    result = invoke("monitor", postgres_url, "--bundle", tiny_run.bundle, "--out", tmp_path / "m")
+    report = json.loads((tmp_path / "m" / "monitor.json").read_text())
+    assert result.exit_code in (0, 3) and report["volume"]["predictions"] == 3
+    result = runner.invoke(app, ["serve", str(tiny_run.bundle), "--log", "mysql://u@h/db"])
+    assert result.exit_code == 1 and "a SQLite file path or a postgresql://" in result.output
+
+
 def test_guard_command_on_a_bundle_without_one(tiny_run: TinyRun, tmp_path: Path) -> None:
     folder = unguarded_copy(tiny_run.bundle, tmp_path / "b")
     image = next((tiny_run.data / "chest_xray" / "test" / "NORMAL").iterdir())

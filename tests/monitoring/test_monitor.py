@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ START = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def write_log(
-    path: Path,
+    path: Any,
     n: int,
     seed: int,
     drift: bool = False,
@@ -31,7 +32,8 @@ def write_log(
     unsure: float = 0.0,
 ) -> Path:
     """A log drawn from the shipped bundle's reference; `drift` injects a new site's changes,
-    `unsure` is the share of answers moved to P(PNEUMONIA) in [0.3, 0.45]."""
+    `unsure` is the share of answers moved to P(PNEUMONIA) in [0.3, 0.45]. `path`: a SQLite
+    file or a PostgreSQL URL."""
     _, meta = read_meta(DEFAULT_BUNDLE)
     ref, guard = meta.reference, meta.guard
     assert guard is not None
@@ -154,3 +156,30 @@ def test_a_sensitivity_drop_names_the_command_that_adapts_the_threshold(tmp_path
     report = json.loads((tmp_path / "m" / "monitor.json").read_text())
     tripped = {a["rule"]: a for a in report["alerts"]}
     assert "--unlabelled" in tripped["expected_sensitivity_drop"]["note"]
+
+
+def test_replicas_logs_are_read_together(tmp_path: Path) -> None:
+    """Two replicas' SQLite files, merged, give the report one file of both would give."""
+    a = write_log(tmp_path / "a.sqlite", 150, 7)
+    b = write_log(tmp_path / "b.sqlite", 150, 8)
+    result = CliRunner().invoke(app, ["monitor", str(a), str(b), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "m" / "monitor.json").read_text())
+    assert report["volume"]["predictions"] == 300 and report["log"] == f"{a}, {b}"
+    alone = monitor(a, None, tmp_path / "one")
+    assert alone["volume"]["predictions"] == 150
+
+
+def test_monitor_reads_a_postgresql_log(tmp_path: Path, postgres_url: str) -> None:
+    write_log(postgres_url, 120, 9)  # the rows a service writes there
+    result = CliRunner().invoke(app, ["monitor", postgres_url, "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "m" / "monitor.json").read_text())["volume"]["predictions"] == 120
+
+
+def test_monitor_names_a_log_server_it_cannot_reach(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["monitor", "postgresql://u:pw@127.0.0.1:1/db", "--out", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 1 and "127.0.0.1:1/db: cannot read the log" in result.output
+    assert "pw" not in result.output and "Traceback" not in result.output

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy.exc import OperationalError
 
 from conftest import TinyRun, unguarded_copy
 from pneumonia.data.synthetic import oversized_png, save_dicom, synthetic_xray
@@ -195,28 +196,46 @@ def test_a_dicom_header_never_reaches_the_log(tiny_run: TinyRun, tmp_path: Path)
 
 
 def test_the_service_answers_while_the_log_cannot_be_written(
-    tiny_run: TinyRun, tmp_path: Path
+    tiny_run: TinyRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = create_app(load_bundle(tiny_run.bundle), log_path=tmp_path / "log.sqlite")
+    full = OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
 
-    class FullDisk:
-        def __enter__(self) -> None:
-            raise sqlite3.OperationalError("database or disk is full")
-
-        def __exit__(self, *args: object) -> None:
-            return None
+    def fail() -> None:
+        raise full  # what SQLite raises when the disk is full
 
     log = app.state.service.log
     with TestClient(app) as client:
-        healthy, log._db = log._db, FullDisk()  # what SQLite raises when the disk is full
+        monkeypatch.setattr(log._engine, "begin", fail)
         for _ in range(3):
             response = client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")})
             assert response.status_code == 200 and "probability" in response.json()["results"][0]
         status = client.get("/health").json()
         assert status["status"] == "ok" and status["prediction_log"]["lost"] == 3
-        log._db = healthy  # space freed
+        assert status["prediction_log"]["error"] == "database or disk is full"
+        monkeypatch.undo()  # space freed
         client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")})
     assert len(read_log(tmp_path / "log.sqlite")) == 1
+
+
+def test_replicas_log_to_one_postgresql_database(tiny_run: TinyRun, postgres_url: str) -> None:
+    bundle = load_bundle(tiny_run.bundle)
+    replicas = [create_app(bundle, log_path=postgres_url) for _ in range(2)]
+    for app in replicas:
+        with TestClient(app) as client:
+            client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")})
+            assert client.get("/health").json()["prediction_log"]["written"] == 1
+    rows = read_log(postgres_url)
+    assert len(rows) == 2 and {r.model for r in rows} == {model_version(bundle)}
+
+
+def test_a_log_server_that_is_down_does_not_stop_the_service(tiny_run: TinyRun) -> None:
+    app = create_app(load_bundle(tiny_run.bundle), log_path="postgresql://u:pw@127.0.0.1:1/db")
+    with TestClient(app) as client:
+        response = client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")})
+        assert response.status_code == 200
+        log = client.get("/health").json()["prediction_log"]
+        assert log["lost"] == 1 and log["error"] and "pw" not in log["path"]
 
 
 def test_a_bundle_without_a_guard_says_so(tiny_run: TinyRun, tmp_path: Path) -> None:

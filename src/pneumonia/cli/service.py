@@ -39,8 +39,12 @@ def serve_command(
         ),
     ] = None,
     log: Annotated[
-        Path, typer.Option(help="SQLite prediction log, appended to (read by `monitor`).")
-    ] = Path("logs/predictions.sqlite"),
+        str,
+        typer.Option(
+            help="Prediction log, appended to (read by `monitor`): a SQLite file, or a "
+            "postgresql://user:password@host/db URL that several replicas share."
+        ),
+    ] = "logs/predictions.sqlite",
     no_log: Annotated[bool, typer.Option("--no-log", help="Keep no prediction log.")] = False,
 ) -> None:
     """Serve a bundle over HTTP: a web page at /, POST /predict and /explain, /docs; every
@@ -52,9 +56,10 @@ def serve_command(
     loaded = load_bundle(bundle, backend, threads)  # a missing or altered ONNX file fails here
     batching = Batching(max_batch, max_wait_ms, max_queue)
     app = create_app(loaded, batching=batching, log_path=None if no_log else log)
+    where = "off" if no_log else app.state.service.log.where
     console.print(
         f"serving {model_version(loaded)} ({loaded.backend}) on http://{host}:{port}/ "
-        f"(Ctrl+C stops); prediction log: {'off' if no_log else log}"
+        f"(Ctrl+C stops); prediction log: {where}"
     )
     serve(app, host, port)
 
@@ -140,7 +145,14 @@ def guard_command(
 
 @user_errors
 def monitor_command(
-    log: Annotated[Path, typer.Argument(help="The service's SQLite prediction log.")],
+    logs: Annotated[
+        list[str],
+        typer.Argument(
+            help="The service's prediction log: a SQLite file, several (one per replica, "
+            "merged), or a postgresql:// URL.",
+            show_default=False,
+        ),
+    ],
     bundle: Annotated[
         Path | None, typer.Option("--bundle", "-b", help="The served bundle (default: shipped).")
     ] = None,
@@ -156,7 +168,7 @@ def monitor_command(
     from pneumonia.core.outputs import fresh_dir
     from pneumonia.monitoring.monitor import monitor
 
-    result = monitor(log, bundle, fresh_dir(out, force), since, until)
+    result = monitor(logs, bundle, fresh_dir(out, force), since, until)
     table = Table(
         title=f"{result['volume']['predictions']} predictions by {result['model_version']}"
     )

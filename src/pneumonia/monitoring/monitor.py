@@ -1,15 +1,15 @@
-"""`pneumonia monitor LOG`: is the service still seeing what the model was validated on?
+"""`pneumonia monitor LOG...`: is the service still seeing what the model was validated on?
 
-Reads the service's prediction log (`pneumonia.monitoring.predlog`) over a time window and
-compares it
-with the reference the bundle stores (its validation split, recorded when the guard was
-fitted): volume per day, the out-of-distribution rate against the guard's validation rate,
-the distribution of scores (against validation) and of two input statistics (against the
-training images; PSI and Kolmogorov-Smirnov), the
-predicted positive rate, and the prevalence estimated by EM prior adjustment (Saerens et al.,
-2002) with the threshold that would keep the bundle's target sensitivity under it. Each rule
-says its value, its limit and whether it tripped. Writes `monitor.json` and a self-contained
-`monitor.html`. Needs no PyTorch.
+Reads the service's prediction log (`pneumonia.monitoring.predlog`: one SQLite file, several
+replicas' files, or a shared PostgreSQL database) over a time window and compares it with
+the reference the bundle stores (its validation split, recorded when the guard was fitted):
+volume per day, the out-of-distribution rate against the guard's validation rate, the
+distribution of scores (against validation) and of two input statistics (against the
+training images; PSI and Kolmogorov-Smirnov), the predicted positive rate, and the
+prevalence estimated by EM prior adjustment (Saerens et al., 2002) with the threshold that
+would keep the bundle's target sensitivity under it. Each rule says its value, its limit and
+whether it tripped. Writes `monitor.json` and a self-contained `monitor.html`. Needs no
+PyTorch.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
@@ -39,7 +40,7 @@ from pneumonia.evaluation.prior import (
     threshold_for_sensitivity,
 )
 from pneumonia.monitoring.drift import PSI_ALERT, PSI_WATCH, ks, psi, rate_pvalue
-from pneumonia.monitoring.predlog import Record, read_log
+from pneumonia.monitoring.predlog import Record, describe, log_url, read_logs
 
 log = logging.getLogger(__name__)
 MIN_ROWS = 30  # fewer predictions than this: distribution rules are not judged
@@ -77,12 +78,13 @@ def rule(
 
 
 def _rows(
-    path: Path, meta: BundleMeta, since: str | None, until: str | None
+    logs: Sequence[str | Path], meta: BundleMeta, since: str | None, until: str | None
 ) -> tuple[list[Record], dict[str, int]]:
     try:
-        records = read_log(path, since, until)
-    except (FileNotFoundError, ValueError) as exc:
+        records = read_logs(logs, since, until)
+    except (FileNotFoundError, ValueError, ConnectionError) as exc:
         raise PneumoniaError(str(exc)) from None
+    path = ", ".join(str(x) for x in logs)
     models = Counter(r.model for r in records)
     version = model_version(meta)
     mine = [r for r in records if r.model == version]
@@ -236,16 +238,18 @@ def adapt_command(bundle: Path) -> str:
 
 
 def monitor(
-    log_path: Path,
+    logs: str | Path | Sequence[str | Path],
     bundle: Path | None,
     out: Path,
     since: str | None = None,
     until: str | None = None,
 ) -> dict[str, Any]:
-    """The drift report of `log_path` against the bundle's reference, written into `out`."""
+    """The drift report of the prediction logs `logs` (SQLite paths, PostgreSQL URLs: one
+    service's, or its replicas', merged) against the bundle's reference, written into `out`."""
+    logs = [logs] if isinstance(logs, str | Path) else list(logs)
     folder, meta = read_meta(bundle)
     start, end = parse_when(since), parse_when(until)
-    rows, models = _rows(log_path, meta, start, end)
+    rows, models = _rows(logs, meta, start, end)
     inside = [r for r in rows if r.in_distribution is not False]  # flagged images: not scored
     values = {
         "probability": np.array([r.probability for r in inside]),
@@ -267,7 +271,7 @@ def monitor(
     rules += prior_rules
     version, volume = model_version(meta), _volume(rows)
     result: dict[str, Any] = {
-        "log": str(log_path),
+        "log": ", ".join(describe(log_url(x)) for x in logs),
         "bundle": str(folder),
         "model_version": version,
         "window": {"since": start, "until": end},

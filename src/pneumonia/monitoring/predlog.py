@@ -1,12 +1,19 @@
-"""The prediction log: one SQLite row per prediction the service makes, for `monitor`.
+"""The prediction log: one row per prediction the service makes, for `monitor`.
 
 A row holds when, what (the upload's sha256, its decoded size and two input statistics of
 the model's square: mean and standard deviation in [0, 1]), which model and backend, the
 answer (probability, label, the guard's score and verdict) and how long it took. Never
-pixels, never a file name, never a DICOM header field. Writes are serialised by a lock (the
-service answers requests on several threads) and the database runs in WAL mode so `monitor`
-can read while the service writes. A failed write (a full disk, a locked or removed file) is
-logged and counted, and the service goes on answering.
+pixels, never a file name, never a DICOM header field.
+
+Where it lives: a SQLite file (the embedded default, a path) or a PostgreSQL database (a
+`postgresql://user:password@host/db` URL) that several replicas share. One code path,
+SQLAlchemy Core, for both. The table is created on first use; on PostgreSQL under an
+advisory lock, so replicas starting together do not race. SQLite runs in WAL mode so
+`monitor` can read while the service writes. Writes go through one writer thread that
+commits every `COMMIT_EVERY_S`: a row is durable once committed, and the service answers
+before that, so a crash can lose the last fraction of a second. A failed write (a full
+disk, a database that is down or unreachable) is logged and counted, and the service goes
+on answering; the next write tries again.
 """
 
 from __future__ import annotations
@@ -16,15 +23,39 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import astuple, dataclass, fields
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from pneumonia.core.errors import PneumoniaError
+
 log = logging.getLogger(__name__)
 TABLE = "predictions"
 COMMIT_EVERY_S = 0.2  # the writer commits at most this often
+CONNECT_TIMEOUT_S = 5  # an unreachable server fails a write in this long, not minutes
+SCHEMA_LOCK = 0x70_6E_65_75  # PostgreSQL advisory lock key held while the table is created
+POSTGRES = ("postgresql", "postgres", "postgresql+psycopg")
 
 
 @dataclass(frozen=True)
@@ -46,8 +77,15 @@ class Record:
     latency_ms: float
 
 
-SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "bool": "INTEGER", "float": "REAL"}
+SQL_TYPES = {"str": Text, "int": Integer, "bool": Boolean, "float": Float}
 COLUMNS = [f.name for f in fields(Record)]
+METADATA = MetaData()
+PREDICTIONS = Table(
+    TABLE,
+    METADATA,
+    *[Column(f.name, SQL_TYPES[str(f.type).split(" ")[0]]()) for f in fields(Record)],
+)
+TIME_INDEX = Index(f"{TABLE}_time", PREDICTIONS.c.time)
 
 
 def now() -> str:
@@ -55,51 +93,139 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _schema() -> str:
-    """The table's definition, from `Record`'s fields (`float | None` -> REAL)."""
-    cols = [f"{f.name} {SQL_TYPES[str(f.type).split(' ')[0]]}" for f in fields(Record)]
-    return f"CREATE TABLE IF NOT EXISTS {TABLE} ({', '.join(cols)})"
+def log_url(target: str | Path) -> URL:
+    """The database of `target`: a SQLite file path (or `sqlite:///path`), or a PostgreSQL
+    URL (`postgresql://`, driven by psycopg). Anything else is a one-line error."""
+    given = str(target)
+    if "://" not in given:
+        return URL.create("sqlite", database=given)
+    try:
+        url = make_url(given)
+    except ArgumentError:
+        raise PneumoniaError(f"{given.split('@')[-1]}: not a database URL") from None
+    if url.drivername in POSTGRES:
+        return url.set(drivername="postgresql+psycopg")
+    if url.drivername == "sqlite" and url.database:
+        return url
+    raise PneumoniaError(
+        f"{url.render_as_string(hide_password=True)}: a prediction log is a SQLite file path "
+        "or a postgresql://user:password@host/db URL"
+    )
+
+
+def describe(url: URL) -> str:
+    """`url` as messages show it: a SQLite file's path, a server's URL without its password."""
+    if url.get_backend_name() == "sqlite":
+        return str(url.database)
+    return url.render_as_string(hide_password=True)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of a database error, without SQLAlchemy's background link."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
+
+
+def _sqlite_pragmas(connection: Any, _: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def open_engine(url: URL, readonly: bool = False) -> Engine:
+    """An engine for the log at `url`; a SQLite file is opened read-only with `readonly`
+    (never created), else its folder is made and it runs in WAL mode."""
+    if url.get_backend_name() == "sqlite":
+        path = Path(str(url.database))
+        if readonly:
+            uri = f"file:{path.resolve()}?mode=ro"
+            return create_engine(
+                "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, timeout=5.0)
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 5.0, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    try:
+        return create_engine(
+            url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}
+        )
+    except (NoSuchModuleError, ImportError):
+        raise PneumoniaError(
+            f"{describe(url)}: PostgreSQL needs the psycopg driver: pip install 'psycopg[binary]'"
+        ) from None
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the table and its time index unless they exist (safe with several writers)."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        connection.execute(CreateTable(PREDICTIONS, if_not_exists=True))
+        connection.execute(CreateIndex(TIME_INDEX, if_not_exists=True))
 
 
 class PredictionLog:
-    """An append-only SQLite log, safe to share between threads."""
+    """An append-only prediction log, safe to share between threads (and, on PostgreSQL or
+    one SQLite file, between processes)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, target: str | Path) -> None:
+        self.url = log_url(target)
+        self.where = describe(self.url)
         self.lost = 0  # rows that could not be written
         self.written = 0
+        self.error: str | None = None  # the last write's failure, None once one succeeds
         self._lock = threading.Lock()
         self._queue: queue.Queue[list[Record] | None] = queue.Queue()
         self._writer: threading.Thread | None = None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=5.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_schema())
-        self._db.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_time ON {TABLE} (time)")
-        self._db.commit()
+        self._ready = False
+        try:
+            self._engine = open_engine(self.url)
+        except OSError as exc:
+            raise PneumoniaError(
+                f"{self.where}: cannot create the prediction log ({exc})"
+            ) from None
+        try:
+            self._ensure_schema()
+        except (SQLAlchemyError, OSError) as exc:
+            if self.url.get_backend_name() == "sqlite":
+                raise PneumoniaError(
+                    f"{self.where}: cannot open the prediction log ({one_line(exc)})"
+                ) from None
+            self.error = one_line(exc)  # a server that is down: the service answers anyway
+            log.error("prediction log %s: %s; rows are counted as lost until it answers",
+                      self.where, self.error)  # fmt: skip
+
+    def _ensure_schema(self) -> None:
+        if not self._ready:
+            create_schema(self._engine)
+            self._ready = True
 
     def write(self, records: Iterable[Record]) -> bool:
         """Append `records` in one transaction; False (logged, counted) when it failed."""
-        rows = [astuple(r) for r in records]
-        marks = ", ".join("?" * len(COLUMNS))
+        rows = [asdict(r) for r in records]
         with self._lock:
             try:
-                with self._db:
-                    self._db.executemany(f"INSERT INTO {TABLE} VALUES ({marks})", rows)
-            except (sqlite3.Error, OSError) as exc:
+                self._ensure_schema()
+                with self._engine.begin() as connection:
+                    connection.execute(insert(PREDICTIONS), rows)
+            except (SQLAlchemyError, OSError) as exc:
                 first = self.lost == 0
                 self.lost += len(rows)
+                self.error = one_line(exc)
                 if first or self.lost % 100 < len(rows):
                     log.warning(
                         "prediction log %s: write failed (%s); %d rows lost so far, the "
                         "service keeps answering",
-                        self.path,
-                        exc,
+                        self.where,
+                        self.error,
                         self.lost,
                     )
                 return False
             self.written += len(rows)
+            self.error = None
             return True
 
     def append(self, records: list[Record]) -> None:
@@ -124,7 +250,7 @@ class PredictionLog:
                     self.write(rows)
             except Exception:  # never let the writer die: flush() would wait forever
                 self.lost += len(rows)
-                log.exception("prediction log %s: unexpected error while writing", self.path)
+                log.exception("prediction log %s: unexpected error while writing", self.where)
             for _ in batches:
                 self._queue.task_done()
             if None in batches:
@@ -135,44 +261,59 @@ class PredictionLog:
         self._queue.join()
 
     def status(self) -> dict[str, Any]:
-        """Path, rows written and rows lost to failed writes since start (for /health)."""
+        """Where (no password), rows written and lost since start, the last error (/health)."""
         self.flush()
-        return {"path": str(self.path), "written": self.written, "lost": self.lost}
+        return {"path": self.where, "written": self.written, "lost": self.lost,
+                "error": self.error}  # fmt: skip
 
     def close(self) -> None:
-        """Write what is queued, stop the writer, close the database."""
+        """Write what is queued, stop the writer, close the database's connections."""
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join()
         with self._lock:
-            self._db.close()
+            self._engine.dispose()
 
 
-def read_log(path: Path, since: str | None = None, until: str | None = None) -> list[Record]:
-    """The records of a log, oldest first, with `since <= time < until` (ISO strings)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such prediction log")
-    query, args = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}", []
-    where = []
+def read_log(
+    source: str | Path, since: str | None = None, until: str | None = None
+) -> list[Record]:
+    """The records of one log, oldest first, with `since <= time < until` (ISO strings).
+    Raises FileNotFoundError (no such file), ConnectionError (a server that does not
+    answer) or ValueError (not a prediction log), each one line naming the log."""
+    url = log_url(source)
+    where = describe(url)
+    sqlite = url.get_backend_name() == "sqlite"
+    if sqlite and not Path(str(url.database)).is_file():
+        raise FileNotFoundError(f"{where}: no such prediction log")
+    query = select(*PREDICTIONS.columns).order_by(PREDICTIONS.c.time)
     if since:
-        where.append("time >= ?")
-        args.append(since)
+        query = query.where(PREDICTIONS.c.time >= since)
     if until:
-        where.append("time < ?")
-        args.append(until)
-    if where:
-        query += " WHERE " + " AND ".join(where)
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        query = query.where(PREDICTIONS.c.time < until)
+    engine = open_engine(url, readonly=True)
     try:
-        rows = db.execute(query + " ORDER BY time", args).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise ValueError(f"{path}: not a prediction log ({exc})") from None
+        with engine.connect() as connection:
+            rows = connection.execute(query).all()
+    except SQLAlchemyError as exc:
+        if sqlite or _answered(exc):
+            raise ValueError(f"{where}: not a prediction log ({one_line(exc)})") from None
+        raise ConnectionError(f"{where}: cannot read the log ({one_line(exc)})") from None
     finally:
-        db.close()
-    out = []
-    for row in rows:
-        values = dict(zip(COLUMNS, row, strict=True))
-        if values["in_distribution"] is not None:
-            values["in_distribution"] = bool(values["in_distribution"])
-        out.append(Record(**values))
-    return out
+        engine.dispose()
+    return [Record(**row._asdict()) for row in rows]
+
+
+def _answered(exc: SQLAlchemyError) -> bool:
+    """Whether a server error came from a server that answered (a missing table, say: it
+    carries a SQLSTATE) rather than from failing to reach one."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) is not None
+
+
+def read_logs(
+    sources: Sequence[str | Path], since: str | None = None, until: str | None = None
+) -> list[Record]:
+    """The records of several logs (replicas' SQLite files, a shared database), merged in
+    time order."""
+    merged = [r for source in sources for r in read_log(source, since, until)]
+    return sorted(merged, key=lambda r: r.time)

@@ -226,11 +226,11 @@ def create_app(
     bundle: Bundle,
     limits: Limits | None = None,
     batching: Batching | None = None,
-    log_path: Path | None = None,
+    log_path: str | Path | None = None,
 ) -> FastAPI:
     """The service for `bundle` (loaded by the caller, once, on the backend `/predict` runs
     on); requests are micro-batched as `batching` says; with `log_path`, every prediction is
-    appended to that SQLite prediction log."""
+    appended to that prediction log (a SQLite path or a PostgreSQL URL)."""
     limits = limits or Limits()
     check_operating_point(bundle)
     batcher = MicroBatcher(
