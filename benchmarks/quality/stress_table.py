@@ -4,7 +4,9 @@
         [NAME=path/stress.json ...]
 
 Per shift and model: ROC-AUC (change from clean) and sensitivity / specificity at that model's
-stored threshold.
+stored threshold. Then one line per model with what the adopt rules read: clean ROC-AUC, the
+mean ROC-AUC over the clean view and every scored shift, the worst change of a geometric
+shift, and the lowest sensitivity on a scored shift.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def main() -> None:
@@ -35,7 +38,28 @@ def main() -> None:
     thresholds = " | ".join(
         f"{n}: {r['threshold']:.4g} ({r['threshold_rule']})" for n, r in runs.items()
     )
-    print(f"\nStored thresholds: {thresholds}.")
+    print(f"\nStored thresholds: {thresholds}.\n")
+    columns = ["model", "clean ROC-AUC", "mean suite ROC-AUC", "worst geometric change"]
+    print("| " + " | ".join([*columns, "lowest shift sensitivity"]) + " |")
+    print("|---|---:|---:|---|---|")
+    for name, result in runs.items():
+        print(summary_row(name, result))
+
+
+def summary_row(name: str, result: dict[str, Any]) -> str:
+    """The figures the adopt rules read, as a markdown row."""
+    scored = [r for r in result["shifts"] if r["scored"]]
+    clean = next(r for r in scored if r["shift"] == "clean")
+    geometric = min(
+        (r for r in scored if r["group"] == "geometry"), key=lambda r: r["delta_roc_auc"]
+    )
+    shifted = [r for r in scored if r["shift"] != "clean"]
+    low = min(shifted, key=lambda r: r["sensitivity"])
+    mean = sum(r["roc_auc"] for r in scored) / len(scored)
+    return (
+        f"| {name} | {clean['roc_auc']:.4f} | {mean:.4f} | {geometric['delta_roc_auc']:+.4f} "
+        f"({geometric['shift']}) | {low['sensitivity']:.3f} ({low['shift']}) |"
+    )
 
 
 if __name__ == "__main__":
