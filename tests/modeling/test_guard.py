@@ -1,6 +1,7 @@
 """The out-of-distribution guard: its geometry on known Gaussians, its threshold rule, its
 file, and (known answers) what the shipped network's features let it flag."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,18 @@ def test_the_file_round_trips(tmp_path: Path) -> None:
     rates = flag_rates(back, {"train": back.scores(x), "none": np.array([])})
     assert rates["train"]["n"] == 800 and rates["train"]["flagged"] <= 0.03
     assert rates["none"]["flagged"] is None
+
+
+def test_the_file_is_readable_by_other_users(tmp_path: Path) -> None:
+    """A bundle mounted into a container is read by another user id (docs/deployment.md)."""
+    rng = np.random.default_rng(4)
+    x, y = two_gaussians(200, rng)
+    old = os.umask(0o022)
+    try:
+        path = save_guard(fit_guard(x, y), tmp_path / "g.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def synthetic_xrays(n: int, rng: np.random.Generator) -> list[np.ndarray]:

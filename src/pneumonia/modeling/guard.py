@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from pneumonia.core.outputs import plain_mode
+
 log = logging.getLogger(__name__)
 GUARD = "guard.safetensors"
 _BLAS = ThreadpoolController()  # found once: limiting it per call then costs microseconds
@@ -89,7 +91,7 @@ def save_guard(guard: Guard, path: Path) -> Path:
 
     arrays = {"center": guard.center, "projection": guard.projection, "means": guard.means}
     save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}, str(path))
-    return path
+    return plain_mode(path)  # safetensors leaves 0600: a container's user could not read it
 
 
 def load_guard(path: Path, threshold: float) -> Guard:
