@@ -45,7 +45,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from pneumonia.core.errors import PneumoniaError
@@ -128,8 +128,17 @@ def one_line(exc: BaseException) -> str:
 
 
 def _sqlite_pragmas(connection: Any, _: Any) -> None:
+    """WAL mode and its usual durability. Switching a new file to WAL takes a lock that SQLite
+    does not wait for, so several processes opening one new log retry here for a while."""
     cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    for attempt in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -199,9 +208,18 @@ class PredictionLog:
                       self.where, self.error)  # fmt: skip
 
     def _ensure_schema(self) -> None:
-        if not self._ready:
-            create_schema(self._engine)
-            self._ready = True
+        if self._ready:
+            return
+        for attempt in range(100):  # replicas creating one SQLite file's table at once
+            try:
+                create_schema(self._engine)
+                break
+            except OperationalError as exc:
+                sqlite = self.url.get_backend_name() == "sqlite"
+                if not sqlite or "locked" not in str(exc.orig) or attempt == 99:
+                    raise
+                time.sleep(0.05)
+        self._ready = True
 
     def write(self, records: Iterable[Record]) -> bool:
         """Append `records` in one transaction; False (logged, counted) when it failed."""
