@@ -23,11 +23,11 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -56,6 +56,8 @@ COMMIT_EVERY_S = 0.2  # the writer commits at most this often
 CONNECT_TIMEOUT_S = 5  # an unreachable server fails a write in this long, not minutes
 SCHEMA_LOCK = 0x70_6E_65_75  # PostgreSQL advisory lock key held while the table is created
 POSTGRES = ("postgresql", "postgres", "postgresql+psycopg")
+LOCKED_TRIES = 100  # 50 ms apart: how long SQLite's unwaited locks are retried
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -127,18 +129,24 @@ def one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(cause).__name__
 
 
-def _sqlite_pragmas(connection: Any, _: Any) -> None:
-    """WAL mode and its usual durability. Switching a new file to WAL takes a lock that SQLite
-    does not wait for, so several processes opening one new log retry here for a while."""
-    cursor = connection.cursor()
-    for attempt in range(100):
+def _while_locked(call: Callable[[], T]) -> T:
+    """`call()`, tried again for up to 5 s while SQLite answers "database is locked": some
+    locks (switching a new file to WAL, say) are not waited for, and several replicas may
+    open one new log at once."""
+    for _ in range(LOCKED_TRIES - 1):
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == 99:
+            return call()
+        except (sqlite3.OperationalError, OperationalError) as exc:
+            if "locked" not in str(exc):
                 raise
-            time.sleep(0.05)
+        time.sleep(0.05)
+    return call()
+
+
+def _sqlite_pragmas(connection: Any, _: Any) -> None:
+    """WAL mode and its usual durability."""
+    cursor = connection.cursor()
+    _while_locked(lambda: cursor.execute("PRAGMA journal_mode=WAL"))
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -210,15 +218,10 @@ class PredictionLog:
     def _ensure_schema(self) -> None:
         if self._ready:
             return
-        for attempt in range(100):  # replicas creating one SQLite file's table at once
-            try:
-                create_schema(self._engine)
-                break
-            except OperationalError as exc:
-                sqlite = self.url.get_backend_name() == "sqlite"
-                if not sqlite or "locked" not in str(exc.orig) or attempt == 99:
-                    raise
-                time.sleep(0.05)
+        if self.url.get_backend_name() == "sqlite":
+            _while_locked(lambda: create_schema(self._engine))
+        else:
+            create_schema(self._engine)  # PostgreSQL: under its advisory lock
         self._ready = True
 
     def write(self, records: Iterable[Record]) -> bool:
