@@ -177,6 +177,14 @@ def test_monitor_reads_a_postgresql_log(tmp_path: Path, postgres_url: str) -> No
     assert json.loads((tmp_path / "m" / "monitor.json").read_text())["volume"]["predictions"] == 120
 
 
+def test_a_shared_logs_password_never_reaches_a_message(tmp_path: Path, postgres_url: str) -> None:
+    url = postgres_url.replace("pneumonia@", "pneumonia:hidden@", 1)  # trust: any password
+    write_log(url, 40, 10, model="cnn_small@0123456789ab")
+    with pytest.raises(PneumoniaError, match="no predictions by") as caught:
+        monitor(url, None, tmp_path / "m")
+    assert "hidden" not in str(caught.value) and "***" in str(caught.value)
+
+
 def test_monitor_names_a_log_server_it_cannot_reach(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["monitor", "postgresql://u:pw@127.0.0.1:1/db", "--out", str(tmp_path / "m")]

@@ -78,13 +78,14 @@ def rule(
 
 
 def _rows(
-    logs: Sequence[str | Path], meta: BundleMeta, since: str | None, until: str | None
+    logs: Sequence[str | Path], path: str, meta: BundleMeta, since: str | None, until: str | None
 ) -> tuple[list[Record], dict[str, int]]:
+    """The window's rows by the bundle's model, and the count per model found; `path` names
+    the logs in messages (never a password)."""
     try:
         records = read_logs(logs, since, until)
     except (FileNotFoundError, ValueError, ConnectionError) as exc:
         raise PneumoniaError(str(exc)) from None
-    path = ", ".join(str(x) for x in logs)
     models = Counter(r.model for r in records)
     version = model_version(meta)
     mine = [r for r in records if r.model == version]
@@ -249,7 +250,8 @@ def monitor(
     logs = [logs] if isinstance(logs, str | Path) else list(logs)
     folder, meta = read_meta(bundle)
     start, end = parse_when(since), parse_when(until)
-    rows, models = _rows(logs, meta, start, end)
+    names = ", ".join(describe(log_url(x)) for x in logs)
+    rows, models = _rows(logs, names, meta, start, end)
     inside = [r for r in rows if r.in_distribution is not False]  # flagged images: not scored
     values = {
         "probability": np.array([r.probability for r in inside]),
@@ -271,7 +273,7 @@ def monitor(
     rules += prior_rules
     version, volume = model_version(meta), _volume(rows)
     result: dict[str, Any] = {
-        "log": ", ".join(describe(log_url(x)) for x in logs),
+        "log": names,
         "bundle": str(folder),
         "model_version": version,
         "window": {"since": start, "until": end},
