@@ -92,18 +92,23 @@ def main() -> None:
         feats = dataset_outputs(bundle.model, ds)[1]
     else:
         feats = pretrained_features(args.model, ds)
-    log.info("%s: %d images, %d features in %.0f s", name, *feats.shape, time.perf_counter() - start)
+    log.info(
+        "%s: %d images, %d features in %.0f s", name, *feats.shape, time.perf_counter() - start
+    )
 
     patients = [r.patient for r in rows]
     train = np.array([r.split == "train" for r in rows])
     fitted = probe(args.c).fit(feats[train], y[train])
     p_val = fitted.predict_proba(feats[~train])[:, 1]
     result = {"features": name, "c": args.c}
-    result["val"] = auc_interval(y[~train], p_val, [p for p, t in zip(patients, train) if not t])
+    val_patients = [p for p, t in zip(patients, train, strict=True) if not t]
+    result["val"] = auc_interval(y[~train], p_val, val_patients)
     oof = np.zeros(len(y))
     folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=0)
     for fit_idx, out_idx in folds.split(feats, y, patients):
-        oof[out_idx] = probe(args.c).fit(feats[fit_idx], y[fit_idx]).predict_proba(feats[out_idx])[:, 1]
+        oof[out_idx] = (
+            probe(args.c).fit(feats[fit_idx], y[fit_idx]).predict_proba(feats[out_idx])[:, 1]
+        )
     result["oof"] = auc_interval(y, oof, patients)
     print(json.dumps(result, indent=1, default=float))
     if args.out is not None:

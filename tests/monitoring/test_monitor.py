@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pneumonia.cli import app
-from pneumonia.core.bundle import DEFAULT_BUNDLE, model_version, read_meta
+from pneumonia.core.bundle import DEFAULT_BUNDLE, SubtypeRecord, model_version, read_meta
 from pneumonia.core.errors import PneumoniaError
-from pneumonia.monitoring.monitor import monitor, parse_when
+from pneumonia.monitoring.monitor import _subtype_section, monitor, parse_when
 from pneumonia.monitoring.predlog import PredictionLog, Record
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -191,3 +191,27 @@ def test_monitor_names_a_log_server_it_cannot_reach(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1 and "127.0.0.1:1/db: cannot read the log" in result.output
     assert "pw" not in result.output and "Traceback" not in result.output
+
+
+def test_the_subtype_answers_are_reported_when_logged(tmp_path: Path) -> None:
+    plain = write_log(tmp_path / "plain.sqlite", 40, seed=3)
+    assert monitor(plain, None, tmp_path / "plain")["subtype"] == {"active": False}
+    rows, version = [], model_version(read_meta(DEFAULT_BUNDLE)[1])
+    for i, viral in enumerate([True, False, False, True, False]):
+        when = (START + timedelta(minutes=i)).isoformat(timespec="milliseconds")
+        rows.append(Record(when, f"{i:064x}", 900, 800, 0.5, 0.2, version, "onnx", 0.9,
+                           "PNEUMONIA", True, 1.0, 20.0, "viral" if viral else "bacterial",
+                           0.8 if viral else 0.2))  # fmt: skip
+    rows.append(replace(rows[0], time=rows[-1].time[:-1] + "9", label="NORMAL", subtype=None))
+    log = PredictionLog(tmp_path / "sub.sqlite")
+    log.write(rows)
+    log.close()
+    result = monitor(tmp_path / "sub.sqlite", None, tmp_path / "sub")
+    assert result["subtype"] == {"active": True, "answered": 5, "viral": 2, "viral_share": 0.4}
+    assert "2 of them viral" in (tmp_path / "sub" / "monitor.html").read_text()
+    _, meta = read_meta(DEFAULT_BUNDLE)  # as if it had the head: its validation answers
+    matrix = [[1, 0, 0], [0, 3, 1], [0, 1, 2]]  # rows truth; columns NORMAL, bacterial, viral
+    headed = meta.model_copy(
+        update={"subtype": SubtypeRecord(validation={"three_class": {"matrix": matrix}})}
+    )
+    assert _subtype_section(rows, headed)["validation_viral_share"] == pytest.approx(3 / 7)

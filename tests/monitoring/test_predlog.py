@@ -7,12 +7,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import Column, MetaData, Table, inspect
 from sqlalchemy.exc import OperationalError
 
 from pneumonia.core.errors import PneumoniaError
 from pneumonia.monitoring.predlog import (
+    ADDED,
     COLUMNS,
+    PREDICTIONS,
     PredictionLog,
     Record,
     log_url,
@@ -41,12 +43,15 @@ def test_round_trip_and_window(target: str) -> None:
     times = [f"2026-11-2{d}T10:00:00.000+00:00" for d in (1, 2, 3)]
     assert log.write([record(t) for t in times])
     assert log.write(
-        [record("2026-11-24T00:00:00.000+00:00", in_distribution=None, ood_score=None)]
-    )
+        [record("2026-11-24T00:00:00.000+00:00", in_distribution=None, ood_score=None,
+                subtype="viral", subtype_probability=0.75)]
+    )  # fmt: skip
     log.close()
     rows = read_log(target)
     assert [r.time for r in rows] == [*times, "2026-11-24T00:00:00.000+00:00"]
     assert rows[0] == record(times[0]) and rows[-1].in_distribution is None
+    assert rows[0].subtype is None and (rows[-1].subtype, rows[-1].subtype_probability) == (
+        "viral", 0.75)  # fmt: skip
     assert isinstance(rows[0].in_distribution, bool)
     window = read_log(target, since=times[1], until=times[2])
     assert [r.time for r in window] == [times[1]]
@@ -204,3 +209,26 @@ def test_an_old_log_with_integer_columns_still_reads(tmp_path: Path) -> None:
     assert log.write([record()])
     log.close()
     assert len(read_log(path)) == 2
+
+
+def test_an_older_log_gains_the_subtype_columns(target: str) -> None:
+    """A log made before the subtype columns reads (subtype None), and a service opening it
+    adds the columns and logs the subtype from then on."""
+    engine = open_engine(log_url(target))
+    kept = [Column(c.name, c.type) for c in PREDICTIONS.columns if c.name not in ADDED]
+    old = Table("predictions", MetaData(), *kept)
+    old.create(engine)
+    with engine.begin() as connection:
+        connection.execute(old.insert(), [{k: v for k, v in record().__dict__.items()
+                                           if k not in ADDED}])  # fmt: skip
+    engine.dispose()
+    [before] = read_log(target)
+    assert before == record() and before.subtype is None
+    log = PredictionLog(target)
+    assert log.write([record("2026-11-24T00:00:00.000+00:00", subtype="bacterial",
+                             subtype_probability=0.1)])  # fmt: skip
+    log.close()
+    assert [r.subtype for r in read_log(target)] == [None, "bacterial"]
+    engine = open_engine(log_url(target))
+    assert [c["name"] for c in inspect(engine).get_columns("predictions")] == COLUMNS
+    engine.dispose()

@@ -180,6 +180,7 @@ def test_answers_carry_the_guard_and_are_logged(tiny_run: TinyRun, tmp_path: Pat
     assert row.probability == good["probability"] and row.ood_score == good["ood_score"]
     assert row.model == model_version(bundle) and row.backend == "torch" and row.latency_ms > 0
     assert 0 < row.brightness < 1 and 0 < row.contrast < 1
+    assert row.subtype is None and row.subtype_probability is None  # no subtype head
 
 
 def test_a_dicom_header_never_reaches_the_log(tiny_run: TinyRun, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from conftest import prepare_tiny, tiny_config
 from pneumonia.core.errors import DataError
 from pneumonia.data.split import Row, fold_manifests, read_manifest
-from pneumonia.modeling.inference import predict_paths
+from pneumonia.modeling.inference import check_operating_point, predict_paths
 from pneumonia.modeling.loading import load_bundle
 from pneumonia.training.crossfit import train_folds
 
@@ -65,6 +65,7 @@ def test_train_folds_ships_an_ensemble_fitted_out_of_fold(tmp_path: Path) -> Non
     assert sorted(p.name for p in run.glob("fold*") if p.is_dir()) == ["fold0", "fold1", "fold2"]
     meta = json.loads((Path(summary["bundle"]) / "model.json").read_text())
     assert len(meta["architecture"]["members"]) == 3
+    assert meta["threshold"]["detail"]["on"] == "out-of-fold"
     fitted = meta["threshold"]["detail"]["out_of_fold"]
     train_rows = [r for r in rows if r.split == "train"]
     assert fitted["images"] == len(train_rows)  # every training image, once
@@ -72,5 +73,7 @@ def test_train_folds_ships_an_ensemble_fitted_out_of_fold(tmp_path: Path) -> Non
     assert meta["validation"]["n"] == sum(r.split == "val" for r in rows)  # the held-out split
     assert summary["onnx"] and meta["guard"] is not None
     images = sorted(str(p) for p in (root / "chest_xray" / "test").rglob("*.jpeg"))
-    answers = predict_paths(load_bundle(summary["bundle"]), images, show=False)
+    bundle = load_bundle(summary["bundle"])
+    assert check_operating_point(bundle)  # an out-of-fold threshold counts as held out
+    answers = predict_paths(bundle, images, show=False)
     assert all(a.label and a.in_distribution is not None for a in answers)

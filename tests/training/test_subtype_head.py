@@ -25,6 +25,7 @@ from pneumonia.modeling.export import export_onnx
 from pneumonia.modeling.inference import predict_paths
 from pneumonia.modeling.loading import load_bundle
 from pneumonia.modeling.models import create_model
+from pneumonia.monitoring.predlog import read_log
 from pneumonia.serving.serve import Limits, create_app
 from pneumonia.training.ensembling import build_ensemble
 from pneumonia.training.train import train
@@ -74,6 +75,9 @@ def test_training_records_the_head(subtype_run: TinyRun) -> None:
     assert val["metrics"]["n"] == pneumonia_val  # every synthetic PNEUMONIA name says
     assert 0 <= val["metrics"]["roc_auc"] <= 1 and len(val["intervals"]["roc_auc"]) == 2
     assert sum(map(sum, val["three_class"]["matrix"])) == meta["validation"]["n"]
+    with (subtype_run.bundle.parent / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and all(0 <= float(r["val_subtype_auc"]) <= 1 for r in rows)
 
 
 def test_a_dataset_without_subtype_names_is_refused(tmp_path: Path) -> None:
@@ -115,13 +119,17 @@ def test_evaluate_reports_the_subtype(subtype_run: TinyRun, tmp_path: Path) -> N
     assert all(r["predicted_subtype"] == "" for r in rows if r["predicted"] == "NORMAL")
 
 
-def test_the_service_answers_the_subtype(subtype_run: TinyRun, tmp_path: Path) -> None:
-    client = TestClient(create_app(load_bundle(subtype_run.bundle), Limits()))
+def test_the_service_answers_and_logs_the_subtype(subtype_run: TinyRun, tmp_path: Path) -> None:
+    app = create_app(load_bundle(subtype_run.bundle), Limits(), log_path=tmp_path / "log.sqlite")
     image = save_image(
         synthetic_xray("PNEUMONIA", 64, 64, np.random.default_rng(1)), tmp_path / "a.png"
     )
-    answer = client.post("/predict", files={"files": ("a.png", image.read_bytes())}).json()
+    with TestClient(app) as client:
+        answer = client.post("/predict", files={"files": ("a.png", image.read_bytes())}).json()
     result = answer["results"][0]
+    [row] = read_log(tmp_path / "log.sqlite")
+    assert (row.subtype, row.subtype_probability) == (
+        result["subtype"], result["subtype_probability"])  # fmt: skip
     assert 0 <= result["subtype_probability"] <= 1
     expected = (
         None

@@ -33,6 +33,7 @@ def test_run_folder_holds_everything(tiny_run: TinyRun) -> None:
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert all(0 <= float(r["val_auc"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
+    assert "val_subtype_auc" not in rows[0]  # only runs with the subtype head have it
     assert Image.open(run / "curves.png").size[0] > 500
     checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
     assert "last.ckpt" in checkpoints and any(n.startswith("best-") for n in checkpoints)

@@ -223,10 +223,15 @@ def stream_logits(
     return raw, ood, errors, viral
 
 
+OUT_OF_FOLD = "out-of-fold"
+"""A threshold's `on` when it was fitted on cross-fitted scores (`train --folds`)."""
+
+
 def check_operating_point(bundle: Bundle) -> bool:
-    """Warn, naming the fix, when the bundle's threshold was not chosen on validation data or
-    the bundle records no validation results; True when all is in order."""
-    tuned = bundle.meta.threshold.detail.get("on") == "validation"
+    """Warn, naming the fix, when the bundle's threshold was not chosen on held-out data
+    (validation, or out-of-fold scores) or the bundle records no validation results; True when
+    all is in order."""
+    tuned = bundle.meta.threshold.detail.get("on") in ("validation", OUT_OF_FOLD)
     if tuned and bundle.meta.validation:
         return True
     log.warning(
@@ -235,7 +240,7 @@ def check_operating_point(bundle: Bundle) -> bool:
         bundle.path,
         "records no validation results"
         if tuned
-        else "the threshold was not chosen on validation data",
+        else "the threshold was not chosen on held-out data",
         bundle.threshold,
         bundle.meta.threshold.rule,
         bundle.path,

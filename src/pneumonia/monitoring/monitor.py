@@ -132,6 +132,26 @@ def _guard_section(
     return section, [rule("ood_rate", flagged / len(judged), limit, pvalue < OOD_PVALUE)]
 
 
+def _subtype_section(rows: list[Record], meta: BundleMeta) -> dict[str, Any]:
+    """The subtype answers of the window (PNEUMONIA answers of a model with the subtype head):
+    how many, the share called viral, and the same share among validation's PNEUMONIA
+    answers when the bundle records it. Descriptive: no alert rule reads it."""
+    named = [r.subtype for r in rows if r.subtype is not None]
+    if not named:
+        return {"active": False}
+    section: dict[str, Any] = {
+        "active": True,
+        "answered": len(named),
+        "viral": named.count("viral"),
+        "viral_share": named.count("viral") / len(named),
+    }
+    three_class = meta.subtype.validation.get("three_class", {}) if meta.subtype else {}
+    if matrix := three_class.get("matrix"):  # columns: NORMAL, bacterial, viral answers
+        bacterial, viral = (sum(row[k] for row in matrix) for k in (1, 2))
+        section["validation_viral_share"] = viral / max(bacterial + viral, 1)
+    return section
+
+
 def _distribution(
     name: str, reference: list[float], current: np.ndarray
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -282,6 +302,7 @@ def monitor(
         "guard": guard,
         "distributions": distributions,
         "prior": prior,
+        "subtype": _subtype_section(rows, meta),
         "alerts": [r for r in rules if r["tripped"]],
         "rules": rules,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -41,11 +41,18 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
     text,
 )
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    NoSuchModuleError,
+    NoSuchTableError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from pneumonia.core.errors import PneumoniaError
@@ -77,8 +84,13 @@ class Record:
     in_distribution: bool | None  # None: the bundle has no guard
     ood_score: float | None
     latency_ms: float
+    subtype: str | None = None  # bacterial or viral; None: no subtype head, or NORMAL
+    subtype_probability: float | None = None  # P(viral | pneumonia); None without the head
 
 
+ADDED = ("subtype", "subtype_probability")
+"""Columns added after the first logs were written: `create_schema` adds them to an older
+log, and reading one without them gives None."""
 SQL_TYPES = {"str": Text, "int": Integer, "bool": Boolean, "float": Float}
 COLUMNS = [f.name for f in fields(Record)]
 METADATA = MetaData()
@@ -182,6 +194,26 @@ def create_schema(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         connection.execute(CreateTable(PREDICTIONS, if_not_exists=True))
         connection.execute(CreateIndex(TIME_INDEX, if_not_exists=True))
+        present = {c["name"] for c in inspect(connection).get_columns(TABLE)}
+        for name in ADDED:
+            if name not in present:  # a log written before the column existed
+                column = PREDICTIONS.c[name]
+                kind = column.type.compile(dialect=connection.dialect)
+                if connection.dialect.name == "postgresql":  # under the advisory lock
+                    connection.execute(text(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}"))
+                else:  # another replica may have added it since the look
+                    _add_sqlite_column(connection, name, kind)
+                log.info("prediction log: added column %s to an older log", name)
+
+
+def _add_sqlite_column(connection: Any, name: str, kind: str) -> None:
+    """ALTER TABLE ADD COLUMN on SQLite, where a replica that added it first is no error."""
+    try:
+        with connection.begin_nested():
+            connection.execute(text(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}"))
+    except OperationalError as exc:
+        if "duplicate column" not in str(exc):
+            raise
 
 
 class PredictionLog:
@@ -307,7 +339,7 @@ def read_log(
     sqlite = url.get_backend_name() == "sqlite"
     if sqlite and not Path(str(url.database)).is_file():
         raise FileNotFoundError(f"{where}: no such prediction log")
-    query = select(*PREDICTIONS.columns).order_by(PREDICTIONS.c.time)
+    query = select(PREDICTIONS).order_by(PREDICTIONS.c.time)
     if since:
         query = query.where(PREDICTIONS.c.time >= since)
     if until:
@@ -315,7 +347,12 @@ def read_log(
     engine = open_engine(url, readonly=True)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(query).all()
+            present = {c["name"] for c in inspect(connection).get_columns(TABLE)}
+            missing = [n for n in ADDED if n not in present]  # an older log
+            columns = [c for c in PREDICTIONS.columns if c.name not in missing]
+            rows = connection.execute(query.with_only_columns(*columns)).all()
+    except NoSuchTableError:
+        raise ValueError(f"{where}: not a prediction log (no table {TABLE})") from None
     except SQLAlchemyError as exc:
         if sqlite or _answered(exc):
             raise ValueError(f"{where}: not a prediction log ({one_line(exc)})") from None

@@ -177,6 +177,7 @@ class Service:
                     when, u.sha256, u.width, u.height, round(float(stats["brightness"][k]), 6),
                     round(float(stats["contrast"][k]), 6), version, self.bundle.backend,
                     r["probability"], r["label"], r["in_distribution"], r["ood_score"], latency,
+                    r["subtype"], r["subtype_probability"],
                 )
             )  # fmt: skip
         self.log.append(rows)

@@ -29,6 +29,7 @@ from pneumonia.core.outputs import fresh_dir
 from pneumonia.data.split import fold_manifests, read_manifest, write_manifest
 from pneumonia.evaluation.evaluate import score_split
 from pneumonia.evaluation.operating import fit_operating_point
+from pneumonia.modeling.inference import OUT_OF_FOLD
 from pneumonia.modeling.loading import load_bundle
 from pneumonia.training.ensembling import build_ensemble
 from pneumonia.training.train import run_folder, train
@@ -82,6 +83,7 @@ def train_folds(cfg: Config, k: int, force: bool = False, command: str = "") -> 
     kept = np.array([key not in flagged for key in keys], dtype=bool)
     threshold, calibration, _ = fit_operating_point(y[kept], z[kept], cfg.operating)
     threshold.detail.update(
+        on=OUT_OF_FOLD,
         data=f"out-of-fold predictions of {k} models on {cfg.data.manifest} split 'train'",
         out_of_fold={"images": int(kept.sum()), "positives": int(y[kept].sum()), "folds": k},
         left_out=int((~kept).sum()),

@@ -21,6 +21,8 @@ from pneumonia.modeling.datamodule import XrayDataModule
 
 log = logging.getLogger(__name__)
 EPOCH_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr")
+OPTIONAL_COLUMNS = ("val_subtype_auc",)
+"""Columns of `metrics.csv` only for runs that log them (the subtype head)."""
 
 
 def make_trainer(
@@ -83,11 +85,12 @@ def write_epoch_table(log_csvs: list[Path], out: Path) -> Path:
     """Lightning's sparse logs -> one row per epoch with every metric."""
     series = read_epoch_metrics(log_csvs)
     epochs = sorted({e for values in series.values() for e, _ in values})
+    columns = [*EPOCH_COLUMNS, *(k for k in OPTIONAL_COLUMNS if series.get(k))]
     with out.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["epoch", *EPOCH_COLUMNS])
+        writer.writerow(["epoch", *columns])
         for e in epochs:
-            row = [dict(series.get(k, [])).get(e) for k in EPOCH_COLUMNS]
+            row = [dict(series.get(k, [])).get(e) for k in columns]
             writer.writerow([e, *("" if v is None else f"{v:.6g}" for v in row)])
     return out
 
