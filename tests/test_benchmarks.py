@@ -140,7 +140,7 @@ def test_inference_speed_times_the_cli(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_ood_guard_smoke(tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tiny_run.cfg.data
-    args = ["--bundle", str(tiny_run.bundle), "--manifest", str(cfg.manifest)]
+    args = ["--bundle", str(tiny_run.bundle), "--backend", "torch", "--manifest", str(cfg.manifest)]
     rows = load("ood_guard").main(
         [*args, "--cache", str(cfg.cache_dir), "--views", "1", "--per-kind", "2"]
     )
@@ -395,3 +395,27 @@ def test_transfer_judge_applies_the_written_rule(tmp_path: Path) -> None:
     moved = suite("moved", 0.997, 0.997, 0.995, spec=0.75)  # better ranking, spec drops 0.05
     assert judge.main(["--round2", pad, same, moved]) == "same"
     assert judge.main(["--round2", pad, suite("worse", 0.996, 0.996, 0.990)]) == "pad"
+
+
+def test_subtype_probe_scores_every_subtyped_image_once(tmp_path: Path, tiny_run: TinyRun) -> None:
+    from conftest import prepare_tiny, tiny_config
+    from pneumonia.data.split import read_manifest
+    from pneumonia.modeling.datamodule import subtype_codes
+
+    cfg = tiny_config(tmp_path)
+    prepare_tiny(tmp_path, cfg, subtypes=True)  # tiny_run's preprocessing: its cache fits
+    rows = read_manifest(cfg.data.manifest)
+    assert any(r.split == "test" for r in rows)  # the probe must leave these alone
+    rows = [r for r in rows if r.split in ("train", "val")]
+    codes = np.array(subtype_codes(rows))
+    args = ["--bundle", str(tiny_run.bundle), "--backend", "torch", "--manifest", str(cfg.data.manifest),
+            "--cache", str(cfg.data.cache_dir), "--out", str(tmp_path / "probe.json")]  # fmt: skip
+    result = load("subtype_probe").main(args)
+    val = np.array([r.split == "val" for r in rows])
+    assert result["oof"]["n"] == int((codes >= 0).sum()) and result["val"]["n"] == int(
+        (codes[val] >= 0).sum())  # fmt: skip
+    assert result["oof"]["viral"] == int((codes == 1).sum())
+    for reading in ("val", "oof"):
+        low, high = result[reading]["ci"]
+        assert 0 <= low <= result[reading]["roc_auc"] <= high <= 1
+    assert (tmp_path / "probe.json").is_file()

@@ -13,6 +13,8 @@ fits a standardised logistic regression for P(viral). Two readings:
 - `oof`: grouped 5-fold cross-fitting over training and validation together (no patient in
   two folds), so every image with a subtype gets one out-of-fold score (~3,900 images
   instead of validation's 388; interval resampling patients).
+
+A manifest's test split, where it has one, is never read.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,30 +62,32 @@ def probe(c: float) -> object:
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
 
 
-def auc_interval(y: np.ndarray, p: np.ndarray, groups: list[str]) -> dict[str, object]:
+def auc_interval(y: np.ndarray, p: np.ndarray, groups: list[str]) -> dict[str, Any]:
     """ROC-AUC and its 95% interval resampling patients."""
     ci = bootstrap(y, p, lambda a, b: {"auc": roc_auc_score(a, b)}, groups, n_boot=1000)
     return {"n": len(y), "viral": int(y.sum()), "roc_auc": roc_auc_score(y, p), "ci": ci["auc"]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the probe (see the module); returns what it prints."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path)
+    ap.add_argument("--backend", choices=["onnx", "torch"], default="onnx", help="a bundle's")
     ap.add_argument("--model")
     ap.add_argument("--size", type=int, default=192)
     ap.add_argument("--manifest", default="work/manifest.csv")
     ap.add_argument("--cache", default="work/cache")
     ap.add_argument("--c", type=float, default=0.01, help="inverse L2 strength of the probe")
     ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    rows = [r for r in read_manifest(args.manifest)]
+    rows = [r for r in read_manifest(args.manifest) if r.split in ("train", "val")]  # never test
     codes = np.array(subtype_codes(rows))
     rows = [r for r, c in zip(rows, codes, strict=True) if c >= 0]
     y = codes[codes >= 0]
     if args.bundle is not None:
-        bundle = load_bundle(args.bundle, backend="onnx")
+        bundle = load_bundle(args.bundle, backend=args.backend)
         contract, name = bundle.meta.preprocessing, str(args.bundle)
     else:
         contract, name = Preprocessing(image_size=args.size), f"{args.model}@{args.size}"
@@ -100,7 +105,7 @@ def main() -> None:
     train = np.array([r.split == "train" for r in rows])
     fitted = probe(args.c).fit(feats[train], y[train])
     p_val = fitted.predict_proba(feats[~train])[:, 1]
-    result = {"features": name, "c": args.c}
+    result: dict[str, Any] = {"features": name, "c": args.c}
     val_patients = [p for p, t in zip(patients, train, strict=True) if not t]
     result["val"] = auc_interval(y[~train], p_val, val_patients)
     oof = np.zeros(len(y))
@@ -114,6 +119,7 @@ def main() -> None:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1, default=float))
+    return result
 
 
 if __name__ == "__main__":
