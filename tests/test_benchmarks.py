@@ -140,7 +140,7 @@ def test_inference_speed_times_the_cli(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_ood_guard_smoke(tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tiny_run.cfg.data
-    args = ["--bundle", str(tiny_run.bundle), "--backend", "torch", "--manifest", str(cfg.manifest)]
+    args = ["--bundle", str(tiny_run.bundle), "--manifest", str(cfg.manifest)]
     rows = load("ood_guard").main(
         [*args, "--cache", str(cfg.cache_dir), "--views", "1", "--per-kind", "2"]
     )
@@ -408,8 +408,9 @@ def test_subtype_probe_scores_every_subtyped_image_once(tmp_path: Path, tiny_run
     assert any(r.split == "test" for r in rows)  # the probe must leave these alone
     rows = [r for r in rows if r.split in ("train", "val")]
     codes = np.array(subtype_codes(rows))
-    args = ["--bundle", str(tiny_run.bundle), "--backend", "torch", "--manifest", str(cfg.data.manifest),
-            "--cache", str(cfg.data.cache_dir), "--out", str(tmp_path / "probe.json")]  # fmt: skip
+    args = ["--bundle", str(tiny_run.bundle), "--backend", "torch",
+            "--manifest", str(cfg.data.manifest), "--cache", str(cfg.data.cache_dir),
+            "--out", str(tmp_path / "probe.json")]  # fmt: skip
     result = load("subtype_probe").main(args)
     val = np.array([r.split == "val" for r in rows])
     assert result["oof"]["n"] == int((codes >= 0).sum()) and result["val"]["n"] == int(
