@@ -39,6 +39,7 @@ from pneumonia.core.preprocess import Preprocessing
 from pneumonia.data.cache import cache_dir_for
 from pneumonia.data.split import read_manifest
 from pneumonia.evaluation.uncertainty import bootstrap
+from pneumonia.modeling.classifier import safe_auc
 from pneumonia.modeling.datamodule import CachedImages, subtype_codes
 from pneumonia.modeling.guard_training import dataset_outputs
 from pneumonia.modeling.loading import load_bundle
@@ -64,7 +65,7 @@ def probe(c: float) -> object:
 
 def auc_interval(y: np.ndarray, p: np.ndarray, groups: list[str]) -> dict[str, Any]:
     """ROC-AUC and its 95% interval resampling patients."""
-    ci = bootstrap(y, p, lambda a, b: {"auc": roc_auc_score(a, b)}, groups, n_boot=1000)
+    ci = bootstrap(y, p, lambda a, b: {"auc": safe_auc(a, b)}, groups, n_boot=1000)
     return {"n": len(y), "viral": int(y.sum()), "roc_auc": roc_auc_score(y, p), "ci": ci["auc"]}
 
 
