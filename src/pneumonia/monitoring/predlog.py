@@ -194,26 +194,31 @@ def create_schema(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         connection.execute(CreateTable(PREDICTIONS, if_not_exists=True))
         connection.execute(CreateIndex(TIME_INDEX, if_not_exists=True))
-        present = {c["name"] for c in inspect(connection).get_columns(TABLE)}
-        for name in ADDED:
-            if name not in present:  # a log written before the column existed
-                column = PREDICTIONS.c[name]
-                kind = column.type.compile(dialect=connection.dialect)
-                if connection.dialect.name == "postgresql":  # under the advisory lock
-                    connection.execute(text(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}"))
-                else:  # another replica may have added it since the look
-                    _add_sqlite_column(connection, name, kind)
-                log.info("prediction log: added column %s to an older log", name)
+        for name in _missing_columns(connection):  # a log written before these columns
+            _add_column(connection, name)
 
 
-def _add_sqlite_column(connection: Any, name: str, kind: str) -> None:
-    """ALTER TABLE ADD COLUMN on SQLite, where a replica that added it first is no error."""
-    try:
-        with connection.begin_nested():
-            connection.execute(text(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}"))
-    except OperationalError as exc:
-        if "duplicate column" not in str(exc):
-            raise
+def _missing_columns(connection: Any) -> list[str]:
+    """The columns of ADDED that the table lacks (an older log); NoSuchTableError without it."""
+    present = {c["name"] for c in inspect(connection).get_columns(TABLE)}
+    return [name for name in ADDED if name not in present]
+
+
+def _add_column(connection: Any, name: str) -> None:
+    """ALTER TABLE ADD COLUMN `name`: on PostgreSQL under the schema's advisory lock; on SQLite
+    a replica that added it since the look is no error."""
+    kind = PREDICTIONS.c[name].type.compile(dialect=connection.dialect)
+    statement = text(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}")
+    if connection.dialect.name == "postgresql":
+        connection.execute(statement)
+    else:
+        try:
+            with connection.begin_nested():
+                connection.execute(statement)
+        except OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
+    log.info("prediction log: added column %s to an older log", name)
 
 
 class PredictionLog:
@@ -347,8 +352,7 @@ def read_log(
     engine = open_engine(url, readonly=True)
     try:
         with engine.connect() as connection:
-            present = {c["name"] for c in inspect(connection).get_columns(TABLE)}
-            missing = [n for n in ADDED if n not in present]  # an older log
+            missing = _missing_columns(connection)  # an older log reads them as None
             columns = [c for c in PREDICTIONS.columns if c.name not in missing]
             rows = connection.execute(query.with_only_columns(*columns)).all()
     except NoSuchTableError:
