@@ -31,7 +31,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
@@ -58,7 +58,7 @@ def pretrained_features(name: str, ds: CachedImages) -> np.ndarray:
     return np.concatenate(out)
 
 
-def probe(c: float) -> object:
+def probe(c: float) -> Pipeline:
     """The probe: standardised features, L2 logistic regression of strength 1/c."""
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
 
@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--c", type=float, default=0.01, help="inverse L2 strength of the probe")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    if (args.bundle is None) == (args.model is None):
+        ap.error("give one of --bundle BUNDLE or --model NAME")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     rows = [r for r in read_manifest(args.manifest) if r.split in ("train", "val")]  # never test
