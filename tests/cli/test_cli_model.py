@@ -1,4 +1,4 @@
-"""train, evaluate, predict, models and demo as a user types them, bad input included."""
+"""train, evaluate, predict, ensemble, subtype, models and demo as a user types them, bad input."""
 
 import csv
 import json
@@ -268,3 +268,22 @@ def test_ensemble_then_predict_and_evaluate_with_it(tiny_run: TinyRun, tmp_path:
     assert evaluated.exit_code == 0, evaluated.output
     saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert saved["architecture"] == "ensemble" and saved["metrics"]["n"] > 0
+
+
+def test_subtype_adds_the_head_then_predict_names_it(tiny_run: TinyRun, tmp_path: Path) -> None:
+    out = tmp_path / "headed"
+    manifest = tiny_run.cfg.data.manifest
+    result = invoke("subtype", tiny_run.bundle, "--out", out, "--data", manifest, "--no-int8")
+    assert result.exit_code == 0, result.output
+    assert "subtype head fitted on" in result.output and "out-of-fold ROC-AUC" in result.output
+    assert "validation: ROC-AUC" in result.output and (out / "model.onnx").is_file()
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["training"]["subtype_head"]["command"].startswith("pneumonia subtype ")
+    again = invoke("subtype", tiny_run.bundle, "--out", out)
+    assert again.exit_code != 0 and "already exists" in again.output
+    images = f"{tiny_run.data / 'chest_xray' / 'test'}/PNEUMONIA/*"
+    predicted = invoke("predict", out, images, "--out", tmp_path / "p", "--workers", 1)
+    assert predicted.exit_code == 0, predicted.output
+    rows = json.loads((tmp_path / "p" / "predictions.json").read_text())["predictions"]
+    assert all((p["subtype"] is None) == (p["label"] == "NORMAL") for p in rows)
+    assert all(0 <= p["subtype_probability"] <= 1 for p in rows)

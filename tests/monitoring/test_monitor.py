@@ -207,7 +207,13 @@ def test_the_subtype_answers_are_reported_when_logged(tmp_path: Path) -> None:
     log.write(rows)
     log.close()
     result = monitor(tmp_path / "sub.sqlite", None, tmp_path / "sub")
-    assert result["subtype"] == {"active": True, "answered": 5, "viral": 2, "viral_share": 0.4}
+    found = result["subtype"]
+    assert {k: found[k] for k in ("active", "answered", "viral", "viral_share")} == {
+        "active": True, "answered": 5, "viral": 2, "viral_share": 0.4}  # fmt: skip
+    shipped = read_meta(DEFAULT_BUNDLE)[1].subtype  # the shipped head's validation answers
+    assert shipped is not None
+    columns = np.asarray(shipped.validation["three_class"]["matrix"]).sum(axis=0)
+    assert found["validation_viral_share"] == pytest.approx(columns[2] / columns[1:].sum())
     assert "2 of them viral" in (tmp_path / "sub" / "monitor.html").read_text()
     _, meta = read_meta(DEFAULT_BUNDLE)  # as if it had the head: its validation answers
     matrix = [[1, 0, 0], [0, 3, 1], [0, 1, 2]]  # rows truth; columns NORMAL, bacterial, viral

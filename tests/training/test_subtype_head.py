@@ -9,6 +9,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,17 +18,20 @@ from fastapi.testclient import TestClient
 
 from conftest import TinyRun, prepare_tiny, tiny_config
 from pneumonia.core.config import OperatingConfig, TrainConfig
-from pneumonia.core.errors import DataError
+from pneumonia.core.errors import DataError, PneumoniaError
+from pneumonia.data.split import read_manifest
 from pneumonia.data.synthetic import save_image, synthetic_xray
 from pneumonia.evaluation.evaluate import evaluate
 from pneumonia.modeling.classifier import XrayClassifier
-from pneumonia.modeling.export import export_onnx
+from pneumonia.modeling.export import export_onnx, parity_inputs
 from pneumonia.modeling.inference import predict_paths
 from pneumonia.modeling.loading import load_bundle
 from pneumonia.modeling.models import create_model
+from pneumonia.modeling.runtime import OnnxModel, network_heads
 from pneumonia.monitoring.predlog import read_log
 from pneumonia.serving.serve import Limits, create_app
 from pneumonia.training.ensembling import build_ensemble
+from pneumonia.training.subtype_head import add_subtype_head, fit_probe, folded_row, graft_row
 from pneumonia.training.train import train
 
 YOUDEN = OperatingConfig(rule="youden")  # tiny validation splits cannot aim at 0.99
@@ -195,3 +199,126 @@ def test_compare_and_report_show_the_subtype(
         load_bundle(tiny_run.bundle), manifest, "val", tmp_path / "p", show=False, n_boot=0
     )
     assert "Subtype: bacterial or viral" not in plain_page.read_text()
+
+
+# `pneumonia subtype`: the head fitted on a trained one-output network's frozen features.
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """A one-output model (no head) trained on data whose images show their subtype, with its
+    ONNX model, as a shipped bundle has one."""
+    tmp = tmp_path_factory.mktemp("plain_run")
+    cfg = tiny_config(tmp, "train.export_onnx=true")
+    root = prepare_tiny(tmp, cfg, subtypes=True)
+    return TinyRun(cfg, root, train(cfg, command="pytest"))
+
+
+@pytest.fixture(scope="module")
+def grafted(plain_run: TinyRun, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("grafted") / "bundle"
+    return add_subtype_head(plain_run.bundle, out, plain_run.cfg.data.manifest, int8=False)
+
+
+def test_the_folded_head_is_the_fitted_probe() -> None:
+    """One linear row on the raw features gives the standardised regression's logit."""
+    rng = np.random.default_rng(0)
+    feats = rng.normal(3.0, [0.5, 2.0, 10.0, 1.0], size=(80, 4))
+    y = (feats[:, 0] + 0.1 * feats[:, 2] + rng.normal(0, 0.5, 80) > 4).astype(int)
+    fitted = fit_probe(feats, y, [f"p{i // 2}" for i in range(80)])
+    w, b = folded_row(fitted)
+    np.testing.assert_allclose(feats @ w + b, fitted.decision_function(feats), atol=1e-9)
+
+
+def test_the_head_leaves_the_screening_answer_alone(
+    plain_run: TinyRun, grafted: dict[str, Any]
+) -> None:
+    """Same screening logits on both backends, same threshold, calibration and guard; the
+    second output is the fitted row on the pooled features."""
+    source, out = plain_run.bundle, Path(grafted["bundle"])
+    before = json.loads((source / "model.json").read_text())
+    after = json.loads((out / "model.json").read_text())
+    assert after["architecture"]["num_classes"] == 2 and before["subtype"] is None
+    for key in ("threshold", "calibration", "guard", "reference", "preprocessing"):
+        assert after[key] == before[key]
+    assert (out / "guard.safetensors").read_bytes() == (source / "guard.safetensors").read_bytes()
+    x = parity_inputs(load_bundle(out, "torch")).numpy()
+    for backend in ("torch", "onnx"):
+        old, _ = network_heads(load_bundle(source, backend).model, x)
+        new, feats = network_heads(load_bundle(out, backend).model, x)
+        assert new.shape == (len(x), 2) and feats is not None
+        np.testing.assert_allclose(new[:, 0], old[:, 0], atol=1e-6)
+    assert after["exports"]["onnx"]["max_abs_diff_subtype_logit"] < 1e-4
+
+
+def test_the_head_is_judged_on_validation_and_out_of_fold(
+    plain_run: TinyRun, grafted: dict[str, Any]
+) -> None:
+    meta = json.loads((Path(grafted["bundle"]) / "model.json").read_text())
+    record = meta["subtype"]["validation"]
+    rows = [r for r in read_manifest(plain_run.cfg.data.manifest) if r.label == "PNEUMONIA"]
+    in_val = sum(r.split == "val" for r in rows)
+    assert record["metrics"]["n"] == in_val
+    assert record["out_of_fold"]["n"] == sum(r.split in ("train", "val") for r in rows)
+    low, high = record["out_of_fold"]["interval"]
+    assert low <= record["out_of_fold"]["roc_auc"] <= high
+    assert grafted["images"] == sum(r.split == "train" for r in rows)
+    assert "logistic regression on the frozen pooled features" in meta["subtype"]["trained_on"]
+    card = (Path(grafted["bundle"]) / "MODEL_CARD.md").read_text()
+    assert "## Subtype (bacterial vs viral" in card and "Cross-fitted" in card
+    images = sorted(str(p) for p in (plain_run.data / "chest_xray" / "test").rglob("*.jpeg"))
+    answers = predict_paths(load_bundle(grafted["bundle"]), images, show=False)
+    assert all((p.subtype is None) == (p.label == "NORMAL") for p in answers)
+    assert all(0 <= p.subtype_probability <= 1 for p in answers)
+
+
+def test_the_int8_graft_keeps_the_screening_path(plain_run: TinyRun, tmp_path: Path) -> None:
+    """On a quantized model whose last layer stays float, the graft changes only the row it
+    adds: the screening column is the source int8 model's own."""
+    from pneumonia.training.quantize import RECIPE, quantize_file
+
+    source = load_bundle(plain_run.bundle, "onnx")
+    x = parity_inputs(source).numpy()
+    quantize_file(source.model.path, tmp_path / "q.onnx", [x[i : i + 1] for i in range(4)], RECIPE)
+    w, b = np.linspace(-1, 1, 128).astype(np.float32), 0.25
+    try:
+        graft_row(tmp_path / "q.onnx", tmp_path / "g.onnx", w, b)
+    except PneumoniaError:  # its last layer was quantized: the graft says so instead
+        pytest.skip("this tiny network's last layer was quantized")
+    old, _ = OnnxModel(tmp_path / "q.onnx").outputs(x)
+    new, feats = OnnxModel(tmp_path / "g.onnx").outputs(x)
+    assert feats is not None and feats.shape[1] == len(w)
+    np.testing.assert_array_equal(new[:, 0], old.reshape(len(x), -1)[:, 0])
+    np.testing.assert_allclose(new[:, 1], feats @ w + b, rtol=1e-4, atol=1e-4)
+
+
+def test_what_cannot_take_a_head_is_refused(
+    plain_run: TinyRun, subtype_run: TinyRun, grafted: dict[str, Any], tmp_path: Path
+) -> None:
+    with pytest.raises(PneumoniaError, match="already exists"):
+        add_subtype_head(plain_run.bundle, Path(grafted["bundle"]))
+    with pytest.raises(PneumoniaError, match="second output already"):
+        add_subtype_head(subtype_run.bundle, tmp_path / "again")
+    with pytest.raises(PneumoniaError, match="no such manifest"):
+        add_subtype_head(plain_run.bundle, tmp_path / "x", tmp_path / "missing.csv")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(plain_run.cfg.data.manifest.read_text().replace("_virus_", "_x_"))
+    with pytest.raises(DataError, match="0 viral"):
+        add_subtype_head(plain_run.bundle, tmp_path / "y", manifest)
+    assert not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_the_cam_of_a_two_output_bundle_explains_the_screening_answer(
+    plain_run: TinyRun, grafted: dict[str, Any], method: str
+) -> None:
+    """The head adds a row after the pooled features, so the screening answer's CAM is the
+    source network's own, whatever the subtype row says."""
+    from pneumonia.serving.explain import explain_image
+
+    image = next((plain_run.data / "chest_xray" / "test" / "PNEUMONIA").glob("*.jpeg"))
+    plain = explain_image(load_bundle(plain_run.bundle, "torch"), str(image), method)
+    headed = explain_image(load_bundle(grafted["bundle"], "torch"), str(image), method)
+    assert headed.probability == pytest.approx(plain.probability, abs=1e-6)
+    np.testing.assert_allclose(headed.cam, plain.cam, atol=1e-4)
+    assert float(headed.cam.max()) > 0

@@ -1,4 +1,4 @@
-"""`pneumonia train | evaluate | predict | models | demo`: thin wrappers over the package."""
+"""`pneumonia train | evaluate | predict | ensemble | subtype | models | demo`: thin wrappers."""
 
 from __future__ import annotations
 
@@ -283,6 +283,40 @@ def ensemble_command(
 
 
 @user_errors
+def subtype_command(
+    bundle: BundleArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the bundle.")],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", "-d", help="Split manifest (default: the bundle's own)."),
+    ] = None,
+    int8: Annotated[bool, typer.Option(help="Add the int8 copy where it passes parity.")] = True,
+) -> None:
+    """Add the subtype output, P(viral | pneumonia), to a one-output bundle: a logistic
+    regression on its frozen features, fitted on the training split; the screening output,
+    threshold and guard stay as they are."""
+    from pneumonia.core.bundle import read_meta
+    from pneumonia.evaluation.subtype import headline_line
+    from pneumonia.training.subtype_head import add_subtype_head
+
+    command = command_line("subtype", bundle, "--out", out, *(["--data", data] if data else []))
+    result = add_subtype_head(bundle, out, data, int8=int8, command=command)
+    oof = result["out_of_fold"]
+    low, high = oof["interval"]
+    console.print(
+        f"subtype head fitted on {result['images']} training images ({result['viral']} viral), "
+        f"C = {result['c']:g}: {out}"
+    )
+    console.print(
+        f"out-of-fold ROC-AUC {oof['roc_auc']:.3f} ({low:.3f}-{high:.3f}) on {oof['n']} "
+        "training and validation images"
+    )
+    record = read_meta(out)[1].subtype
+    if record is not None:
+        console.print(f"validation: {headline_line(record.validation)}")
+
+
+@user_errors
 def models_command() -> None:
     """List the model registry."""
     from pneumonia.modeling.models import REGISTRY
@@ -329,6 +363,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "evaluate": evaluate_command,
     "predict": predict_command,
     "ensemble": ensemble_command,
+    "subtype": subtype_command,
     "models": models_command,
     "demo": demo_command,
 }

@@ -17,8 +17,7 @@ LIMITS = [
     "Trained on one centre's data (Guangzhou Women and Children's Medical Center, children "
     "aged 1 to 5, Kermany et al. 2018). Other hospitals, scanners, adults, lateral views or "
     "portable films may behave differently; check on your own data before trusting it.",
-    "Labels are NORMAL vs PNEUMONIA only (bacterial and viral are merged); other findings "
-    "are out of scope.",
+    "The screening labels are NORMAL vs PNEUMONIA; other findings are out of scope.",
     "Validation metrics come from a patient-grouped split of the training images; they are "
     "optimistic for data from elsewhere. The official test split's NORMAL images are known "
     "to differ from the training ones.",
@@ -179,6 +178,51 @@ def _patients(patients: Any) -> str:
     return ", ".join(f"{split} {n}" for split, n in patients.items())
 
 
+KERMANY_SUBTYPE = "Kermany et al. (2018), official test: ROC-AUC 0.940, accuracy 0.907"
+NO_SUBTYPE = "No subtype output: bacterial and viral pneumonia are one class here."
+
+
+def _subtype(meta: BundleMeta) -> list[str]:
+    """The subtype output's section: how it was made and how it did, with intervals."""
+    s = meta.subtype
+    if s is None:
+        return ["", "## Subtype", NO_SUBTYPE]
+    m = s.validation.get("metrics", {})
+    ci = s.validation.get("intervals", {})
+
+    def with_ci(key: str) -> str:
+        low_high = ci.get(key)
+        inside = f" ({low_high[0]:.3f}-{low_high[1]:.3f})" if low_high else ""
+        value = m.get(key)
+        return (f"{value:.3f}" if isinstance(value, float) else _fmt(value)) + inside
+
+    lines = [
+        "",
+        "## Subtype (bacterial vs viral, a second output)",
+        f"- P(viral | pneumonia), named where the screening label is PNEUMONIA; viral when "
+        f"P >= {s.threshold:g}. Made by: {s.trained_on}.",
+        f"- Validation ({m.get('n', '?')} PNEUMONIA images, {m.get('viral', '?')} viral; 95% "
+        f"intervals resampling patients): ROC-AUC {with_ci('roc_auc')}, accuracy "
+        f"{with_ci('accuracy')}, viral sensitivity {with_ci('sensitivity_viral')}, "
+        f"specificity {with_ci('specificity_viral')}.",
+    ]
+    added = meta.training.get("subtype_head", {}).get("command")
+    if added:
+        lines.append(f"- Added to the trained network by `{added}`.")
+    oof = s.validation.get("out_of_fold")
+    if oof:
+        low, high = oof["interval"]
+        lines.append(
+            f"- Cross-fitted over training and validation ({oof['n']} images, {oof['folds']} "
+            f"folds grouped by patient): ROC-AUC {oof['roc_auc']:.3f} ({low:.3f}-{high:.3f})."
+        )
+    lines.append(
+        f"- For comparison, {KERMANY_SUBTYPE}. This output is much weaker: read it as a "
+        "research signal, not a diagnosis of the cause."
+    )
+    return lines
+
+
 def model_card(meta: BundleMeta) -> str:
     """Markdown model card: model, data, validation metrics, operating point, use, limits."""
     t, v, d = meta.training, meta.validation, meta.data
@@ -199,7 +243,8 @@ def model_card(meta: BundleMeta) -> str:
         f"- Architecture: `{meta.architecture.name}` (registry name), "
         f"{meta.architecture.in_chans} input channel(s).",
         *_members(meta),
-        f"- Output: {meta.output}.",
+        f"- Output: {meta.output}"
+        + ("; a second logit, the subtype's (below)." if meta.subtype else "."),
         f"- Input contract: grayscale, {p.image_size}x{p.image_size}, resize `{p.resize}` "
         f"({RESIZE_TEXT.get(p.resize, p.resize)}), x/255 then (x - {p.mean}) / {p.std}.",
         f"- Threshold: {meta.threshold.value:.4g} ({_rule(meta)}).",
@@ -226,6 +271,7 @@ def model_card(meta: BundleMeta) -> str:
         f"{t.get('duration_s')} s on {t.get('device')}.",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in meta.versions.items())}.",
         *_exports(meta),
+        *_subtype(meta),
         "",
         "## Intended use",
         INTENDED_USE,

@@ -129,8 +129,6 @@ def _parity(bundle: Bundle, path: Path) -> dict[str, float]:
 
 def export_onnx(bundle: Bundle, force: bool = False) -> dict[str, Any]:
     """Write `model.onnx` into the bundle, check parity, record it in `model.json`."""
-    import onnxruntime
-
     if bundle.backend != "torch":
         raise PneumoniaError(f"{bundle.path}: export needs the PyTorch network (backend torch)")
     target = bundle.path / ONNX
@@ -151,6 +149,15 @@ def export_onnx(bundle: Bundle, force: bool = False) -> dict[str, Any]:
             dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}, FEATURES: {0: "batch"}},
             opset_version=OPSET,
         )
+    return adopt_onnx(bundle, tmp)
+
+
+def adopt_onnx(bundle: Bundle, tmp: Path) -> dict[str, Any]:
+    """Check the ONNX file `tmp` against the bundle's PyTorch network (every output and the
+    features): keep it as the bundle's `model.onnx` and record it, or delete it and fail."""
+    import onnxruntime
+
+    target, size = bundle.path / ONNX, bundle.contract.image_size
     parity = _parity(bundle, tmp)
     worst = max(
         parity["max_abs_diff_probability"],

@@ -49,6 +49,17 @@ class Explanation:
     ood_score: float | None = None
 
 
+class ScreeningTarget:
+    """pytorch-grad-cam's BinaryClassifierOutputTarget on the screening logit alone: column 0
+    where the network also gives the subtype's."""
+
+    def __init__(self, category: int) -> None:
+        self.inner = BinaryClassifierOutputTarget(category)
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        return self.inner(model_output.reshape(-1)[0])
+
+
 def _tokens_to_map(tokens: torch.Tensor) -> torch.Tensor:
     """ViT tokens (B, prefix + g*g, C) -> (B, C, g, g), dropping the class token(s)."""
     n = tokens.shape[1]
@@ -80,7 +91,7 @@ def class_activation(
     with METHODS[method](model=model, target_layers=layers, reshape_transform=reshape) as cam:
         if method == "scorecam":
             cam.batch_size = 32
-        targets = [BinaryClassifierOutputTarget(target)] * x.shape[0]
+        targets = [ScreeningTarget(target)] * x.shape[0]
         maps = cam(input_tensor=x, targets=targets)
     return np.nan_to_num(np.asarray(maps, dtype=np.float32)).clip(0, 1)
 
@@ -91,7 +102,8 @@ def cam_on_square(
     """(calibrated P(PNEUMONIA), CAM of the predicted class on the input square, 0..1)."""
     x = to_tensor(square[None], bundle.contract)
     with torch.inference_mode():
-        prob = float(to_probability(bundle.model(x).reshape(-1).numpy(), bundle.temperature)[0])
+        logit = bundle.model(x).reshape(len(x), -1)[:, 0].numpy()  # screening, not subtype
+        prob = float(to_probability(logit, bundle.temperature)[0])
     predicted = int(prob >= bundle.threshold)
     arch = bundle.meta.architecture
     return prob, class_activation(bundle.model, arch, x, predicted, method)[0]

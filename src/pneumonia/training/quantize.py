@@ -236,13 +236,31 @@ def quantize_bundle(
     batches = calibration_batches(bundle, manifest, images, seed, workers)
     tmp = target.with_suffix(".onnx.tmp")
     quantize_file(bundle.model.path, tmp, batches, RECIPE)  # the verified model.onnx it runs
+    how = {
+        "method": RECIPE.describe(),
+        "calibration": f"{len(batches)} images of split 'train' of {manifest} (seed {seed})",
+    }
+    return judge_int8(bundle, tmp, manifest, how, split, workers)
+
+
+def judge_int8(
+    bundle: Bundle,
+    tmp: Path,
+    manifest: Path,
+    how: dict[str, Any],
+    split: str = "val",
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Judge the int8 candidate `tmp` against the float model `bundle` runs by the parity
+    rule: keep it as `model.int8.onnx` when it passes, else delete it; record the attempt
+    (with `how` it was made) in `model.json` either way."""
+    target = bundle.path / INT8
     labels, ref, got = judge_views(bundle, OnnxModel(tmp), manifest, split, workers)
     result = parity(labels, ref, got, bundle)
     guard = bundle.meta.guard
     result |= {
         "file": INT8,
-        "method": RECIPE.describe(),
-        "calibration": f"{len(batches)} images of split 'train' of {manifest} (seed {seed})",
+        **how,
         "judged_on": f"{len(labels)} images of split {split!r} of {manifest}, clean and under "
         f"{len(PARITY_SHIFTS)} shifts",
         "source_sha256": bundle.meta.files[ONNX].sha256,
