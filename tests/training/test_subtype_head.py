@@ -322,3 +322,17 @@ def test_the_cam_of_a_two_output_bundle_explains_the_screening_answer(
     assert headed.probability == pytest.approx(plain.probability, abs=1e-6)
     np.testing.assert_allclose(headed.cam, plain.cam, atol=1e-4)
     assert float(headed.cam.max()) > 0
+
+
+def test_evaluate_without_subtype_names_reports_no_subtype(
+    plain_run: TinyRun, grafted: dict[str, Any], tmp_path: Path
+) -> None:
+    """A headed bundle on images whose names do not give the subtype: the screening metrics,
+    and no subtype section (not a crash)."""
+    folder = tmp_path / "unnamed"
+    for i, path in enumerate(sorted((plain_run.data / "chest_xray" / "test").rglob("*.jpeg"))):
+        target = folder / path.parent.name / f"{i}.jpeg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    result = evaluate(load_bundle(grafted["bundle"]), folder, "test", tmp_path / "e", n_boot=0)
+    assert result["subtype"] is None and result["metrics"]["n"] == 16

@@ -202,7 +202,7 @@ def subtype_result(
     bundle: Bundle, scored: Scored, probs: np.ndarray, n_boot: int
 ) -> dict[str, Any] | None:
     """The subtype output judged on the split's PNEUMONIA images whose names give it (None
-    without a subtype head)."""
+    without a subtype head, or where no name gives it)."""
     if bundle.meta.subtype is None or scored.viral is None:
         return None
     from pneumonia.data.discover import subtype_of
@@ -210,6 +210,9 @@ def subtype_result(
 
     found = [subtype_of(it.path, it.label) for it in scored.items]
     codes = np.array([SUBTYPES.index(s) if s else -1 for s in found])
+    if not (codes >= 0).any():
+        log.info("%s: no PNEUMONIA file name gives the subtype; no subtype metrics", scored.source)
+        return None
     patients = [it.patient for it in scored.items]
     thresholds = (bundle.threshold, bundle.meta.subtype.threshold)
     return subtype_section(scored.labels, codes, probs, scored.viral, thresholds, patients, n_boot)

@@ -159,6 +159,8 @@ def add_subtype_head(
             f"{data.manifest}: the training split's file names give {counts[0]} bacterial and "
             f"{counts[1]} viral PNEUMONIA images; the head needs at least {FOLDS} of each"
         )
+    if not (val["codes"] >= 0).any():
+        raise DataError(f"{data.manifest}: no validation file name gives the subtype")
     groups = [p for p, k in zip(train["patients"], known, strict=True) if k]
     fitted = fit_probe(train["feats"][known], train["codes"][known], groups, seed)
     w, b = folded_row(fitted)
