@@ -336,3 +336,18 @@ def test_evaluate_without_subtype_names_reports_no_subtype(
         shutil.copyfile(path, target)
     result = evaluate(load_bundle(grafted["bundle"]), folder, "test", tmp_path / "e", n_boot=0)
     assert result["subtype"] is None and result["metrics"]["n"] == 16
+
+
+def test_no_int8_means_no_int8_copy_even_from_a_source_that_has_one(
+    plain_run: TinyRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`int8=False` (`--no-int8`) makes no int8 attempt, not even the graft of a source's
+    passing copy (here a source said to have one)."""
+    import pneumonia.training.subtype_head as subtype_head
+
+    monkeypatch.setattr(subtype_head, "int8_state", lambda meta: (True, True))
+    out = tmp_path / "bundle"
+    add_subtype_head(plain_run.bundle, out, plain_run.cfg.data.manifest, int8=False)
+    meta = json.loads((out / "model.json").read_text())
+    assert "int8" not in meta["exports"] and not (out / "model.int8.onnx").exists()
+    assert "onnx" in meta["exports"]

@@ -118,7 +118,7 @@ def _check_source(bundle: Bundle, out: Path) -> None:
 def _features(model: Any, dm: XrayDataModule, split: str) -> dict[str, Any]:
     ds = dm.dataset(split)
     logits, feats = dataset_outputs(model, ds)
-    patients = [r.patient for r in dm.rows[split]]
+    patients = [r.patient for r in ds.rows]
     return {"y": np.asarray(ds.labels), "codes": np.asarray(ds.subtypes), "logits": logits,
             "feats": feats, "patients": patients}  # fmt: skip
 
@@ -243,8 +243,8 @@ def _finish(source: Bundle, out: Path, row: tuple[np.ndarray, float], manifest: 
     """`model.onnx`: the source's with the head grafted (`graft_row`; a fresh export where
     the source has none), checked against the new PyTorch network; the source's guard and
     monitoring reference (the features are the same); then the int8 copy: the source's,
-    grafted, where it has a passing one, else a fresh quantization (with `int8`), either kept
-    only by the parity rule."""
+    grafted, where it has a passing one, else a fresh quantization; either kept only by the
+    parity rule, and neither without `int8`."""
     from pneumonia.modeling.export import adopt_onnx
     from pneumonia.training.quantize import judge_int8, quantize_bundle
     from pneumonia.training.train import export_bundle
@@ -263,7 +263,7 @@ def _finish(source: Bundle, out: Path, row: tuple[np.ndarray, float], manifest: 
             update={"guard": source.meta.guard, "reference": source.meta.reference, "files": files}
         )
         write_meta(meta, out)
-    if int8_state(source.meta)[0]:
+    if int8 and int8_state(source.meta)[0]:
         try:
             graft_row(source.path / INT8, out / f"{INT8}.tmp", *row)
         except PneumoniaError as exc:
