@@ -1,4 +1,4 @@
-"""compare, report and explain as a user types them, bad input included."""
+"""compare, report, explain, stress and pairs as a user types them, bad input included."""
 
 import csv
 from pathlib import Path
@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from conftest import TinyRun
 from pneumonia.cli import app
-from pneumonia.data.synthetic import save_image, synthetic_xray
+from pneumonia.data.synthetic import make_pairs, save_image, synthetic_xray
 
 runner = CliRunner()
 
@@ -80,6 +80,24 @@ def test_stress_command_prints_the_suite_and_refuses_unknown_shifts(
     args[args.index(out)] = tmp_path / "never"
     bad = invoke("stress", tiny_run.bundle, *args, "--shift", "warp_9")
     assert bad.exit_code == 1 and "unknown shift(s) warp_9" in bad.output
+    assert not (tmp_path / "never").exists()
+
+
+def test_pairs_command_prints_every_rendering_and_refuses_an_unknown_one(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    originals, copies = make_pairs(tmp_path, 3)
+    out = tmp_path / "pairs"
+    args = ["--originals", originals, "--copies", copies, "--out", out, "--workers", 1]
+    result = invoke("pairs", tiny_run.bundle, *args)
+    assert result.exit_code == 0, result.output
+    assert "6 originals (6 patients)" in result.output and "dicom_m1_16" in result.output
+    assert (out / "pairs.json").is_file() and (out / "pairs.csv").is_file()
+    again = invoke("pairs", tiny_run.bundle, *args)
+    assert again.exit_code == 1 and "--force" in again.output
+    args[args.index(out)] = tmp_path / "never"
+    bad = invoke("pairs", tiny_run.bundle, *args, "--rendering", "gif")
+    assert bad.exit_code == 1 and "unknown rendering 'gif'" in bad.output
     assert not (tmp_path / "never").exists()
 
 

@@ -32,11 +32,24 @@ def test_every_mode_becomes_2d_uint8(tmp_path: Path, gray: np.ndarray, mode: str
         assert np.abs(img.pixels.astype(int) - gray).max() <= 1
 
 
-def test_sixteen_bit_uses_the_full_range(tmp_path: Path) -> None:
-    arr = np.linspace(1000, 4000, 64 * 64).reshape(64, 64).astype(np.uint16)  # a 12-bit image
+def test_sixteen_bit_is_scaled_by_its_bit_depth(tmp_path: Path, gray: np.ndarray) -> None:
+    # an 8-bit image whose brightest pixel is 180, exported as 16 bits (x 257), reads back
+    # as itself: not stretched to 255 as its own range would
+    dim = np.round(gray * (180 / gray.max())).astype(np.uint8)
+    Image.fromarray(dim.astype(np.uint16) * 257).save(tmp_path / "dim.png")
+    assert np.array_equal(load_gray(tmp_path / "dim.png"), dim)
+    # a 12-bit image in a 16-bit file is scaled by 4095, not stretched to its own range
+    arr = np.linspace(1000, 4000, 64 * 64).reshape(64, 64).astype(np.uint16)
     Image.fromarray(arr).save(tmp_path / "x.png")
     pixels = load_gray(tmp_path / "x.png")
-    assert pixels.min() == 0 and pixels.max() == 255
+    assert pixels.min() == round(1000 * 255 / 4095) and pixels.max() == round(4000 * 255 / 4095)
+
+
+def test_float_pixels_that_are_not_numbers_are_refused(tmp_path: Path) -> None:
+    arr = np.full((16, 16), np.nan, dtype=np.float32)
+    Image.fromarray(arr).save(tmp_path / "nan.tiff")
+    with pytest.raises(ImageError, match="not finite"):
+        load_gray(tmp_path / "nan.tiff")
 
 
 def test_alpha_is_composited_on_black(tmp_path: Path) -> None:

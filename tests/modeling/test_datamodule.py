@@ -13,7 +13,8 @@ from pneumonia.core.errors import DataError
 from pneumonia.data.cache import prepare_cache
 from pneumonia.data.split import make_manifest, read_manifest, write_manifest
 from pneumonia.data.synthetic import make_dataset
-from pneumonia.modeling.datamodule import UndersampleSampler, XrayDataModule, build_augment
+from pneumonia.modeling.augment import build_augment
+from pneumonia.modeling.datamodule import UndersampleSampler, XrayDataModule
 
 
 def _config(tmp_path: Path, *overrides: str) -> Config:
@@ -104,7 +105,7 @@ def test_failed_images_are_excluded_with_the_rest_kept(prepared: Path) -> None:
 
 
 def test_aspect_stretch_letterboxes_wide_and_tall() -> None:
-    from pneumonia.modeling.datamodule import AspectStretch
+    from pneumonia.modeling.augment import AspectStretch
 
     x = torch.ones(1, 40, 40)
     wide = AspectStretch(2.0, 2.0)(x)  # twice as wide as tall: black bands top and bottom
@@ -118,7 +119,7 @@ def test_aspect_stretch_letterboxes_wide_and_tall() -> None:
 
 
 def test_aspect_stretch_fill_keeps_the_frame_full() -> None:
-    from pneumonia.modeling.datamodule import AspectStretch
+    from pneumonia.modeling.augment import AspectStretch
 
     x = torch.zeros(1, 40, 40)
     x[0, :, 16:24] = 1.0  # a vertical bar 8 px wide in the middle
@@ -143,7 +144,7 @@ def test_aspect_mode_follows_the_contract() -> None:
 
 
 def test_random_gamma_stays_in_range_and_varies() -> None:
-    from pneumonia.modeling.datamodule import RandomGamma
+    from pneumonia.modeling.augment import RandomGamma
 
     torch.manual_seed(0)
     x = torch.linspace(0, 1, 101).reshape(1, 1, 101)

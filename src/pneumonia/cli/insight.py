@@ -1,4 +1,4 @@
-"""`pneumonia compare | report | explain | stress`: looking into models, thin wrappers."""
+"""`pneumonia compare | report | explain | stress | pairs`: looking into models, thin wrappers."""
 
 from __future__ import annotations
 
@@ -230,8 +230,77 @@ def stress_command(
     console.print(f"report: {out_dir / 'stress.json'} (stress.csv, stress.png, shifts.png)")
 
 
+def pairs_table(result: dict[str, Any]) -> Table:
+    """Per rendering: how far its answers are from the copies' (|dp|, flips, guard), and
+    sensitivity/specificity at the stored threshold on it and on the copies."""
+    title = (
+        f"{result['pairs']} originals ({result['patients']} patients) against their copies, "
+        f"threshold {result['threshold']:.3g}"
+    )
+    table = Table(title=title)
+    columns = ("rendering", "mean |dp|", "p95", "max", "flips", "guard changes", "flagged")
+    for col in (*columns, "sens", "spec"):
+        table.add_column(col, justify="left" if col == "rendering" else "right")
+    for name, r in result["renderings"].items():
+        flagged = "-" if r["flagged"] is None else f"{r['flagged']} (copies {r['flagged_copy']})"
+        rates = [
+            f"{fmt(r['rendering'][k])} (copies {fmt(r['copy'][k])})"
+            for k in ("sensitivity", "specificity")
+        ]
+        table.add_row(
+            name,
+            f"{r['mean_dp']:.4f}",
+            f"{r['p95_dp']:.3f}",
+            f"{r['max_dp']:.3f}",
+            str(r["flips"]),
+            "-" if r["guard_changes"] is None else str(r["guard_changes"]),
+            flagged,
+            *rates,
+        )
+    return table
+
+
+@user_errors
+def pairs_command(
+    originals: Annotated[
+        Path, typer.Option(help="Originals: NORMAL/ and PNEUMONIA/ folders of full-size files.")
+    ],
+    copies: Annotated[Path, typer.Option(help="Their copies, found by file name (any layout).")],
+    bundle: DefaultBundleArg = None,
+    rendering: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this rendering of the originals (repeat; default: all)."),
+    ] = None,
+    out: OutOpt = Path("reports/pairs"),
+    backend: BackendOpt = "auto",
+    workers: WorkersOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Originals against their copies: does the answer move with the file (DICOM, PNG, ...)?"""
+    from pneumonia.core.errors import DataError
+    from pneumonia.core.outputs import fresh_dir
+    from pneumonia.data.renderings import RENDERINGS
+    from pneumonia.evaluation.pairs import pairs_report
+    from pneumonia.modeling.loading import load_bundle
+
+    unknown = [r for r in rendering or [] if r not in RENDERINGS]
+    if unknown:  # before the output folder is made
+        raise DataError(f"unknown rendering {unknown[0]!r}; choose from {', '.join(RENDERINGS)}")
+    loaded = load_bundle(bundle, backend)
+    say_backend(loaded)
+    out_dir = fresh_dir(out, force)
+    result = pairs_report(loaded, originals, copies, out_dir, rendering, None, workers)
+    console.print(pairs_table(result))
+    print_list("Originals without one copy of the same name", result["unmatched"])
+    print_list(
+        "Unreadable, excluded", [f"{u['path']}: {u['reason']}" for u in result["unreadable"]]
+    )
+    console.print(f"report: {out_dir / 'pairs.json'} (pairs.csv: one row per pair and rendering)")
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "stress": stress_command,
+    "pairs": pairs_command,
     "compare": compare_command,
     "report": report_command,
     "explain": explain_command,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from pneumonia.cli.common import BootstrapOpt, TtaOpt, WorkersOpt, console, user_errors
 from pneumonia.cli.model import BundleArg, metrics_table
@@ -135,7 +136,35 @@ def _site(
         "labelled cases when you have them",
         highlight=False,
     )
+    console.print(curve_table(result["curve"], fit.aim))
     console.print(f"site bundle: {result['bundle']}")
+
+
+def curve_table(curve: list[dict[str, Any]], chosen_aim: float) -> Table:
+    """The site's estimated operating curve: per target, threshold and expected rates with
+    their 95% bootstrap intervals; the row the site bundle stores is marked."""
+    table = Table(
+        title="Estimated for this site, without labels (choose with --target-sensitivity)",
+        caption="expected rates from the posteriors adjusted to the site's prevalence, less "
+        "the estimator's bias on validation; 95% bootstrap intervals",
+    )
+    for col in ("target", "threshold", "expected sensitivity", "expected specificity", ""):
+        table.add_column(col, justify="right")
+
+    def cell(row: dict[str, Any], key: str, digits: int) -> str:
+        low, high = row[f"{key}_interval"]
+        return f"{row[key]:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+    for row in curve:
+        stored = "stored" if abs(row["aim"] - chosen_aim) < 1e-12 else ""
+        table.add_row(
+            f"{row['target']:.2f}",
+            cell(row, "threshold", 4),
+            cell(row, "sensitivity", 3),
+            cell(row, "specificity", 3),
+            stored,
+        )
+    return table
 
 
 COMMANDS: dict[str, Callable[..., None]] = {"threshold": threshold_command}

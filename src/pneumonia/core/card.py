@@ -83,7 +83,30 @@ def _site(meta: BundleMeta) -> list[str]:
         f"on validation ({d['estimator_bias']:+.4f}).",
         f"- It assumes {d['assumptions']}. Check it on labelled cases of the site when you "
         "have them (`pneumonia threshold BUNDLE --data LABELLED`).",
+        *_curve(d.get("curve", [])),
     ]
+
+
+def _curve(curve: list[dict[str, Any]]) -> list[str]:
+    """The site's estimated operating curve as a markdown table (none recorded: nothing)."""
+    if not curve:
+        return []
+
+    def cell(row: dict[str, Any], key: str, digits: int) -> str:
+        low, high = row[f"{key}_interval"]
+        return f"{row[key]:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+    lines = [
+        "",
+        "Estimated for the site without labels (95% bootstrap intervals):",
+        "",
+        "| target | threshold | expected sensitivity | expected specificity |",
+        "|---|---|---|---|",
+    ]
+    for row in curve:
+        rates = " | ".join(cell(row, k, 3) for k in ("sensitivity", "specificity"))
+        lines.append(f"| {row['target']:.2f} | {cell(row, 'threshold', 4)} | {rates} |")
+    return lines
 
 
 def _left_out(meta: BundleMeta) -> list[str]:

@@ -48,6 +48,16 @@ class AugmentConfig(_Strict):
     brightness: float = Field(0.1, ge=0, le=1)
     contrast: float = Field(0.1, ge=0, le=1)
     hflip: bool = Field(False, description="mirror left-right; off: the heart is on one side")
+    render_p: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of images rendered again (another resolution and filter, JPEG, "
+        "blur or sharpening, fewer grey levels), as the originals and their exports differ "
+        "from the JPEG copies",
+    )
+    render_scale_max: float = Field(3.0, ge=1, le=8, description="largest up-scaling rendered at")
+    render_jpeg_min: int = Field(40, ge=1, le=95, description="lowest JPEG quality drawn")
 
 
 class DataConfig(_Strict):

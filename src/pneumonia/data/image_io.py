@@ -6,8 +6,10 @@ warning-sized image is refused too). Images stored inside a MedMNIST `.npz` are 
 `file.npz#split/index`.
 
 DICOM (recognised by its `DICM` marker, whatever the file is called) goes through pydicom:
-modality LUT, then the VOI LUT or window from the header, rescaled to 8 bits, MONOCHROME1
-inverted so bone is bright. Multi-frame and colour DICOM are refused. Nothing from a DICOM
+modality LUT, then the header's linear window mapped onto 0..255 as a display shows it (a VOI
+LUT, a sigmoid window or none: the result's own range), MONOCHROME1 inverted so bone is
+bright. 16-bit PNG and TIFF are scaled by their bit depth, so an 8-bit image exported as 16
+bits reads back as itself. Multi-frame and colour DICOM are refused. Nothing from a DICOM
 header other than the pixel description is ever logged, returned or put in an error.
 """
 
@@ -74,8 +76,12 @@ def npz_arrays(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _to_uint8_gray(img: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> 2-D uint8 luminance; transparency composited onto black."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    """Any Pillow mode -> 2-D uint8 luminance; transparency composited onto black. 16-bit
+    and integer images are scaled by their bit depth (`_to_uint8_bits`), float ones by their
+    range."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return _to_uint8_bits(np.asarray(img))
+    if img.mode == "F":
         return _to_uint8_range(np.asarray(img))
     if img.mode == "P":
         img = img.convert("RGBA")
@@ -93,8 +99,22 @@ def is_dicom(data: bytes, path: str | Path) -> bool:
     return data[128:132] == b"DICM" or Path(path).suffix.lower() in (".dcm", ".dicom")
 
 
+def _to_uint8_bits(arr: np.ndarray) -> np.ndarray:
+    """Integer grey levels -> 8 bits by their bit depth: the fewest of 8 to 32 bits that hold the
+    largest value. An 8-bit image saved as 16 bits (x 257) reads back as itself, a 12-bit image
+    in a 16-bit file keeps its brightness; negative values: by the range instead."""
+    arr = np.asarray(arr)
+    if arr.size == 0 or int(arr.min()) < 0:
+        return _to_uint8_range(arr)
+    bits = max(8, int(arr.max()).bit_length())
+    return np.round(arr.astype(np.float64) * (255.0 / (2**bits - 1))).astype(np.uint8)
+
+
 def _to_uint8_range(arr: np.ndarray) -> np.ndarray:
+    """Grey levels -> 8 bits by their own range (darkest 0, brightest 255)."""
     arr = np.asarray(arr, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError("pixel values that are not finite numbers (NaN or infinity)")
     lo, hi = float(arr.min()), float(arr.max())
     if hi <= lo:
         return np.zeros(arr.shape, dtype=np.uint8)
@@ -119,6 +139,26 @@ def check_pixels(path: str | Path, width: int, height: int, max_pixels: int | No
         )
 
 
+def _linear_window(arr: np.ndarray, ds: Any) -> np.ndarray | None:
+    """The header's first window (LINEAR or LINEAR_EXACT VOI function) mapped onto 0..255, as
+    a display shows it: below the window black, above it white. None without such a window
+    (a VOI LUT, a SIGMOID function or no window: `apply_voi_lut`, then the data's range)."""
+    if "WindowCenter" not in ds or "WindowWidth" not in ds or "VOILUTSequence" in ds:
+        return None
+    function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
+    if function not in ("LINEAR", "LINEAR_EXACT"):
+        return None
+    center, width = (
+        float(v[0] if v.VM > 1 else v.value) for v in (ds["WindowCenter"], ds["WindowWidth"])
+    )
+    if function == "LINEAR":  # PS3.3 C.11.2.1.2.1
+        center, width = center - 0.5, width - 1
+    if width <= 0:
+        return None
+    scaled = (np.asarray(arr, dtype=np.float64) - (center - width / 2)) * (255.0 / width)
+    return np.round(np.clip(scaled, 0, 255)).astype(np.uint8)
+
+
 def decode_dicom(data: bytes, path: str | Path, max_pixels: int | None = None) -> DecodedImage:
     """A single-frame grayscale DICOM -> 8-bit pixels, windowed as its header says."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -135,12 +175,14 @@ def decode_dicom(data: bytes, path: str | Path, max_pixels: int | None = None) -
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     check_pixels(path, cols, rows, max_pixels)
     try:
-        arr = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
+        arr = apply_modality_lut(ds.pixel_array, ds)
+        pixels = _linear_window(arr, ds)
+        if pixels is None:
+            pixels = _to_uint8_range(apply_voi_lut(arr, ds))
     except Exception as exc:
         syntax = getattr(ds.file_meta, "TransferSyntaxUID", None) if "file_meta" in ds else None
         name = getattr(syntax, "name", "unknown transfer syntax")
         raise ImageError(path, f"cannot decode DICOM pixels ({name}: {exc})") from None
-    pixels = _to_uint8_range(arr)
     if photometric == "MONOCHROME1":
         pixels = 255 - pixels
     if pixels.ndim != 2 or pixels.size == 0:

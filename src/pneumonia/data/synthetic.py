@@ -8,6 +8,7 @@ written in every layout `discover` reads, with Kaggle-style file names carrying 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,7 @@ from PIL import Image
 
 from pneumonia.core import LABELS
 from pneumonia.data.discover import subtype_of
+from pneumonia.data.renderings import dicom_bytes
 
 Layout = Literal["kaggle", "kaggle_nested", "tolgadincer", "medmnist", "csv"]
 LAYOUTS: tuple[Layout, ...] = ("kaggle", "kaggle_nested", "tolgadincer", "medmnist", "csv")
@@ -170,6 +172,21 @@ def make_dataset(
     return root
 
 
+def make_pairs(root: Path, n: int = 6, changed: str | None = None) -> tuple[Path, Path]:
+    """`n` wide synthetic originals per label under `root/originals` and their copies under
+    `root/copies`, the same files except the copy named `changed`, which is black (a pair
+    with a known change), for `pneumonia pairs`."""
+    originals, copies = root / "originals", root / "copies"
+    rng = np.random.default_rng(0)
+    for label in LABELS:
+        for k in range(n):
+            name = f"person{k}_bacteria_{k}.png" if label == "PNEUMONIA" else f"IM-{k:04d}-0001.png"
+            gray = synthetic_xray(label, 48, 72, rng)
+            save_image(gray, originals / label / name)
+            save_image(np.zeros_like(gray) if name == changed else gray, copies / label / name)
+    return originals, copies
+
+
 def save_dicom(
     pixels: np.ndarray,
     path: Path,
@@ -180,40 +197,20 @@ def save_dicom(
 ) -> Path:
     """Write `pixels` (2-D, or frames x H x W, or H x W x 3 for RGB) as a DICOM file made
     with pydicom, with made-up patient details (for tests that they never leak)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom import dcmread
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-    )
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "SECRET-ID-4711", "20200101"
-    ds.Modality = "DX"
-    rgb = photometric == "RGB"
-    frames = pixels.shape[0] if pixels.ndim == 3 and not rgb else 1
-    ds.Rows, ds.Columns = pixels.shape[-3:-1] if rgb else pixels.shape[-2:]
-    ds.SamplesPerPixel = 3 if rgb else 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 8 if rgb else 16
-    ds.BitsStored = 8 if rgb else bits_stored
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = 0
-    if rgb:
-        ds.PlanarConfiguration = 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    if with_pixels:
-        dtype = np.uint8 if rgb else np.uint16
-        ds.PixelData = np.ascontiguousarray(pixels, dtype=dtype).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    patient = {
+        "PatientName": "Doe^Jane",
+        "PatientID": "SECRET-ID-4711",
+        "PatientBirthDate": "20200101",
+    }
+    data = dicom_bytes(pixels, photometric, bits_stored, window, patient)
+    if not with_pixels:
+        ds = dcmread(io.BytesIO(data))
+        del ds.PixelData
+        ds.save_as(path, enforce_file_format=True)
+        return path
+    path.write_bytes(data)
     return path
 
 

@@ -8,7 +8,6 @@ imbalance: class-weighted loss (`class_weights`), a weighted sampler, or undersa
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
@@ -16,95 +15,18 @@ import numpy as np
 import torch
 from lightning import LightningDataModule
 from sklearn.utils.class_weight import compute_class_weight
-from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
-from torchvision.transforms import v2
 
 from pneumonia.core import LABELS, SUBTYPES
-from pneumonia.core.config import AugmentConfig, DataConfig
+from pneumonia.core.config import DataConfig
 from pneumonia.core.errors import DataError
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.data.cache import cache_dir_for, cached_array_path, read_failed
 from pneumonia.data.discover import subtype_of
 from pneumonia.data.split import Row, read_manifest
+from pneumonia.modeling.augment import build_augment
 
 log = logging.getLogger(__name__)
-
-
-class AspectStretch(torch.nn.Module):
-    """Re-shape the image to a random width/height ratio in [low, high] (log-uniform).
-
-    `letterbox`: squeeze one side and centre the image on black, as a `pad` contract shows a
-    wide or tall original. `fill`: stretch one side and cut it back to the frame, as a
-    `stretch` (or `crop`) contract shows an original whose aspect differs from the ones the
-    training copies were squashed from; no black bands appear.
-    """
-
-    def __init__(self, low: float, high: float, mode: str = "letterbox") -> None:
-        super().__init__()
-        if mode not in ("letterbox", "fill"):
-            raise ValueError(f"unknown aspect mode {mode!r}; use 'letterbox' or 'fill'")
-        self.low, self.high, self.fill = math.log(low), math.log(high), mode == "fill"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        aspect = math.exp(self.low + (self.high - self.low) * float(torch.rand(())))
-        h, w = x.shape[-2:]
-        if self.fill:  # stretch one side, then cut the centre back to h x w
-            nh, nw = (
-                (h, max(w, round(w * aspect))) if aspect >= 1 else (max(h, round(h / aspect)), w)
-            )
-        else:  # squeeze one side, then letterbox
-            nh, nw = (
-                (max(1, round(h / aspect)), w) if aspect >= 1 else (h, max(1, round(w * aspect)))
-            )
-        resized = functional.interpolate(x[None], (nh, nw), mode="bilinear", antialias=True)[0]
-        if self.fill:
-            top, left = (nh - h) // 2, (nw - w) // 2
-            return resized[..., top : top + h, left : left + w].contiguous()
-        out = torch.zeros_like(x)
-        top, left = (h - nh) // 2, (w - nw) // 2
-        out[..., top : top + nh, left : left + nw] = resized
-        return out
-
-
-class RandomGamma(torch.nn.Module):
-    """x ** gamma with gamma log-uniform in [1/(1+g), 1+g] (display look-up tables differ)."""
-
-    def __init__(self, g: float) -> None:
-        super().__init__()
-        self.log_max = math.log1p(g)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gamma = math.exp(self.log_max * (2 * float(torch.rand(())) - 1))
-        return x.clamp(0.0, 1.0).pow(gamma)
-
-
-def build_augment(cfg: AugmentConfig, resize: str = "pad") -> v2.Compose:
-    """Training augmentation on a 1xHxW float tensor in [0, 1]: aspect stretch (letterboxed
-    for a `pad` contract, filling the frame for the others, unless `aspect_mode` says),
-    rotation, shift and zoom (in: tighter framing; out: black border), gamma,
-    brightness/contrast."""
-    steps: list[torch.nn.Module] = []
-    if (cfg.aspect_min, cfg.aspect_max) != (1.0, 1.0):
-        mode = cfg.aspect_mode
-        if mode == "contract":
-            mode = "letterbox" if resize == "pad" else "fill"
-        stretch = AspectStretch(cfg.aspect_min, cfg.aspect_max, mode)
-        steps.append(stretch if cfg.aspect_p >= 1 else v2.RandomApply([stretch], cfg.aspect_p))
-    steps.append(
-        v2.RandomAffine(
-            degrees=cfg.rotation_degrees,
-            translate=(cfg.translate, cfg.translate),
-            scale=(cfg.scale_min, cfg.scale_max),
-            fill=0.0,
-        )
-    )
-    if cfg.gamma > 0:
-        steps.append(RandomGamma(cfg.gamma))
-    steps.append(v2.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast))
-    if cfg.hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose(steps)
 
 
 def subtype_codes(rows: list[Row]) -> list[int]:
@@ -123,7 +45,7 @@ class CachedImages(Dataset[tuple[torch.Tensor, int, int]]):
         rows: list[Row],
         cache_dir: Path,
         contract: Preprocessing,
-        augment: v2.Compose | None = None,
+        augment: torch.nn.Module | None = None,
     ) -> None:
         self.rows = rows
         self.paths = [cached_array_path(cache_dir, r.sha256) for r in rows]
