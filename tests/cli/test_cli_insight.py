@@ -1,6 +1,8 @@
 """compare, report, explain, stress and pairs as a user types them, bad input included."""
 
 import csv
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +97,15 @@ def test_pairs_command_prints_every_rendering_and_refuses_an_unknown_one(
     assert (out / "pairs.json").is_file() and (out / "pairs.csv").is_file()
     again = invoke("pairs", tiny_run.bundle, *args)
     assert again.exit_code == 1 and "--force" in again.output
+    assert "Not checked on originals" in (tiny_run.bundle / "MODEL_CARD.md").read_text()
+    copy = shutil.copytree(tiny_run.bundle, tmp_path / "bundle")
+    recorded = invoke("pairs", copy, *args, "--force", "--record", "synthetic pairs")
+    assert recorded.exit_code == 0, recorded.output
+    card = (copy / "MODEL_CARD.md").read_text()
+    assert "## Real files" in card and "synthetic pairs" in card and "| dicom_m2_12 |" in card
+    record = json.loads((copy / "model.json").read_text())["validation"]["real_files"]
+    assert record["pairs"] == 6 and record["command"].startswith("pneumonia pairs")
+    assert invoke("predict", copy, copies / "NORMAL" / "IM-0000-0001.png").exit_code == 0
     args[args.index(out)] = tmp_path / "never"
     bad = invoke("pairs", tiny_run.bundle, *args, "--rendering", "gif")
     assert bad.exit_code == 1 and "unknown rendering 'gif'" in bad.output

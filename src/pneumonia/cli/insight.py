@@ -272,6 +272,14 @@ def pairs_command(
         typer.Option(help="Only this rendering of the originals (repeat; default: all)."),
     ] = None,
     out: OutOpt = Path("reports/pairs"),
+    which: Annotated[
+        str | None,
+        typer.Option(
+            "--record",
+            help="Keep the result in BUNDLE's model.json and card, saying which originals "
+            "these are (e.g. 'training patients, never trained on as originals').",
+        ),
+    ] = None,
     backend: BackendOpt = "auto",
     workers: WorkersOpt = None,
     force: ForceOpt = False,
@@ -296,6 +304,12 @@ def pairs_command(
         "Unreadable, excluded", [f"{u['path']}: {u['reason']}" for u in result["unreadable"]]
     )
     console.print(f"report: {out_dir / 'pairs.json'} (pairs.csv: one row per pair and rendering)")
+    if which is not None:
+        from pneumonia.evaluation.pairs import record_pairs
+
+        args = ["pairs", loaded.path, "--originals", originals, "--copies", copies]
+        written = record_pairs(loaded.path, result, which, command_line(*args))
+        console.print(f"recorded in {written} and its model card")
 
 
 COMMANDS: dict[str, Callable[..., None]] = {

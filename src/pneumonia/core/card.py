@@ -201,6 +201,9 @@ def _patients(patients: Any) -> str:
     return ", ".join(f"{split} {n}" for split, n in patients.items())
 
 
+NO_REAL_FILES = (
+    "Not checked on originals: run `pneumonia pairs BUNDLE --originals DIR --copies DIR --record`."
+)
 KERMANY_SUBTYPE = "Kermany et al. (2018), official test: ROC-AUC 0.940, accuracy 0.907"
 NO_SUBTYPE = "No subtype output: bacterial and viral pneumonia are one class here."
 
@@ -246,6 +249,30 @@ def _subtype(meta: BundleMeta) -> list[str]:
     return lines
 
 
+def _real_files(validation: dict[str, Any]) -> list[str]:
+    """Originals and their renderings against their copies (`pneumonia pairs --record`)."""
+    r = validation.get("real_files")
+    if not r:
+        return ["", "## Real files", NO_REAL_FILES]
+    lines = [
+        "",
+        "## Real files (originals and their renderings, against the copies)",
+        f"- {r['pairs']} originals of {r['patients']} patients ({r['which']}), each against its "
+        f"224x224 copy, at the stored threshold; `{r['command']}`.",
+        "",
+        "| rendering | mean \\|dp\\| | max \\|dp\\| | label flips | guard flags (copies) "
+        "| sensitivity | specificity |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, a in r["renderings"].items():
+        lines.append(
+            f"| {name} | {a['mean_dp']:.4f} | {a['max_dp']:.3f} | {a['flips']} | "
+            f"{_fmt(a['flagged'])} ({_fmt(a['flagged_copy'])}) | "
+            f"{_fmt(a['rendering']['sensitivity'])} | {_fmt(a['rendering']['specificity'])} |"
+        )
+    return lines
+
+
 def model_card(meta: BundleMeta) -> str:
     """Markdown model card: model, data, validation metrics, operating point, use, limits."""
     t, v, d = meta.training, meta.validation, meta.data
@@ -287,6 +314,7 @@ def model_card(meta: BundleMeta) -> str:
         "",
         f"Confusion matrix: TN {cm.get('tn')}, FP {cm.get('fp')}, FN {cm.get('fn')}, "
         f"TP {cm.get('tp')}.",
+        *_real_files(v),
         "",
         "## Training",
         f"- Command: `{t.get('command') or 'not recorded'}`",

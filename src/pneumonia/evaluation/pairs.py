@@ -273,3 +273,23 @@ def _write_rows(scored: dict[str, Any], path: Path) -> None:
                     [pair.name, pair.label, pair.patient, view]
                     + [f"{v:.6g}" for v in (p_copy[i], p_view[i], ood_copy[i], ood_view[i])]
                 )
+
+
+def record_pairs(folder: Path, result: dict[str, Any], which: str, command: str) -> Path:
+    """Keep a pairs result in a bundle's `model.json` (`validation.real_files`, which its card
+    shows): per rendering the |dp| summary, flips, guard flags and rates, and what was run."""
+    from pneumonia.core.bundle import read_meta, write_meta
+
+    folder, meta = read_meta(folder)
+    keep = ("mean_dp", "p95_dp", "max_dp", "flips", "flagged", "flagged_copy", "rendering", "copy")
+    record = {
+        "pairs": result["pairs"],
+        "patients": result["patients"],
+        "positives": result["positives"],
+        "negatives": result["negatives"],
+        "which": which,
+        "command": command,
+        "renderings": {n: {k: a[k] for k in keep} for n, a in result["renderings"].items()},
+    }
+    validation = {**meta.validation, "real_files": record}
+    return write_meta(meta.model_copy(update={"validation": validation}), folder)
