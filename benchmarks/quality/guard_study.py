@@ -65,9 +65,7 @@ def pair_features(
     pairs, _ = find_pairs(originals, copies)
     c = bundle.contract
     views = (COPY, *RENDERINGS)
-    found = [
-        pair_squares((p.original, p.copy, tuple(RENDERINGS), c.image_size, c.resize)) for p in pairs
-    ]
+    found = [pair_squares((p.original, p.copy, tuple(RENDERINGS), c)) for p in pairs]
     bad = [p.name for p, f in zip(pairs, found, strict=True) if isinstance(f, str)]
     if bad:
         raise SystemExit(f"unreadable pairs: {bad}")

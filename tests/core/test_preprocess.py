@@ -76,3 +76,21 @@ def test_square_stats() -> None:
     stats = square_stats(squares)
     np.testing.assert_allclose(stats["brightness"], [0.5, 1.0])
     np.testing.assert_allclose(stats["contrast"], [0.5, 0.0])
+
+
+def test_render_makes_an_original_look_as_its_copy() -> None:
+    from pneumonia.core.preprocess import Render, jpeg_round_trip
+    from pneumonia.data.synthetic import synthetic_xray
+
+    original = synthetic_xray("PNEUMONIA", 600, 840, np.random.default_rng(0))
+    # the copy, made as the Kaggle copies were: squashed to 224 and saved as JPEG quality 75
+    copy = jpeg_round_trip(fit_to_square(original, 224, "stretch"), 75)
+    plain = Preprocessing(image_size=64, resize="stretch")
+    rendered = plain.model_copy(update={"render": Render(side=224, quality=75)})
+    gap_plain = np.abs(plain.square(original).astype(int) - plain.square(copy)).mean()
+    gap_rendered = np.abs(rendered.square(original).astype(int) - rendered.square(copy)).mean()
+    assert gap_rendered < gap_plain / 3  # the original now reaches the network as its copy
+    assert rendered.square(original).shape == (64, 64)
+    assert rendered.cache_key() != plain.cache_key()
+    assert "JPEG quality 75" in str(rendered.describe()["render"])
+    assert plain.describe()["render"] is None

@@ -92,9 +92,12 @@ def test_views_reach_the_network_through_the_contract(tmp_path: Path) -> None:
     path = save_image(
         synthetic_xray("NORMAL", 96, 96, np.random.default_rng(3)), tmp_path / "a.png"
     )
-    job = (str(path), ("wide_1.5", "crop_85"), 0, 48, "stretch")
+    from pneumonia.core.preprocess import Preprocessing
+
+    stretch = Preprocessing(image_size=48, resize="stretch")
+    job = (str(path), ("wide_1.5", "crop_85"), 0, stretch)
     clean, wide, crop = views_job(job).astype(int)  # type: ignore[union-attr]
     assert np.abs(wide - clean).mean() < 4  # squashed back: the training geometry
     assert np.abs(crop - clean).mean() > 4  # a square view is left as it is
-    padded = views_job((*job[:4], "pad"))
+    padded = views_job((*job[:3], stretch.model_copy(update={"resize": "pad"})))
     assert not isinstance(padded, str) and padded[1][:6].max() == 0  # letterbox bands

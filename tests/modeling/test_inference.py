@@ -8,7 +8,7 @@ import torch
 
 from conftest import TinyRun
 from pneumonia.core.errors import DataError
-from pneumonia.core.preprocess import fit_to_square, to_array, to_tensor
+from pneumonia.core.preprocess import Preprocessing, fit_to_square, to_array, to_tensor
 from pneumonia.data.synthetic import save_image, synthetic_xray
 from pneumonia.modeling.inference import (
     expand_inputs,
@@ -51,7 +51,7 @@ def test_probabilities_equal_the_model_on_the_contract(tiny_run: TinyRun, mixed:
     bundle = load_bundle(tiny_run.bundle)
     path = str(mixed / "img0.jpg")
     [result] = predict_paths(bundle, [path], workers=1, show=False)
-    square = load_square((path, 32, "pad"))
+    square = load_square((path, Preprocessing(image_size=32)))
     assert isinstance(square, np.ndarray) and square.shape == (32, 32)
     with torch.inference_mode():
         logit = bundle.model(to_tensor(square[None], bundle.contract)).item()
@@ -101,7 +101,9 @@ def test_tta_views_are_the_image_and_four_shifts(tiny_run: TinyRun) -> None:
 
 def test_tta_logit_is_the_mean_over_views(tiny_run: TinyRun, mixed: Path) -> None:
     bundle = load_bundle(tiny_run.bundle)
-    squares = [load_square((str(mixed / f"img{i}.jpg"), 32, "pad")) for i in (0, 1)]
+    squares = [
+        load_square((str(mixed / f"img{i}.jpg"), Preprocessing(image_size=32))) for i in (0, 1)
+    ]
     with_tta = logits(bundle, squares, tta=True)  # type: ignore[arg-type]
     x = to_array(np.stack(squares), bundle.contract)  # type: ignore[arg-type]
     with torch.inference_mode():

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from pneumonia.core.bundle import ONNX
+from pneumonia.core.preprocess import Preprocessing
 from pneumonia.data.synthetic import save_image, synthetic_xray
 from pneumonia.modeling.inference import load_square, network_scores, predict_paths
 from pneumonia.modeling.loading import load_bundle
@@ -127,7 +128,7 @@ def test_onnx_answers_like_pytorch_on_the_shipped_model(images: Path) -> None:
 
 def test_onnx_lanes_run_concurrently_and_keep_the_order(images: Path) -> None:
     paths = sorted(str(p) for p in (images / "data").rglob("*.png"))
-    squares = [load_square((p, 192, "pad")) for p in paths]
+    squares = [load_square((p, Preprocessing(image_size=192))) for p in paths]
     one, two = (load_bundle(None, "onnx", threads) for threads in (1, 2))
     assert (one.model.lanes, two.model.lanes) == (1, 2)
     a = network_scores(one.model, one.contract, squares * 3, batch_size=1, features=True)

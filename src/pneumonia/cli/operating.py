@@ -10,7 +10,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from pneumonia.cli.common import BootstrapOpt, TtaOpt, WorkersOpt, console, user_errors
+from pneumonia.cli.common import (
+    BootstrapOpt,
+    TtaOpt,
+    WorkersOpt,
+    command_line,
+    console,
+    user_errors,
+)
 from pneumonia.cli.model import BundleArg, metrics_table
 
 
@@ -167,4 +174,71 @@ def curve_table(curve: list[dict[str, Any]], chosen_aim: float) -> Table:
     return table
 
 
-COMMANDS: dict[str, Callable[..., None]] = {"threshold": threshold_command}
+@user_errors
+def recontract_command(
+    bundle: Annotated[Path | None, typer.Argument(help="Bundle (default: the shipped model).")],
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="The split manifest the bundle was trained on.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The new bundle's folder.")],
+    resize: Annotated[
+        str | None, typer.Option(help="stretch | pad | crop (default: the bundle's).")
+    ] = None,
+    render: Annotated[
+        str | None,
+        typer.Option(
+            help="SIDE:QUALITY: render every image as the training copies were first "
+            "(224:75 for the Kaggle copies); 'none' for no render step (default: the bundle's)."
+        ),
+    ] = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """The same weights under another input contract: calibration, threshold, guard and the
+    int8 model fitted or judged again under it."""
+    from pneumonia.core.bundle import read_meta
+    from pneumonia.core.errors import ConfigError
+    from pneumonia.core.preprocess import RESIZE_MODES, Render
+    from pneumonia.training.recontract import recontract
+
+    _, meta = read_meta(bundle)
+    update: dict[str, Any] = {}
+    if resize is not None:
+        if resize not in RESIZE_MODES:
+            raise ConfigError(f"--resize {resize!r}: choose from {', '.join(RESIZE_MODES)}")
+        update["resize"] = resize
+    if render is not None:
+        update["render"] = None if render == "none" else _render(render, Render)
+    contract = meta.preprocessing.model_copy(update=update)
+    if contract == meta.preprocessing:
+        raise ConfigError("the contract would not change; pass --resize or --render")
+    args: list[object] = [a for a in (bundle, "--data", data, "--out", out) if a is not None]
+    args += [f"--resize={resize}"] if resize is not None else []
+    args += [f"--render={render}"] if render is not None else []
+    result = recontract(bundle, contract, data, out, command_line("recontract", *args), workers)
+    t = result["threshold"]
+    console.print(f"contract: {contract.describe()}")
+    console.print(
+        f"threshold {t.value:.4g} (rule {t.rule}, was {t.detail['previous']['value']:.4g})"
+    )
+    if result["guard"] is not None:
+        console.print(f"guard fitted again: {100 * result['guard'].validation['flagged']:.1f}% "
+                      "of validation flagged")  # fmt: skip
+    if result["int8"] is not None:
+        kept = "kept" if result["int8"]["passed"] else "dropped (fails its parity rule)"
+        console.print(f"int8 model judged again: {kept}")
+    console.print(f"bundle: {result['bundle']}")
+
+
+def _render(text: str, render: Any) -> Any:
+    from pneumonia.core.errors import ConfigError
+
+    side, _, quality = text.partition(":")
+    if not (side.isdigit() and quality.isdigit()):
+        raise ConfigError(f"--render {text!r}: expected SIDE:QUALITY, e.g. 224:75, or none")
+    return render(side=int(side), quality=int(quality))
+
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "threshold": threshold_command,
+    "recontract": recontract_command,
+}

@@ -162,6 +162,11 @@ class BundleMeta(_Strict):
         for key in ("members", "combine"):  # single networks' records predate these keys
             if part["architecture"][key] is None:
                 del part["architecture"][key]
+        contracts = [part["preprocessing"]]
+        contracts += [m["preprocessing"] for m in part["architecture"].get("members") or []]
+        for contract in contracts:  # and contracts without a render step predate that key
+            if contract.get("render", 0) is None:
+                del contract["render"]
         return json.dumps(part, sort_keys=True)
 
 

@@ -1,14 +1,15 @@
 """The one preprocessing contract: grayscale, a square of one size, recorded normalisation.
 
-Every image that reaches a model goes through `fit_to_square` (done once, when the cache is
-prepared, or at prediction time) and then `to_array` (`to_tensor` for PyTorch). The
-contract's fields travel with every model bundle, so inference repeats exactly what training
-did.
+Every image that reaches a model goes through `Preprocessing.square` (done once, when the
+cache is prepared, or at prediction time: the optional `render` step, then `fit_to_square`)
+and then `to_array` (`to_tensor` for PyTorch). The contract's fields travel with every model
+bundle, so inference repeats exactly what training did.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from typing import TYPE_CHECKING, Literal
 
@@ -21,6 +22,18 @@ if TYPE_CHECKING:
 
 CACHE_FORMAT = 1
 """Bump when the cached array layout changes, so old caches are rebuilt."""
+
+
+class Render(BaseModel):
+    """A rendering every image gets before the contract's resize: squashed (or letterboxed or
+    cut, as the contract's `resize` says) to `side` x `side` and saved as JPEG at `quality`,
+    then read back. The Kaggle copies were made this way from their originals (224 px,
+    quality 75), so an original reaches the network as its copy does (docs/robustness.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    side: int = Field(224, ge=8, le=4096, description="side of the rendered square")
+    quality: int = Field(75, ge=1, le=100, description="JPEG quality it is saved at")
 
 
 class Preprocessing(BaseModel):
@@ -36,12 +49,28 @@ class Preprocessing(BaseModel):
     )
     mean: float = Field(0.449, description="subtracted after scaling uint8 to [0, 1]")
     std: float = Field(0.226, gt=0, description="divisor after subtracting mean")
+    render: Render | None = Field(
+        None, description="render every image as the training copies were, before the resize"
+    )
 
     def cache_key(self) -> str:
         """Short hash of the settings that change the cached pixels (not the normalisation)."""
-        payload = {"v": CACHE_FORMAT, "size": self.image_size, "resize": self.resize}
+        payload: dict[str, object] = {
+            "v": CACHE_FORMAT, "size": self.image_size, "resize": self.resize
+        }  # fmt: skip
+        if self.render is not None:
+            payload["render"] = self.render.model_dump()
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return f"{self.image_size}-{self.resize}-{digest[:10]}"
+
+    def square(self, gray: np.ndarray) -> np.ndarray:
+        """A decoded 2-D uint8 image -> the model's uint8 square: `render`, then
+        `fit_to_square`."""
+        if self.render is not None:
+            gray = jpeg_round_trip(
+                fit_to_square(gray, self.render.side, self.resize), self.render.quality
+            )
+        return fit_to_square(gray, self.image_size, self.resize)
 
     def describe(self) -> dict[str, object]:
         """The contract as plain data, for bundles and reports."""
@@ -53,6 +82,9 @@ class Preprocessing(BaseModel):
             "value_range": "x / 255 in [0, 1], then (x - mean) / std",
             "mean": self.mean,
             "std": self.std,
+            "render": None
+            if self.render is None
+            else f"{self.render.side}x{self.render.side} JPEG quality {self.render.quality} first",
         }
 
 
@@ -88,6 +120,15 @@ def fit_to_square(gray: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
         return out
     top, left = (new_h - size) // 2, (new_w - size) // 2  # crop (stretch: 0, 0)
     return np.ascontiguousarray(resized[top : top + size, left : left + size])
+
+
+def jpeg_round_trip(gray: np.ndarray, quality: int) -> np.ndarray:
+    """A 2-D uint8 image saved as (baseline, grayscale) JPEG at `quality` and read back."""
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, "JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as img:
+        return np.asarray(img.convert("L"), dtype=np.uint8)
 
 
 def to_array(square: np.ndarray, contract: Preprocessing) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 
 from pneumonia.core.errors import ImageError
 from pneumonia.core.outputs import plain_mode
-from pneumonia.core.preprocess import Preprocessing, fit_to_square
+from pneumonia.core.preprocess import Preprocessing
 from pneumonia.core.progress import parallel_map
 from pneumonia.data.discover import Problem
 from pneumonia.data.image_io import read_image
@@ -60,8 +60,8 @@ def _save_atomic(arr: np.ndarray, path: Path) -> None:
         raise
 
 
-def _prepare_one(job: tuple[str, str, Path, int, str]) -> str | Problem:
-    path, sha, target, size, mode = job
+def _prepare_one(job: tuple[str, str, Path, Preprocessing]) -> str | Problem:
+    path, sha, target, contract = job
     if target.is_file():
         return "reused"
     try:
@@ -71,7 +71,7 @@ def _prepare_one(job: tuple[str, str, Path, int, str]) -> str | Problem:
     if digest != sha:
         return Problem(path, "content changed since the manifest was made; re-run `data split`")
     try:
-        _save_atomic(fit_to_square(img.pixels, size, mode), target)
+        _save_atomic(contract.square(img.pixels), target)
     except OSError as exc:
         return Problem(str(target), f"cannot write cache file ({exc.strerror or exc})")
     return "built"
@@ -92,7 +92,7 @@ def prepare_cache(
     )
     unique = {r.sha256: r.path for r in rows}
     jobs = [
-        (path, sha, cached_array_path(cache_dir, sha), contract.image_size, contract.resize)
+        (path, sha, cached_array_path(cache_dir, sha), contract)
         for sha, path in sorted(unique.items())
     ]
     summary = PrepareSummary(cache_dir)

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from pneumonia.core.errors import ImageError
-from pneumonia.core.preprocess import fit_to_square
+from pneumonia.core.preprocess import Preprocessing
 from pneumonia.data.image_io import read_image
 
 Group = Literal["geometry", "exposure", "resolution", "noise", "artefact"]
@@ -258,13 +258,13 @@ def apply_shift(name: str, gray: np.ndarray, seed: int = 0, key: str = "") -> np
     return np.ascontiguousarray(out, dtype=np.uint8)
 
 
-def views_job(job: tuple[str, tuple[str, ...], int, int, str]) -> np.ndarray | str:
-    """(path, shift names, seed, size, resize) -> (1 + shifts, size, size) uint8, or why not."""
-    path, names, seed, size, resize = job
+def views_job(job: tuple[str, tuple[str, ...], int, Preprocessing]) -> np.ndarray | str:
+    """(path, shift names, seed, contract) -> (1 + shifts, size, size) uint8, or why not."""
+    path, names, seed, contract = job
     try:
         gray = read_image(path)[1].pixels
     except ImageError as exc:
         return exc.reason
     key = Path(path).name
-    views = [fit_to_square(apply_shift(n, gray, seed, key), size, resize) for n in (CLEAN, *names)]
+    views = [contract.square(apply_shift(n, gray, seed, key)) for n in (CLEAN, *names)]
     return np.stack(views)

@@ -21,6 +21,7 @@ import numpy as np
 from pneumonia.core import LABELS
 from pneumonia.core.bundle import META, Bundle
 from pneumonia.core.errors import DataError, PneumoniaError
+from pneumonia.core.preprocess import Preprocessing
 from pneumonia.evaluation.calibration import reliability_figure
 from pneumonia.evaluation.evaluate import Item, Scored, select_items, subtype_result
 from pneumonia.evaluation.metrics import binary_metrics
@@ -74,9 +75,9 @@ def resolve_entries(paths: list[Path]) -> list[Entry]:
 
 def _readable(
     items: list[Item], entries: list[Entry], workers: int | None, show: bool
-) -> tuple[list[Item], dict[tuple[int, str], list[np.ndarray]], list[dict[str, str]]]:
+) -> tuple[list[Item], dict[Preprocessing, list[np.ndarray]], list[dict[str, str]]]:
     """Decode the images once per contract; keep those every contract could read."""
-    contracts = {(e.bundle.contract.image_size, e.bundle.contract.resize): e for e in entries}
+    contracts = {e.bundle.contract: e for e in entries}
     loaded = {
         key: load_squares([it.path for it in items], e.bundle.contract, workers, show)
         for key, e in contracts.items()
@@ -166,7 +167,7 @@ def compare(
     for e in entries:
         contract = e.bundle.contract
         started = time.perf_counter()
-        chosen = squares[(contract.image_size, contract.resize)]
+        chosen = squares[contract]
         found = network_scores(e.bundle.model, contract, chosen, show=show, every_output=True)[0]
         speed = len(items) / (time.perf_counter() - started)
         row, probs = _row(e, items, labels, found[:, 0], speed, (source, n_boot))

@@ -24,7 +24,7 @@ import numpy as np
 
 from pneumonia.core.bundle import Bundle
 from pneumonia.core.errors import DataError, ImageError
-from pneumonia.core.preprocess import Preprocessing, fit_to_square
+from pneumonia.core.preprocess import Preprocessing
 from pneumonia.core.progress import parallel_map
 from pneumonia.data.discover import discover
 from pneumonia.data.image_io import decode_image, read_image
@@ -70,23 +70,21 @@ def find_pairs(originals: Path, copies: Path) -> tuple[list[Pair], list[str]]:
 
 
 def pair_squares(
-    job: tuple[str, str, tuple[str, ...], int, str],
+    job: tuple[str, str, tuple[str, ...], Preprocessing],
 ) -> dict[str, np.ndarray | str] | str:
-    """(original, copy, renderings, size, resize) -> the contract square of the copy and of each
+    """(original, copy, renderings, contract) -> the contract square of the copy and of each
     rendering (or the reason one could not be read); the reason when either file cannot be."""
-    original, copy, names, size, resize = job
+    original, copy, names, contract = job
     try:
         data = Path(original).read_bytes()
         pixels = decode_image(data, original).pixels
-        out: dict[str, np.ndarray | str] = {
-            COPY: fit_to_square(read_image(copy)[1].pixels, size, resize)
-        }
+        out: dict[str, np.ndarray | str] = {COPY: contract.square(read_image(copy)[1].pixels)}
     except (ImageError, OSError) as exc:
         return getattr(exc, "reason", str(exc))
     for name in names:
         try:
             decoded = decode_image(render(name, data, pixels), f"{original} ({name})")
-            out[name] = fit_to_square(decoded.pixels, size, resize)
+            out[name] = contract.square(decoded.pixels)
         except ImageError as exc:
             out[name] = exc.reason
     return out
@@ -170,7 +168,7 @@ def score_pairs(
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {v: [] for v in (COPY, *names)}
     for start in range(0, len(pairs), CHUNK):
         chunk = pairs[start : start + CHUNK]
-        jobs = [(p.original, p.copy, names, c.image_size, c.resize) for p in chunk]
+        jobs = [(p.original, p.copy, names, c) for p in chunk]
         loaded = parallel_map(pair_squares, jobs, "rendering pairs", workers, show)
         good: list[dict[str, np.ndarray]] = []
         for pair, got in zip(chunk, loaded, strict=True):

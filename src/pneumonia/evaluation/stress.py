@@ -66,7 +66,7 @@ def view_logits(
     model.eval()
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start : start + CHUNK]
-        jobs = [(p, tuple(shifts), seed, contract.image_size, contract.resize) for p in chunk]
+        jobs = [(p, tuple(shifts), seed, contract) for p in chunk]
         loaded = parallel_map(views_job, jobs, "shifting images", workers, show)
         good = [(start + i, v) for i, v in enumerate(loaded) if not isinstance(v, str)]
         pairs = zip(chunk, loaded, strict=True)

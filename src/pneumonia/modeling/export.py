@@ -26,7 +26,7 @@ import torch
 
 from pneumonia.core.bundle import ONNX, Bundle, file_record, write_meta
 from pneumonia.core.errors import PneumoniaError
-from pneumonia.core.preprocess import fit_to_square, to_tensor
+from pneumonia.core.preprocess import to_tensor
 from pneumonia.data.synthetic import synthetic_xray
 from pneumonia.modeling.inference import to_probability
 from pneumonia.modeling.runtime import FEATURES, OnnxModel, head_inputs, network_heads
@@ -41,7 +41,7 @@ def parity_inputs(bundle: Bundle, seed: int = 0) -> torch.Tensor:
     size = bundle.contract.image_size
     rng = np.random.default_rng(seed)
     xrays = [
-        fit_to_square(synthetic_xray(label, size, size + 17 * i, rng), size, bundle.contract.resize)
+        bundle.contract.square(synthetic_xray(label, size, size + 17 * i, rng))
         for i, label in enumerate(("NORMAL", "PNEUMONIA", "PNEUMONIA"))
     ]
     noise = torch.from_numpy(rng.normal(0, 1, (3, 1, size, size)).astype(np.float32))

@@ -30,7 +30,7 @@ from pneumonia.core.bundle import (
 )
 from pneumonia.core.config import Config, GuardConfig
 from pneumonia.core.errors import PneumoniaError
-from pneumonia.core.preprocess import fit_to_square, square_stats
+from pneumonia.core.preprocess import square_stats
 from pneumonia.data.ood_corpus import ood_corpus
 from pneumonia.modeling.datamodule import CachedImages, XrayDataModule
 from pneumonia.modeling.guard import (
@@ -72,8 +72,7 @@ def dataset_outputs(model: Any, ds: CachedImages) -> tuple[np.ndarray, np.ndarra
 def image_outputs(bundle: Bundle, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(raw logits, pooled features) of the bundle's network for decoded 2-D uint8 images,
     each put through its contract, in batches of 64 (one per lane at once)."""
-    size, resize = bundle.contract.image_size, bundle.contract.resize
-    squares = [fit_to_square(img, size, resize) for img in images]
+    squares = [bundle.contract.square(img) for img in images]
     found, features = network_scores(bundle.model, bundle.contract, squares, 64, features=True)
     if features is None:
         raise ValueError("the network gives no features; export its ONNX model again")

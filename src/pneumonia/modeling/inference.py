@@ -22,7 +22,7 @@ import numpy as np
 from pneumonia.core import LABELS, SUBTYPES
 from pneumonia.core.bundle import Bundle
 from pneumonia.core.errors import DataError, ImageError
-from pneumonia.core.preprocess import Preprocessing, fit_to_square, to_array
+from pneumonia.core.preprocess import Preprocessing, to_array
 from pneumonia.core.progress import default_workers, parallel_map, progress_bar
 from pneumonia.data.image_io import IMAGE_SUFFIXES, read_image
 from pneumonia.modeling.runtime import lane_map, network_heads, run_network
@@ -45,11 +45,11 @@ class Prediction:
     subtype_probability: float | None = None  # bundle has the head: P(viral | pneumonia)
 
 
-def load_square(job: tuple[str, int, str]) -> np.ndarray | str:
-    """(path, size, resize) -> the contract's uint8 square, or the reason it failed."""
-    path, size, resize = job
+def load_square(job: tuple[str, Preprocessing]) -> np.ndarray | str:
+    """(path, contract) -> the contract's uint8 square, or the reason it failed."""
+    path, contract = job
     try:
-        return fit_to_square(read_image(path)[1].pixels, size, resize)
+        return contract.square(read_image(path)[1].pixels)
     except ImageError as exc:
         return exc.reason
 
@@ -58,7 +58,7 @@ def load_squares(
     paths: list[str], contract: Preprocessing, workers: int | None = None, show: bool = True
 ) -> list[np.ndarray | str]:
     """`load_square` for many paths, in worker processes, order kept."""
-    jobs = [(p, contract.image_size, contract.resize) for p in paths]
+    jobs = [(p, contract) for p in paths]
     return parallel_map(load_square, jobs, "reading images", workers, show)
 
 
@@ -70,7 +70,7 @@ def stream_squares(
     with ThreadPoolExecutor(max(1, workers or default_workers())) as pool:
         pending: deque[Future[np.ndarray | str]] = deque()
         for path in paths:
-            pending.append(pool.submit(load_square, (path, contract.image_size, contract.resize)))
+            pending.append(pool.submit(load_square, (path, contract)))
             if len(pending) >= ahead:
                 yield pending.popleft().result()
         while pending:

@@ -24,7 +24,7 @@ from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
 from pneumonia.core.bundle import Architecture, Bundle
 from pneumonia.core.errors import ImageError, PneumoniaError
-from pneumonia.core.preprocess import fit_to_square, to_tensor
+from pneumonia.core.preprocess import to_tensor
 from pneumonia.data.image_io import load_gray
 from pneumonia.modeling.inference import prediction, score_squares, to_probability
 from pneumonia.modeling.models import get_spec
@@ -110,7 +110,7 @@ def cam_on_square(
 
 
 def cam_to_original(cam: np.ndarray, height: int, width: int, resize: str) -> np.ndarray:
-    """Undo `fit_to_square`'s geometry: the square's CAM -> the original image's pixels.
+    """Undo the contract's geometry: the square's CAM -> the original image's pixels.
 
     With `stretch` the square is stretched back over the whole image; with `pad` the letterbox
     bars are cut off; with `crop` the parts of the image the model never saw get 0.
@@ -141,7 +141,7 @@ def explain_image(bundle: Bundle, path: str, method: str = "gradcam") -> Explana
 def explain_gray(bundle: Bundle, gray: np.ndarray, name: str, method: str) -> Explanation:
     """Explain the bundle's prediction on decoded grayscale pixels (`name` labels them)."""
     contract = bundle.contract
-    square = fit_to_square(gray, contract.image_size, contract.resize)
+    square = contract.square(gray)
     prob, cam = cam_on_square(bundle, square, method)
     full = cam_to_original(cam, gray.shape[0], gray.shape[1], contract.resize)
     verdict = prediction(bundle, name, prob, float(score_squares(bundle, [square])[0, 1]))

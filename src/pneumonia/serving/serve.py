@@ -38,7 +38,7 @@ from pneumonia.core.bundle import TRAIN_EXTRA, Bundle
 from pneumonia.core.bundle import model_version as version_of
 from pneumonia.core.card import model_card
 from pneumonia.core.errors import ImageError, ImageTooLargeError
-from pneumonia.core.preprocess import fit_to_square, square_stats
+from pneumonia.core.preprocess import square_stats
 from pneumonia.data.image_io import decode_image
 from pneumonia.modeling.inference import check_operating_point, prediction, score_squares
 from pneumonia.modeling.loading import load_bundle
@@ -120,7 +120,7 @@ def _predict(
         try:
             name, data = _read(upload, limits)
             gray = _gray(name, data, limits)
-            square = fit_to_square(gray, bundle.contract.image_size, bundle.contract.resize)
+            square = bundle.contract.square(gray)
             digest = hashlib.sha256(data).hexdigest()
             good.append(Upload(len(results), square, digest, gray.shape[1], gray.shape[0]))
             results.append({"filename": name})

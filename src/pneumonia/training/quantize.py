@@ -151,7 +151,7 @@ def judge_views(
     labels, ref, got = [], [], []
     for start in range(0, len(items), CHUNK):
         chunk = items[start : start + CHUNK]
-        jobs = [(it.path, PARITY_SHIFTS, 0, c.image_size, c.resize) for it in chunk]
+        jobs = [(it.path, PARITY_SHIFTS, 0, c) for it in chunk]
         loaded = parallel_map(views_job, jobs, "shifting images", workers, False)
         good = [(it, v) for it, v in zip(chunk, loaded, strict=True) if not isinstance(v, str)]
         if good:
