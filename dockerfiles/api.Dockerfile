@@ -2,11 +2,15 @@
 # The lean install (`pip install .`): no PyTorch, so /explain answers 501 (Grad-CAM needs the
 # training install; use the training image, or add the `train` extra, for explanations).
 #   docker build -f dockerfiles/api.Dockerfile -t pneumonia-api .
-#   docker run --rm -p 8000:8000 pneumonia-api           # then open http://127.0.0.1:8000/
+#   python3 -c 'import secrets; print("PNEUMONIA_API_TOKEN=" + secrets.token_urlsafe(32))' > api.env
+#   docker run --rm -p 127.0.0.1:8000:8000 --env-file api.env pneumonia-api
+# then open http://127.0.0.1:8000/ and give the page the token. It listens on every interface
+# of its container, so without a token (PNEUMONIA_API_TOKEN in an env file, or a token file
+# named by PNEUMONIA_TOKEN_FILE, e.g. a mounted secret) it refuses to start.
 # Another model: mount its bundle (its files readable by user id 1000, or add --user) and
 # pass it, e.g.
-#   docker run --rm -p 8000:8000 -v "$PWD/runs/r/bundle:/model:ro" pneumonia-api \
-#       serve /model --host 0.0.0.0 --port 8000
+#   docker run --rm -p 127.0.0.1:8000:8000 --env-file api.env \
+#       -v "$PWD/runs/r/bundle:/model:ro" pneumonia-api serve /model --host 0.0.0.0 --port 8000
 # (the bundle must carry model.onnx: `pneumonia export BUNDLE --onnx` first)
 # Every prediction is logged (no pixels, no file names) to /app/logs/predictions.sqlite, a
 # volume: mount one to keep it, e.g. -v "$PWD/logs:/app/logs", and read it with

@@ -84,13 +84,21 @@ def test_api_image_serves_the_shipped_model(
     command[command.index("--log") + 1] = str(tmp_path / "predictions.sqlite")  # not /app here
     calls: list[tuple[object, ...]] = []
     monkeypatch.setattr(serve_module, "serve", lambda *args: calls.append(args))
+    monkeypatch.delenv("PNEUMONIA_API_TOKEN", raising=False)
+    refused = CliRunner().invoke(app, command)  # on every interface, without a token
+    assert refused.exit_code == 1 and "PNEUMONIA_API_TOKEN" in refused.output and not calls
+    token = "a-token-from-an-env-file-0123456789"
+    monkeypatch.setenv("PNEUMONIA_API_TOKEN", token)  # as `docker run --env-file api.env`
     result = CliRunner().invoke(app, command)  # the image's command, on the shipped model
     assert result.exit_code == 0, result.output
-    health = TestClient(calls[0][0]).get("/health").json()  # type: ignore[arg-type]
+    client = TestClient(calls[0][0])  # type: ignore[arg-type]
+    health = client.get("/health").json()
     assert health["model_version"].startswith("efficientnet_lite0@")
     assert health["backend"] == "int8"  # its passed int8 copy; the lean image has no PyTorch
     assert calls[0][1:] == ("0.0.0.0", 8000)
-    assert health["prediction_log"]["path"] == str(tmp_path / "predictions.sqlite")
+    assert client.get("/status").status_code == 401
+    status = client.get("/status", headers={"Authorization": f"Bearer {token}"}).json()
+    assert status["prediction_log"]["path"] == str(tmp_path / "predictions.sqlite")
 
 
 def test_the_api_image_is_the_inference_only_install() -> None:
@@ -147,44 +155,58 @@ def test_data_and_local_state_stay_out_of_the_build_context() -> None:
     assert "**/*.egg-info/" in ignored  # an editable install's src/pneumonia.egg-info too
 
 
-def _interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose's `${NAME:-default}` substitution, for the values this file uses."""
-    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m[1], m[2]), value)
-
-
 def test_the_compose_file_runs_two_replicas_on_one_postgresql_log(
-    monkeypatch: pytest.MonkeyPatch, postgres_server: str
+    monkeypatch: pytest.MonkeyPatch, postgres_server: str, tmp_path: Path
 ) -> None:
     """compose.yaml: two api replicas built from the api image, each logging to the `db`
-    service's database (kept on a volume), started once it is healthy; the replicas'
-    command, with `db` pointed at the test server, serves and logs there."""
+    service's database (kept on a volume), started once it is healthy, their token and the
+    database password in secret files (on no command line, in no environment value); the
+    replicas' command and environment, with `db` pointed at the test server, serve and log
+    there and answer only with the token."""
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
     replicas = [name for name, s in services.items() if "command" in s]
     assert replicas == ["api1", "api2"] and set(services) == {"db", "api1", "api2"}
-    ports = {services[r]["ports"][0].split(":")[0] for r in replicas}
-    assert len(ports) == 2  # one host port each
+    ports = [services[r]["ports"][0] for r in replicas]
+    assert all(p.startswith("127.0.0.1:") for p in ports) and len(set(ports)) == 2
     db = services["db"]
     volume = db["volumes"][0].split(":")
     assert volume[0] in compose["volumes"] and volume[1] == "/var/lib/postgresql/data"
     assert "pg_isready" in db["healthcheck"]["test"]
+    assert db["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/db_password"
+    assert "POSTGRES_PASSWORD" not in db["environment"]
+    assert set(compose["secrets"]) == {"api_token", "db_password"}
+    text = (ROOT / "compose.yaml").read_text()
+    assert "password@" not in text.replace("user:password@", "") and "TOKEN=" not in text
     for name in replicas:
         service = services[name]
+        env = service["environment"]
         assert service["build"]["dockerfile"] == "dockerfiles/api.Dockerfile"
-        assert (ROOT / service["build"]["dockerfile"]).is_file()
         assert service["depends_on"]["db"]["condition"] == "service_healthy"
-        command = [_interpolate(str(c), {}) for c in service["command"]]
-        url = command[command.index("--log") + 1]
-        assert url.startswith("postgresql://pneumonia:pneumonia@db:5432/")
-        assert url.rsplit("/", 1)[1] == db["environment"]["POSTGRES_DB"]
-        assert db["environment"]["POSTGRES_PASSWORD"] == "${PNEUMONIA_DB_PASSWORD:-pneumonia}"
-    # the replicas' command, run here against the test server instead of `db`
+        assert set(service["secrets"]) == {"api_token", "db_password"}
+        assert env["PNEUMONIA_TOKEN_FILE"] == "/run/secrets/api_token"
+        assert env["PNEUMONIA_LOG_PASSWORD_FILE"] == "/run/secrets/db_password"
+        assert (
+            env["PNEUMONIA_LOG"]
+            == f"postgresql://pneumonia@db:5432/{db['environment']['POSTGRES_DB']}"
+        )
+    # the replicas' command and environment, here against the test server instead of `db`
+    token = "compose-token-0123456789abcdef"
+    (tmp_path / "api_token").write_text(token + "\n")
+    (tmp_path / "db_password").write_text("unused-with-trust-auth\n")
+    env = services["api1"]["environment"]
+    monkeypatch.setenv("PNEUMONIA_TOKEN_FILE", str(tmp_path / "api_token"))
+    monkeypatch.setenv("PNEUMONIA_LOG", postgres_server)
+    monkeypatch.setenv("PNEUMONIA_LOG_PASSWORD_FILE", str(tmp_path / "db_password"))
+    monkeypatch.delenv("PNEUMONIA_API_TOKEN", raising=False)
     calls: list[tuple[object, ...]] = []
     monkeypatch.setattr(serve_module, "serve", lambda *args: calls.append(args))
-    command = [_interpolate(str(c), {}) for c in services["api1"]["command"]]
-    command[command.index("--log") + 1] = postgres_server
-    result = CliRunner().invoke(app, command)
+    result = CliRunner().invoke(app, [str(c) for c in services["api1"]["command"]])
     assert result.exit_code == 0, result.output
+    assert "unused-with-trust-auth" not in result.output and token not in result.output
     with TestClient(calls[0][0]) as client:  # type: ignore[arg-type]
-        log = client.get("/health").json()["prediction_log"]
-    assert log["error"] is None and log["path"].startswith("postgresql")
+        assert client.get("/status").status_code == 401
+        log = client.get("/status", headers={"Authorization": f"Bearer {token}"}).json()
+    assert log["prediction_log"]["error"] is None
+    assert log["prediction_log"]["path"].startswith("postgresql")
+    assert env["PNEUMONIA_LOG"].startswith("postgresql://pneumonia@db")

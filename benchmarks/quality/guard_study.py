@@ -42,6 +42,7 @@ from pneumonia.modeling.inference import network_scores
 from pneumonia.modeling.loading import load_bundle
 
 BUDGET = 0.01
+ALL = 10**9  # principal directions kept: all of them, as the recipe's guard (components 0)
 
 
 def training_views(bundle: Any, dm: XrayDataModule, render_p: float, views: int) -> np.ndarray:
@@ -81,11 +82,11 @@ def fit(train: np.ndarray, labels: np.ndarray, val: np.ndarray, extra: np.ndarra
     nearest class), thresholded at the budget of validation and of `extra`, whichever is higher."""
     x, y = train, labels
     if extra is not None:
-        base = fit_guard(train, labels)
+        base = fit_guard(train, labels, ALL)
         z = (extra.astype(np.float32) - base.center) @ base.projection
         nearest = ((z[:, None, :] - base.means[None]) ** 2).sum(-1).argmin(1)
         x, y = np.concatenate([train, extra]), np.concatenate([labels, nearest])
-    guard = fit_guard(x, y)
+    guard = fit_guard(x, y, ALL)
     guard = set_threshold(guard, guard.scores(val), BUDGET)
     if extra is not None:
         other = set_threshold(guard, guard.scores(extra), BUDGET)

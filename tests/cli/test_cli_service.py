@@ -48,14 +48,18 @@ def test_serve_wraps_the_service(
     result = invoke("serve", tiny_run.bundle, "--port", 8123)
     assert result.exit_code == 0, result.output
     assert "http://127.0.0.1:8123/" in result.output and calls[0][1:] == ("127.0.0.1", 8123)
-    client = TestClient(calls[0][0])  # type: ignore[arg-type]
+    client = TestClient(calls[0][0], base_url="http://127.0.0.1:8123")  # type: ignore[arg-type]
     health = client.get("/health").json()
     assert health["model_version"].startswith("cnn_small@")
-    assert health["prediction_log"]["path"] == "logs/predictions.sqlite"
+    assert health["prediction_log"] == "writing" and "path" not in str(health)
+    assert client.get("/status").json()["prediction_log"]["path"] == "logs/predictions.sqlite"
     assert (tmp_path / "logs" / "predictions.sqlite").is_file()
+    elsewhere = TestClient(calls[0][0], base_url="http://attacker.example")  # type: ignore[arg-type]
+    assert elsewhere.get("/health").status_code == 400  # DNS rebinding: not a loopback name
     result = invoke("serve", tiny_run.bundle, "--no-log")
     assert result.exit_code == 0 and "prediction log: off" in result.output
-    assert TestClient(calls[1][0]).get("/health").json()["prediction_log"] is None  # type: ignore[arg-type]
+    quiet = TestClient(calls[1][0], base_url="http://localhost")  # type: ignore[arg-type]
+    assert quiet.get("/health").json()["prediction_log"] == "off"
     result = invoke("serve", tiny_run.bundle, "--backend", "onnx")
     assert result.exit_code == 1 and "pneumonia export" in result.output and len(calls) == 2
 
@@ -76,7 +80,7 @@ def test_serve_logs_to_postgresql_and_monitor_reads_it(
     result = invoke("serve", tiny_run.bundle, "--log", url)
     assert result.exit_code == 0, result.output
     assert "prediction log: postgresql" in result.output and "hidden" not in result.output
-    with TestClient(calls[0][0]) as client:  # type: ignore[arg-type]
+    with TestClient(calls[0][0], base_url="http://localhost:8000") as client:  # type: ignore[arg-type]
         for _ in range(3):
             client.post("/predict", files={"files": (image.name, image.read_bytes())})
     assert len(read_log(postgres_url)) == 3 and list(tmp_path.iterdir()) == []

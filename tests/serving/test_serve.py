@@ -66,7 +66,7 @@ def test_many_images_with_alpha_and_a_bad_one(client: TestClient) -> None:
         ("notes.jpeg", b"a text file", 415, "not an image"),
         ("cut.png", "TRUNCATED", 415, "truncated"),
         ("huge.png", "HUGE", 413, "decompression bomb"),
-        ("large.png", "LARGE", 413, "8000x8000 = 64,000,000 pixels, over the 50,000,000 limit"),
+        ("large.png", "LARGE", 413, "8000x8000 = 64,000,000 pixels, over the 25,000,000 limit"),
         ("big.png", b"\x00" * 200_001, 413, "200,000-byte limit"),
         ("report.dcm", "DICOM_NO_PIXELS", 415, "no pixel data"),
     ],
@@ -171,7 +171,7 @@ def test_answers_carry_the_guard_and_are_logged(tiny_run: TinyRun, tmp_path: Pat
         )
         good = body["results"][0]
         assert good["in_distribution"] == (good["ood_score"] <= bundle.guard.threshold)
-        assert client.get("/health").json()["prediction_log"]["written"] == 1  # not the bad one
+        assert client.get("/status").json()["prediction_log"]["written"] == 1  # not the bad one
     [row] = read_log(tmp_path / "log.sqlite")
     assert row.sha256 == hashlib.sha256(png_bytes()).hexdigest() and (row.width, row.height) == (
         60,
@@ -211,7 +211,8 @@ def test_the_service_answers_while_the_log_cannot_be_written(
         for _ in range(3):
             response = client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")})
             assert response.status_code == 200 and "probability" in response.json()["results"][0]
-        status = client.get("/health").json()
+        assert client.get("/health").json()["prediction_log"] == "failing"
+        status = client.get("/status").json()
         assert status["status"] == "ok" and status["prediction_log"]["lost"] == 3
         assert status["prediction_log"]["error"] == "database or disk is full"
         monkeypatch.undo()  # space freed
@@ -225,7 +226,7 @@ def test_replicas_log_to_one_postgresql_database(tiny_run: TinyRun, postgres_url
     for app in replicas:
         with TestClient(app) as client:
             client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")})
-            assert client.get("/health").json()["prediction_log"]["written"] == 1
+            assert client.get("/status").json()["prediction_log"]["written"] == 1
     rows = read_log(postgres_url)
     assert len(rows) == 2 and {r.model for r in rows} == {model_version(bundle)}
 
@@ -235,7 +236,7 @@ def test_a_log_server_that_is_down_does_not_stop_the_service(tiny_run: TinyRun) 
     with TestClient(app) as client:
         response = client.post("/predict", files={"files": ("x.png", png_bytes(), "image/png")})
         assert response.status_code == 200
-        log = client.get("/health").json()["prediction_log"]
+        log = client.get("/status").json()["prediction_log"]
         assert log["lost"] == 1 and log["error"] and "pw" not in log["path"]
 
 

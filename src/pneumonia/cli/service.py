@@ -41,25 +41,67 @@ def serve_command(
     log: Annotated[
         str,
         typer.Option(
+            envvar="PNEUMONIA_LOG",
             help="Prediction log, appended to (read by `monitor`): a SQLite file, or a "
-            "postgresql://user:password@host/db URL that several replicas share."
+            "postgresql://user@host/db URL that several replicas share (its password from "
+            "$PNEUMONIA_LOG_PASSWORD_FILE, so that no command line shows it).",
         ),
     ] = "logs/predictions.sqlite",
     no_log: Annotated[bool, typer.Option("--no-log", help="Keep no prediction log.")] = False,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PNEUMONIA_TOKEN_FILE",
+            help="API tokens, one a line (with or instead of $PNEUMONIA_API_TOKEN); then every "
+            "route but /health needs Authorization: Bearer <token>.",
+        ),
+    ] = None,
+    allow_anonymous: Annotated[
+        bool,
+        typer.Option(
+            "--allow-anonymous",
+            help="Serve a non-loopback --host without a token (behind a proxy that authenticates).",
+        ),
+    ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="A Host header to answer (repeat; default on loopback: localhost names only).",
+        ),
+    ] = None,
+    max_files: Annotated[int, typer.Option(min=1, max=256, help="Files per request.")] = 8,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Decoded pixels per image, judged from its header.")
+    ] = 25_000_000,
 ) -> None:
-    """Serve a bundle over HTTP: a web page at /, POST /predict and /explain, /docs; every
-    prediction is logged (no pixels, no file names) for `pneumonia monitor`."""
+    """Serve a bundle over HTTP: a web page at /, POST /predict and /explain; every prediction
+    is logged (no pixels, no file names) for `pneumonia monitor`."""
     from pneumonia.modeling.loading import load_bundle
     from pneumonia.serving.batching import Batching
+    from pneumonia.serving.security import Door, Tokens, allowed_hosts, check_exposure, is_loopback
     from pneumonia.serving.serve import create_app, model_version, serve
+    from pneumonia.serving.uploads import Limits
 
+    tokens = Tokens.load(token_file)
+    check_exposure(host, tokens, allow_anonymous)
+    limits = Limits(max_files=max_files, max_pixels=max_pixels)
+    door = Door(
+        tokens=tokens,
+        anonymous=not tokens.values,
+        allowed_hosts=allowed_hosts(host, allowed_host or []),
+        max_body_bytes=limits.max_body_bytes,
+    )
     loaded = load_bundle(bundle, backend, threads)  # a missing or altered ONNX file fails here
     batching = Batching(max_batch, max_wait_ms, max_queue)
-    app = create_app(loaded, batching=batching, log_path=None if no_log else log)
+    app = create_app(loaded, limits, batching, None if no_log else log, door)
     where = "off" if no_log else app.state.service.log.where
+    who = f"{len(tokens.values)} token(s)" if tokens.values else "anyone (no token)"
+    if not tokens.values and not is_loopback(host):
+        who += ", --allow-anonymous"
     console.print(
         f"serving {model_version(loaded)} ({loaded.backend}) on http://{host}:{port}/ "
-        f"(Ctrl+C stops); prediction log: {where}"
+        f"(Ctrl+C stops); answers {who}; prediction log: {where}"
     )
     serve(app, host, port)
 

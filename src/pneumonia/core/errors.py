@@ -30,5 +30,9 @@ class ImageTooLargeError(ImageError):
     """An image over a size limit (bytes or decoded pixels); refused before decoding."""
 
 
+class UnsupportedFormatError(ImageError):
+    """A file that is not one of the formats the door reads (JPEG, PNG, DICOM, TIFF, BMP)."""
+
+
 class OfflineError(PneumoniaError):
     """Something needs the network and there is none."""

@@ -214,9 +214,27 @@ def save_dicom(
     return path
 
 
-def oversized_png(side: int = 30000) -> bytes:
-    """A valid PNG header claiming `side` x `side` pixels in a few hundred bytes: what a
-    decompression bomb looks like to a decoder that trusts headers."""
+def deflated_dicom(side: int = 4096, bits: int = 16) -> bytes:
+    """A DICOM file in the Deflated Explicit VR Little Endian transfer syntax whose `side` x
+    `side` image of zeros inflates to side^2 * bits / 8 bytes from a few kilobytes: a small
+    file that is a decompression bomb (4096: 32 MiB; 23170: 1 GiB)."""
+    from pydicom import dcmread
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    header = dicom_bytes(np.zeros((2, 2), np.uint16), "MONOCHROME2", bits)
+    ds = dcmread(io.BytesIO(header))
+    ds.Rows = ds.Columns = side
+    ds.PixelData = bytes(side * side * bits // 8)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def oversized_png(side: int = 30000, color_type: int = 0) -> bytes:
+    """A valid PNG header claiming `side` x `side` pixels (grey, or RGBA with `color_type` 6)
+    in a few hundred bytes: what a decompression bomb looks like to a decoder that trusts
+    headers."""
     import struct
     import zlib
 
@@ -224,7 +242,7 @@ def oversized_png(side: int = 30000) -> bytes:
         crc = struct.pack(">I", zlib.crc32(kind + data))
         return struct.pack(">I", len(data)) + kind + data + crc
 
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", side, side, 8, color_type, 0, 0, 0)
     one_row = zlib.compress(b"\x00" * (side + 1))
     signature = b"\x89PNG\r\n\x1a\n"
     return signature + chunk(b"IHDR", header) + chunk(b"IDAT", one_row) + chunk(b"IEND", b"")

@@ -19,6 +19,7 @@ on answering; the next write tries again.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -86,9 +87,10 @@ class Record:
     latency_ms: float
     subtype: str | None = None  # bacterial or viral; None: no subtype head, or NORMAL
     subtype_probability: float | None = None  # P(viral | pneumonia); None without the head
+    token_id: str | None = None  # which API token asked (its sha256 prefix); None: anonymous
 
 
-ADDED = ("subtype", "subtype_probability")
+ADDED = ("subtype", "subtype_probability", "token_id")
 """Columns added after the first logs were written: `create_schema` adds them to an older
 log, and reading one without them gives None."""
 SQL_TYPES = {"str": Text, "int": Integer, "bool": Boolean, "float": Float}
@@ -118,7 +120,11 @@ def log_url(target: str | Path) -> URL:
     except ArgumentError:
         raise PneumoniaError(f"{given.split('@')[-1]}: not a database URL") from None
     if url.drivername in POSTGRES:
-        return url.set(drivername="postgresql+psycopg")
+        url = url.set(drivername="postgresql+psycopg")
+        secret = os.environ.get(PASSWORD_FILE_ENV)
+        if secret and url.password is None and "password" not in url.query:
+            url = url.set(password=_read_secret(Path(secret)))
+        return url
     if url.drivername == "sqlite" and url.database:
         return url
     raise PneumoniaError(
@@ -127,11 +133,28 @@ def log_url(target: str | Path) -> URL:
     )
 
 
+PASSWORD_FILE_ENV = "PNEUMONIA_LOG_PASSWORD_FILE"
+"""A file holding the PostgreSQL password (a container secret), used when the URL has none:
+the password then appears on no command line."""
+_SECRET_QUERY = frozenset({"password", "passfile", "sslpassword", "sslkey"})
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise PneumoniaError(
+            f"{path}: cannot read the log's password file ({exc.strerror})"
+        ) from None
+
+
 def describe(url: URL) -> str:
-    """`url` as messages show it: a SQLite file's path, a server's URL without its password."""
+    """`url` as messages show it: a SQLite file's path, a server's URL without its password
+    (in the `user:password@` form or as a `password=` query parameter)."""
     if url.get_backend_name() == "sqlite":
         return str(url.database)
-    return url.render_as_string(hide_password=True)
+    hidden = {k: "***" for k in url.query if k.lower() in _SECRET_QUERY}
+    return url.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
 def one_line(exc: BaseException) -> str:

@@ -26,7 +26,7 @@ from pneumonia.core.bundle import Architecture, Bundle
 from pneumonia.core.errors import ImageError, PneumoniaError
 from pneumonia.core.preprocess import to_tensor
 from pneumonia.data.image_io import load_gray
-from pneumonia.modeling.inference import prediction, score_squares, to_probability
+from pneumonia.modeling.inference import Prediction, prediction, score_squares, to_probability
 from pneumonia.modeling.models import get_spec
 
 log = logging.getLogger(__name__)
@@ -138,13 +138,19 @@ def explain_image(bundle: Bundle, path: str, method: str = "gradcam") -> Explana
     return explain_gray(bundle, load_gray(path), path, method)
 
 
-def explain_gray(bundle: Bundle, gray: np.ndarray, name: str, method: str) -> Explanation:
-    """Explain the bundle's prediction on decoded grayscale pixels (`name` labels them)."""
+def explain_gray(
+    bundle: Bundle, gray: np.ndarray, name: str, method: str, answer: Prediction | None = None
+) -> Explanation:
+    """Explain the bundle's prediction on decoded grayscale pixels (`name` labels them). With
+    `answer` (a service's own, from the model it predicts with), the explanation reports that
+    answer's probability, label and guard verdict; the CAM is always the PyTorch network's."""
     contract = bundle.contract
     square = contract.square(gray)
     prob, cam = cam_on_square(bundle, square, method)
     full = cam_to_original(cam, gray.shape[0], gray.shape[1], contract.resize)
-    verdict = prediction(bundle, name, prob, float(score_squares(bundle, [square])[0, 1]))
+    verdict = answer or prediction(bundle, name, prob, float(score_squares(bundle, [square])[0, 1]))
+    if answer is not None and answer.probability is not None:
+        prob = answer.probability
     return Explanation(
         name, gray, full, prob, str(verdict.label), method, verdict.in_distribution,
         verdict.ood_score,
