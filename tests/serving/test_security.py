@@ -291,3 +291,12 @@ def test_headers_that_never_finish_arriving_close_the_connection(tiny_run: TinyR
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_file_names_are_shown_trimmed_and_without_control_characters() -> None:
+    from pneumonia.serving.uploads import shown_name
+
+    assert shown_name("../../etc/passwd") == "passwd"
+    assert shown_name("C:\\scans\\x.png") == "x.png"
+    assert shown_name("a\x1b[31mred\n.png") == "a?[31mred?.png"
+    assert shown_name(None) == "upload" and len(shown_name("n" * 500)) == 120

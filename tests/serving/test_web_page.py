@@ -20,6 +20,7 @@ from pneumonia.core.bundle import Bundle
 from pneumonia.data.ood_corpus import MAKERS
 from pneumonia.data.synthetic import save_image, synthetic_xray
 from pneumonia.modeling.loading import load_bundle
+from pneumonia.serving.security import Door, Tokens
 from pneumonia.serving.serve import create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -66,9 +67,9 @@ def shipped_service() -> Iterator[str]:
     yield from running(load_bundle(None, "onnx"))
 
 
-def running(bundle: Bundle) -> Iterator[str]:
+def running(bundle: Bundle, door: Door | None = None) -> Iterator[str]:
     port = free_port()
-    config = uvicorn.Config(create_app(bundle), port=port, log_level="warning")
+    config = uvicorn.Config(create_app(bundle, door=door), port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -168,3 +169,44 @@ def test_the_page_on_an_xray_and_the_shipped_report(shipped_service: str, tmp_pa
         screenshot(page, tmp_path, "report.png")
         browser.close()
     assert all(url.startswith("file:") or url.startswith("data:") for url in requests)
+
+
+TOKEN = "page-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def locked_service(tiny_run: TinyRun) -> Iterator[str]:
+    door = Door(tokens=Tokens((TOKEN,)), allowed_hosts=("127.0.0.1",))
+    yield from running(load_bundle(tiny_run.bundle), door)
+
+
+def test_the_page_asks_for_the_token_and_keeps_it_in_the_tab(
+    locked_service: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    xray = save_image(
+        synthetic_xray("PNEUMONIA", 90, 120, np.random.default_rng(3)), tmp_path / "x.png"
+    )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        problems: list[str] = []  # a CSP violation is a console error
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.goto(locked_service)
+        expect(page.locator("#model")).to_contain_text("enter the access token")
+        page.set_input_files("#file", str(xray))
+        expect(page.locator("#error")).to_contain_text("needs its access token", timeout=30_000)
+        page.fill("#token", TOKEN)
+        page.click("#tokenbox button")
+        expect(page.locator("#model")).to_contain_text("cnn_small@", timeout=30_000)
+        assert page.locator("#token").input_value() == ""  # not left in the field
+        assert page.evaluate("sessionStorage.getItem('pneumonia-token')") == TOKEN
+        assert page.evaluate("localStorage.length") == 0  # the tab only
+        again = tmp_path / "again.png"  # another file: choosing the same one fires no change
+        again.write_bytes(xray.read_bytes())
+        page.set_input_files("#file", str(again))
+        expect(page.locator("#result")).to_be_visible(timeout=30_000)
+        expect(page.locator("#overlay")).to_be_visible(timeout=30_000)
+        browser.close()
+    assert not [m for m in problems if "Content Security Policy" in m], problems

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def decode_image(
     except UnidentifiedImageError:
         raise ImageError(path, f"not a readable {fmt} file (its header is damaged)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        reason = str(exc) or type(exc).__name__
+        reason = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", str(exc)) or type(exc).__name__
         if "truncated" in reason.lower():
             reason = f"truncated image ({reason})"
         raise ImageError(path, f"cannot decode image: {reason}") from None

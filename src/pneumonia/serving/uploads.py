@@ -11,6 +11,7 @@ contract's copies).
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -41,6 +42,13 @@ class UploadProblem(Exception):  # noqa: N818 - answered as an HTTP error, not r
         self.status, self.filename, self.reason = status, filename, reason
 
 
+def shown_name(filename: str | None, limit: int = 120) -> str:
+    """An uploaded file's name as answers show it: its last path part, control characters
+    replaced, at most `limit` characters ("upload" when it has none)."""
+    name = re.sub(r"[\x00-\x1f\x7f]", "?", (filename or "").replace("\\", "/").rsplit("/", 1)[-1])
+    return name[:limit] or "upload"
+
+
 class Decoder:
     """Reads and decodes uploads under `Limits`, at most `decode_slots` at a time."""
 
@@ -50,7 +58,7 @@ class Decoder:
 
     def read(self, upload: UploadFile) -> tuple[str, bytes]:
         """(file name, bytes); 413 when the file is over the byte cap (read no further)."""
-        name = upload.filename or "upload"
+        name = shown_name(upload.filename)
         data = upload.file.read(self.limits.max_bytes + 1)
         if len(data) > self.limits.max_bytes:
             raise UploadProblem(413, name, f"file is over the {self.limits.max_bytes:,}-byte limit")
