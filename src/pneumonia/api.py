@@ -3,20 +3,34 @@
     from pneumonia import load_bundle, predict, evaluate, train, load_config
 
 Each is a thin, documented entry over the stage that does the work; everything else in the
-package stays importable but is not the documented surface.
+package stays importable but is not the documented surface. The types they take and give
+(`Bundle`, `Prediction`, `Config`, `EvaluationResult`, `TrainingResult`) are importable from
+`pneumonia` too. Nothing here needs PyTorch but `train` (and a `torch` backend): the lean
+install (`pip install pneumonia`) loads, predicts and evaluates on ONNX Runtime.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pneumonia.core.bundle import Bundle
 from pneumonia.core.config import Config, load_config
+from pneumonia.core.results import EvaluationResult, TrainingResult
 from pneumonia.modeling.inference import Prediction
-from pneumonia.modeling.loading import load_bundle
 
-__all__ = ["evaluate", "load_bundle", "load_config", "predict", "train"]
+TYPE_NAMES = ("Bundle", "Config", "EvaluationResult", "Prediction", "TrainingResult")
+__all__ = ["evaluate", "load_bundle", "load_config", "predict", "train", *TYPE_NAMES]
+
+
+def load_bundle(
+    path: str | Path | None = None, backend: str = "auto", threads: int | None = None
+) -> Bundle:
+    """Verify and load a bundle folder (None: the shipped model) on the fastest backend it has
+    (`auto`: its int8 or float ONNX model on ONNX Runtime, PyTorch only when it has neither);
+    `backend` onnx, int8 or torch asks for one."""
+    from pneumonia.modeling.loading import load_bundle as load
+
+    return load(path, backend, threads)
 
 
 def _bundle(bundle: Bundle | str | Path | None, backend: str) -> Bundle:
@@ -44,26 +58,33 @@ def evaluate(
     data: str | Path,
     bundle: Bundle | str | Path | None = None,
     split: str = "val",
-    out: str | Path = "reports/evaluate",
+    out: str | Path | None = None,
     backend: str = "auto",
     n_boot: int = 1000,
     show: bool = False,
-) -> dict[str, Any]:
+) -> EvaluationResult:
     """Metrics with 95% intervals of `bundle` (None: the shipped model) on `split` of `data`
-    (a manifest, a dataset folder, a MedMNIST .npz or a CSV), written into `out`."""
+    (a manifest, a dataset folder, a MedMNIST .npz or a CSV). Nothing is written unless `out`
+    names a folder for `metrics.json`, `predictions.csv` and the figures."""
     from pneumonia.evaluation.evaluate import evaluate as evaluate_split
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return evaluate_split(_bundle(bundle, backend), data, split, out, show=show, n_boot=n_boot)
+    folder = None if out is None else Path(out)
+    return evaluate_split(_bundle(bundle, backend), data, split, folder, show=show, n_boot=n_boot)
 
 
-def train(cfg: Config | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+def train(
+    cfg: Config | None = None,
+    overrides: list[str] | None = None,
+    resume: str | Path | None = None,
+) -> TrainingResult:
     """Train one model and return the run's summary (its bundle folder included). `cfg`: a
     resolved config (`load_config`); without it, `configs/default.yaml`'s values with
-    `overrides` such as `["train.epochs=2"]`."""
+    `overrides` such as `["train.epochs=2"]`. `resume`: a run folder whose training stopped
+    (a crash, Ctrl+C): it goes on from its last checkpoint, with its own config."""
     from pneumonia.training.train import train as train_run
 
     if cfg is not None and overrides:
         raise ValueError("give a resolved cfg or overrides, not both (load_config takes both)")
-    return train_run(cfg or load_config(None, overrides), command="pneumonia.train (Python API)")
+    where = None if resume is None else Path(resume)
+    config = cfg or load_config(None, overrides)
+    return train_run(config, where, command="pneumonia.train (Python API)")

@@ -56,6 +56,14 @@ with open({image!r}, "rb") as fh:
 out["serve"] = client.post("/predict", files={{"files": ("x.png", body)}}).json()
 out["heavy"] = sorted(m for m in sys.modules if m.split(".")[0] in TORCH)
 out["explain"] = client.post("/explain", files={{"file": ("x.png", body)}}).status_code
+import os, pneumonia
+from pneumonia import Bundle, Config, EvaluationResult, Prediction, TrainingResult
+before = sorted(os.listdir({tmp!r}))
+bundle = pneumonia.load_bundle()  # the public API: the fastest backend, no PyTorch
+result = pneumonia.evaluate({data!r}, bundle, n_boot=20)  # writes nothing unless asked
+answers = pneumonia.predict({image!r}, bundle)
+out["api"] = [bundle.backend, isinstance(bundle, Bundle), isinstance(answers[0], Prediction),
+              0 <= result["metrics"]["roc_auc"] <= 1, sorted(os.listdir({tmp!r})) == before]
 if {block!r}:
     r = run(app, ["train", "train.epochs=1"])
     out["train"] = [r.exit_code, r.output]
@@ -102,6 +110,7 @@ def test_the_shipped_bundle_carries_verified_onnx_and_int8_models() -> None:
 def test_predict_evaluate_serve_without_pytorch(images: Path, block: bool) -> None:
     out = run_lean(images, block)
     assert out["heavy"] == []
+    assert out["api"] == ["int8", True, True, True, True]
     code, text = out["predict"]
     assert code == 0 and "backend: ONNX Runtime" in text and "PNEUMONIA" in text, text
     code, text = out["evaluate"]

@@ -164,7 +164,7 @@ def evaluate_command(
     console.print(f"calibration: ECE {cal['ece']:.4f}, Brier {cal['brier']:.4f}")
     cm = m["confusion_matrix"]
     console.print(f"confusion: TN {cm['tn']}  FP {cm['fp']}  FN {cm['fn']}  TP {cm['tp']}")
-    if result.get("subtype"):
+    if result["subtype"]:
         from pneumonia.evaluation.subtype import headline_line
 
         console.print(f"subtype (bacterial vs viral): {headline_line(result['subtype'])}")

@@ -162,11 +162,12 @@ def _guard(meta: BundleMeta) -> str:
         )
     v = g.validation
     corpus = ", ".join(f"{k} {100 * r:.0f}%" for k, r in v.get("corpus_flagged", {}).items())
+    again = ", rendered again" if g.fitted_on.get("rendered_views") else ""
     return (
         f"- Out-of-distribution guard: {g.method} on {g.features} pooled features "
         f"({g.components} components), fitted on {g.fitted_on.get('train_images')} training "
-        f"images and {g.fitted_on.get('augmented_views')} augmented views of each; threshold "
-        f"{g.threshold:.4g} flags {100 * v.get('flagged', 0):.1f}% of {v.get('images')} "
+        f"images and {g.fitted_on.get('augmented_views')} augmented views of each{again}; "
+        f"threshold {g.threshold:.4g} flags {100 * v.get('flagged', 0):.1f}% of {v.get('images')} "
         f"validation X-rays (budget {100 * g.max_flag_rate:.0f}%). Generated images "
         f"flagged: {corpus}."
     )

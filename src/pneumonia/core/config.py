@@ -206,6 +206,12 @@ class GuardConfig(_Strict):
         3, ge=0, le=16, description="augmented copies of each training image, besides the clean one"
     )
     components: int = Field(0, ge=0, description="principal directions kept; 0: all features")
+    rendered_views: bool = Field(
+        True,
+        description="every augmented view is also rendered again (another resolution, JPEG, "
+        "blur or sharpening, fewer grey levels: data.augment.render_p 1), so that originals "
+        "and their exports are not flagged for their file's texture",
+    )
     max_flag_rate: float = Field(
         0.01, gt=0, lt=0.5, description="share of clean validation X-rays the threshold may flag"
     )

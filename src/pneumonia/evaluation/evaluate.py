@@ -21,6 +21,7 @@ from pneumonia.core import LABELS, SUBTYPES
 from pneumonia.core.bundle import Bundle
 from pneumonia.core.config import TrackingConfig
 from pneumonia.core.errors import DataError
+from pneumonia.core.results import EvaluationResult
 from pneumonia.core.tracking import RunHandle, end_run, log_outputs, start_run
 from pneumonia.data.discover import discover
 from pneumonia.data.split import COLUMNS, read_manifest
@@ -117,14 +118,15 @@ def evaluate(
     bundle: Bundle,
     data: str | Path,
     split: str,
-    out: Path,
+    out: Path | None,
     workers: int | None = None,
     show: bool = True,
     n_boot: int = 1000,
     tta: bool = False,
     tracking: TrackingConfig | None = None,
-) -> dict[str, Any]:
-    """Score `bundle` on `split` of `data` at its threshold; write JSON, CSV and figures.
+) -> EvaluationResult:
+    """Score `bundle` on `split` of `data` at its threshold; with `out`, write JSON, CSV and
+    figures there.
 
     Every headline metric gets a 95% bootstrap interval (patients resampled), sensitivity and
     specificity also an exact Clopper-Pearson one; calibration is measured by ECE and Brier.
@@ -141,14 +143,16 @@ def evaluate(
         "threshold": bundle.threshold,
         "threshold_rule": bundle.meta.threshold.rule,
     }
-    tracked = start_run(tracking or TrackingConfig(enabled=False), out.name, "evaluate", params)
+    name = out.name if out is not None else "evaluate"
+    tracked = start_run(tracking or TrackingConfig(enabled=False), name, "evaluate", params)
     try:
         result = _evaluate(bundle, data, split, out, (workers, show, n_boot, tta), tracked)
     except BaseException:
         end_run(tracked, ok=False)
         raise
     metrics = {**headline(result["metrics"]), **result["calibration"]}
-    log_outputs(tracked, metrics, sorted(p for p in out.iterdir() if p.is_file()))
+    written = [] if out is None else sorted(p for p in out.iterdir() if p.is_file())
+    log_outputs(tracked, metrics, written)
     end_run(tracked, ok=True)
     return result
 
@@ -157,10 +161,10 @@ def _evaluate(
     bundle: Bundle,
     data: str | Path,
     split: str,
-    out: Path,
+    out: Path | None,
     options: tuple[int | None, bool, int, bool],
     tracked: RunHandle | None,
-) -> dict[str, Any]:
+) -> EvaluationResult:
     workers, show, n_boot, tta = options
     scored = score_split(bundle, data, split, workers, show, tta)
     source, labels = scored.source, scored.labels
@@ -171,7 +175,7 @@ def _evaluate(
         log.warning(
             "%s has one class only: ROC-AUC, PR-AUC and balanced accuracy are undefined", source
         )
-    result = {
+    result: EvaluationResult = {
         "bundle": str(bundle.path),
         "architecture": bundle.meta.architecture.name,
         "data": source,
@@ -187,6 +191,8 @@ def _evaluate(
         "unreadable": scored.unreadable,
         "mlflow_run": tracked[1] if tracked else None,
     }
+    if out is None:
+        return result
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     _write_predictions(out / "predictions.csv", scored, probs, bundle)

@@ -26,6 +26,7 @@ from pneumonia.core.bundle import Bundle
 from pneumonia.core.card import model_card
 from pneumonia.core.config import TrackingConfig
 from pneumonia.core.errors import ImageError
+from pneumonia.core.results import EvaluationResult
 from pneumonia.data.image_io import load_gray
 from pneumonia.evaluation.compare import same_source
 from pneumonia.evaluation.evaluate import evaluate
@@ -156,7 +157,7 @@ def _operating(bundle: Bundle) -> list[tuple[str, str]]:
     return rows
 
 
-def _notes(bundle: Bundle, result: dict[str, Any]) -> list[str]:
+def _notes(bundle: Bundle, result: EvaluationResult) -> list[str]:
     notes = []
     if same_source(bundle.meta.threshold.detail.get("data"), result["data"]):
         notes.append(
@@ -239,7 +240,7 @@ def _stress(result: dict[str, Any] | None, out: Path) -> dict[str, Any] | None:
 
 def render(
     bundle: Bundle,
-    result: dict[str, Any],
+    result: EvaluationResult,
     out: Path,
     command: str,
     thumbnails: bool = True,

@@ -88,6 +88,15 @@ def corpus_detection(bundle: Bundle, guard: Guard, xrays: list[np.ndarray]) -> d
     return {k: round(float(r["flagged"]), 4) for k, r in rates.items()}
 
 
+def rendered(dm: XrayDataModule) -> XrayDataModule:
+    """`dm`'s rows with its augmentation, every augmented image also rendered again
+    (`data.augment.render_p` 1)."""
+    augment = dm.cfg.augment.model_copy(update={"render_p": 1.0})
+    views = XrayDataModule(dm.cfg.model_copy(update={"augment": augment}), dm.contract)
+    views.rows = dm.rows
+    return views
+
+
 def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 0) -> GuardRecord:
     """Fit the guard for a bundle (its PyTorch network, or its ONNX model with features:
     about four times faster on a CPU) on `dm`'s splits, write `guard.safetensors` and the
@@ -98,8 +107,9 @@ def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 
     labels = np.asarray(train.labels)
     parts = [dataset_outputs(model, train)[1]]
     torch.manual_seed(seed)
+    views = rendered(dm) if cfg.rendered_views else dm
     for _ in range(cfg.augmented_views):
-        parts.append(dataset_outputs(model, dm.dataset("train", augment=True))[1])
+        parts.append(dataset_outputs(model, views.dataset("train", augment=True))[1])
     guard = fit_guard(np.concatenate(parts), np.tile(labels, len(parts)), cfg.components or 10**9)
     val = dm.dataset("val")
     val_logits, val_features = dataset_outputs(model, val)
@@ -114,7 +124,11 @@ def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 
         components=guard.projection.shape[1],
         features=guard.projection.shape[0],
         max_flag_rate=cfg.max_flag_rate,
-        fitted_on={"train_images": len(labels), "augmented_views": cfg.augmented_views},
+        fitted_on={
+            "train_images": len(labels),
+            "augmented_views": cfg.augmented_views,
+            "rendered_views": cfg.rendered_views,
+        },
         validation={
             "images": len(val_scores),
             "flagged": round(float(np.mean(val_scores > guard.threshold)), 4),

@@ -318,7 +318,7 @@ def _routes(app: FastAPI, service: Service, explainer: Explainer) -> None:
             "card": model_card(meta),
         }
 
-    for path, endpoint in (("/health", health), ("/model", model)):  # HEAD where GET is
+    for path, endpoint in (("/health", health), ("/model", model), ("/status", status)):  # HEAD
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
     @app.post("/predict", responses=ERRORS)

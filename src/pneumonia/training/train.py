@@ -16,7 +16,7 @@ import time
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from pneumonia.core.bundle import (
 from pneumonia.core.config import Config, dump_config, load_config
 from pneumonia.core.errors import DataError, PneumoniaError
 from pneumonia.core.outputs import fresh_dir
+from pneumonia.core.results import TrainingResult
 from pneumonia.core.tracking import RunHandle, end_run, log_outputs, start_run
 from pneumonia.data.shifts import check_views
 from pneumonia.data.split import manifest_digest, summarize
@@ -211,7 +212,7 @@ def _start(cfg: Config, resume: Path | None, force: bool) -> tuple[Config, Path,
 
 def train(
     cfg: Config, resume: Path | None = None, force: bool = False, command: str = ""
-) -> dict[str, Any]:
+) -> TrainingResult:
     """Train one model as `cfg` says (or resume a run folder); returns the run's summary."""
     cfg, run, ckpt = _start(cfg, resume, force)
     os.environ[RUN_ENV] = str(run)
@@ -251,7 +252,7 @@ def train(
         end_run(tracked, ok=False)
         raise
     _log_run(tracked, run, summary)
-    return summary
+    return cast(TrainingResult, summary)
 
 
 def _label_audit(cfg: Config, dm: XrayDataModule) -> tuple[set[tuple[str, str]], dict[str, Any]]:
