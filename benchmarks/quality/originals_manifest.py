@@ -66,6 +66,9 @@ def main() -> None:
         "files": {Path(s.path).name: half[s.patient] for s in originals},
     }
     (args.out.parent / "originals-halves.json").write_text(json.dumps(record, indent=1) + "\n")
+    for h in "AB":  # `pneumonia pairs --only` reads these
+        names = sorted(n for n, v in record["files"].items() if v == h)
+        (args.out.parent / f"originals-half-{h}.txt").write_text("\n".join(names) + "\n")
     counts = {h: sum(v == h for v in record["files"].values()) for h in "AB"}
     patients = {h: sum(v == h for v in half.values()) for h in "AB"}
     print(f"{args.out}: {len(rows)} rows + {len(added)} originals of half A")

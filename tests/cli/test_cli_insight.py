@@ -106,6 +106,12 @@ def test_pairs_command_prints_every_rendering_and_refuses_an_unknown_one(
     record = json.loads((copy / "model.json").read_text())["validation"]["real_files"]
     assert record["pairs"] == 6 and record["command"].startswith("pneumonia pairs")
     assert invoke("predict", copy, copies / "NORMAL" / "IM-0000-0001.png").exit_code == 0
+    listed = tmp_path / "only.txt"
+    listed.write_text("IM-0001-0001.png\nperson2_bacteria_2.png\n")
+    some = invoke("pairs", tiny_run.bundle, *args, "--force", "--only", listed)
+    assert some.exit_code == 0 and "2 originals (2 patients)" in some.output
+    missing = invoke("pairs", tiny_run.bundle, *args, "--force", "--only", tmp_path / "none.txt")
+    assert missing.exit_code == 1 and "none.txt: no such file" in missing.output
     args[args.index(out)] = tmp_path / "never"
     bad = invoke("pairs", tiny_run.bundle, *args, "--rendering", "gif")
     assert bad.exit_code == 1 and "unknown rendering 'gif'" in bad.output

@@ -271,6 +271,10 @@ def pairs_command(
         list[str] | None,
         typer.Option(help="Only this rendering of the originals (repeat; default: all)."),
     ] = None,
+    only: Annotated[
+        Path | None,
+        typer.Option("--only", help="Only the originals named in this file (one name a line)."),
+    ] = None,
     out: OutOpt = Path("reports/pairs"),
     which: Annotated[
         str | None,
@@ -294,10 +298,15 @@ def pairs_command(
     unknown = [r for r in rendering or [] if r not in RENDERINGS]
     if unknown:  # before the output folder is made
         raise DataError(f"unknown rendering {unknown[0]!r}; choose from {', '.join(RENDERINGS)}")
+    names = None
+    if only is not None:
+        if not only.is_file():
+            raise DataError(f"{only}: no such file (--only names the originals, one a line)")
+        names = {line.strip() for line in only.read_text().splitlines() if line.strip()}
     loaded = load_bundle(bundle, backend)
     say_backend(loaded)
     out_dir = fresh_dir(out, force)
-    result = pairs_report(loaded, originals, copies, out_dir, rendering, None, workers)
+    result = pairs_report(loaded, originals, copies, out_dir, rendering, names, workers)
     console.print(pairs_table(result))
     print_list("Originals without one copy of the same name", result["unmatched"])
     print_list(
@@ -308,6 +317,7 @@ def pairs_command(
         from pneumonia.evaluation.pairs import record_pairs
 
         args = ["pairs", loaded.path, "--originals", originals, "--copies", copies]
+        args += [] if only is None else ["--only", only]
         written = record_pairs(loaded.path, result, which, command_line(*args))
         console.print(f"recorded in {written} and its model card")
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The shipped model of issue 34, from the one before it, in one command (about 25 minutes on
+# a 2-core CPU):   bash tools/ship_real_files.sh [OUT]      (default runs/shipped-real-files)
+#
+# 1. the screening network as shipped before the subtype head (git history, commit 1d6b783^:
+#    the same bytes the subtype bundle grafted its head onto);
+# 2. `pneumonia recontract`: the same weights under the contract that renders every image as
+#    the training copies were (stretch, 224 px, JPEG quality 75), calibration, threshold,
+#    guard (rendered views) and int8 fitted or judged again on the patient-grouped split;
+# 3. `pneumonia subtype`: the subtype head fitted again on the features under that contract;
+# 4. `pneumonia pairs --record`: the originals of training patients never trained on as
+#    originals (half B), against their copies, kept in the card.
+# Needs the split and cache (`pneumonia data split ../shared/data/chest_xray && pneumonia
+# data prepare`), the label audit (`pneumonia data audit`) and ../shared/data/originals.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/shipped-real-files}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/v1"
+for f in $(git ls-tree --name-only 1d6b783^ src/pneumonia/assets/default/); do
+  git show "1d6b783^:$f" > "$work/v1/$(basename "$f")"
+done
+pneumonia recontract "$work/v1" --data work/manifest.csv --out "$work/canon" \
+  --resize stretch --render 224:75
+pneumonia subtype "$work/canon" --data work/manifest.csv --out "$out"
+python3 benchmarks/quality/originals_manifest.py --force >/dev/null  # halves A and B
+pneumonia pairs "$out" --originals ../shared/data/originals \
+  --copies ../shared/data/chest_xray/train --only work/originals-half-B.txt \
+  --out "$out-pairs" --record "training-split patients whose originals were never trained on (half B); their copies were"
+echo "shipped candidate: $out (pairs report: $out-pairs)"
