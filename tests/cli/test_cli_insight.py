@@ -105,7 +105,8 @@ def test_pairs_command_prints_every_rendering_and_refuses_an_unknown_one(
     assert "## Real files" in card and "synthetic pairs" in card and "| dicom_m2_12 |" in card
     record = json.loads((copy / "model.json").read_text())["validation"]["real_files"]
     assert record["pairs"] == 6 and record["command"].startswith("pneumonia pairs")
-    assert invoke("predict", copy, copies / "NORMAL" / "IM-0000-0001.png").exit_code == 0
+    image = copies / "NORMAL" / "IM-0000-0001.png"
+    assert invoke("predict", copy, image, "--out", tmp_path / "p").exit_code == 0
     listed = tmp_path / "only.txt"
     listed.write_text("IM-0001-0001.png\nperson2_bacteria_2.png\n")
     some = invoke("pairs", tiny_run.bundle, *args, "--force", "--only", listed)
