@@ -58,6 +58,9 @@ def tiny_config(tmp: Path, *overrides: str) -> Config:
             "tracking.enabled=false",
             "audit.file=null",  # no label audit; the tests of the audit make their own
             "train.export_onnx=false",  # a PyTorch bundle; the tests of the export make their own
+            # the guard of earlier sessions' tiny runs (tests/modeling/test_guard_training.py
+            # fits one with rendered views): tests of site adaptation read its flag rate
+            "guard.rendered_views=false",
             *overrides,
         ],
     )

@@ -26,7 +26,11 @@ def test_training_fits_the_guard_and_the_reference(tiny_run: TinyRun) -> None:
     rows = read_manifest(tiny_run.cfg.data.manifest)
     n_train = sum(r.split == "train" for r in rows)
     n_val = sum(r.split == "val" for r in rows)
-    assert guard.fitted_on == {"train_images": n_train, "augmented_views": cfg.augmented_views}
+    assert guard.fitted_on == {
+        "train_images": n_train,
+        "augmented_views": cfg.augmented_views,
+        "rendered_views": cfg.rendered_views,
+    }
     assert guard.validation["images"] == n_val
     assert guard.validation["flagged"] <= cfg.max_flag_rate + 1e-9
     assert set(guard.validation["corpus_flagged"]) == set(KINDS)
@@ -79,6 +83,11 @@ def test_guarding_an_old_bundle(
         guard_bundle(folder, None, cfg, force=True)
     again = guard_bundle(folder, tiny_run.cfg.data.manifest, cfg, force=True)
     assert again.threshold == pytest.approx(record.threshold, rel=1e-3)  # same seed, same fit
+    assert again.fitted_on["rendered_views"] is True  # the default: views rendered again
+    plain = cfg.model_copy(update={"rendered_views": False})
+    unrendered = guard_bundle(folder, tiny_run.cfg.data.manifest, plain, force=True)
+    assert unrendered.fitted_on["rendered_views"] is False
+    assert unrendered.threshold != pytest.approx(again.threshold, rel=1e-6)  # other views
 
 
 def test_the_onnx_guard_answers_like_the_torch_one(exported: Path) -> None:

@@ -20,6 +20,15 @@ def fresh_dir(path: str | Path, force: bool = False) -> Path:
     return path
 
 
+def new_folder(path: str | Path, what: str = "bundle") -> Path:
+    """`path` as the folder a new `what` will be written into: refused, naming it, when
+    anything is there already (a bundle is never written over another)."""
+    path = Path(path)
+    if path.exists():
+        raise PneumoniaError(f"{path}: already exists; choose a new folder for the {what}")
+    return path
+
+
 def _read_umask() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():  # Linux: read, not set
         if line.startswith("Umask:"):

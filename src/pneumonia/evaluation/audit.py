@@ -22,7 +22,7 @@ import hashlib
 import html
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,6 +244,12 @@ def require_audit(path: Path) -> None:
             f"{path}: no label audit here; run `pneumonia data audit` first, or set "
             "audit.file=null to use every label"
         )
+
+
+def unflagged(keys: Iterable[tuple[str, str]], flagged: Collection[tuple[str, str]]) -> np.ndarray:
+    """Boolean mask: True for each (sha256, label) the audit did not flag, the images a
+    threshold or calibration is fitted on."""
+    return np.array([key not in flagged for key in keys], dtype=bool)
 
 
 def read_issues(path: Path, rows: list[Row]) -> dict[tuple[str, str], dict[str, Any]]:

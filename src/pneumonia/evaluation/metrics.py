@@ -79,6 +79,17 @@ def headline(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: metrics[k] for k in HEADLINE}
 
 
+def validation_record(
+    metrics: dict[str, Any], split: str, data: str | None = None
+) -> dict[str, Any]:
+    """What a bundle's `model.json` keeps of its validation metrics: the split (and the data
+    it came from), the headline metrics, the counts, the threshold and the confusion matrix."""
+    record: dict[str, Any] = {"split": split} if data is None else {"split": split, "data": data}
+    record.update(jsonable(headline(metrics)))
+    record.update({k: metrics[k] for k in ("n", "positives", "threshold", "confusion_matrix")})
+    return record
+
+
 def jsonable(value: Any) -> Any:
     """NaN -> None recursively, so JSON files stay standard."""
     if isinstance(value, dict):

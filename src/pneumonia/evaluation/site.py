@@ -27,6 +27,7 @@ import numpy as np
 
 from pneumonia.core.bundle import Bundle, Threshold, write_meta
 from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.outputs import new_folder
 from pneumonia.evaluation.prior import (
     adjust_posteriors,
     em_priors,
@@ -252,8 +253,7 @@ def adapt_to_site(
     from pneumonia.evaluation.tune import copy_bundle
     from pneumonia.modeling.inference import expand_inputs
 
-    if out.exists():
-        raise PneumoniaError(f"{out}: already exists; choose a new folder for the site bundle")
+    new_folder(out, "site bundle")
     source = ", ".join(inputs)
     paths = expand_inputs(inputs)
     probs, counts = usable_probabilities(bundle, paths, workers, show)

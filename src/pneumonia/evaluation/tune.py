@@ -16,9 +16,10 @@ from pneumonia.core import LABELS
 from pneumonia.core.bundle import CARD, META, Bundle, BundleMeta, write_meta
 from pneumonia.core.config import OperatingConfig
 from pneumonia.core.errors import DataError, PneumoniaError
+from pneumonia.core.outputs import new_folder
 from pneumonia.data.shifts import check_views
 from pneumonia.evaluation.evaluate import Item, score_split, select_items
-from pneumonia.evaluation.metrics import binary_metrics, headline, jsonable
+from pneumonia.evaluation.metrics import binary_metrics, validation_record
 from pneumonia.evaluation.operating import fit_operating_point
 from pneumonia.modeling.inference import to_probability
 
@@ -26,8 +27,8 @@ from pneumonia.modeling.inference import to_probability
 def _check_target(out: Path | None, in_place: bool) -> None:
     if in_place == (out is not None):
         raise PneumoniaError("say where the re-tuned bundle goes: --out NEW_FOLDER or --in-place")
-    if out is not None and out.exists():
-        raise PneumoniaError(f"{out}: already exists; choose a new folder for the bundle")
+    if out is not None:
+        new_folder(out)
 
 
 def copy_bundle(bundle: Bundle, out: Path) -> Path:
@@ -61,7 +62,7 @@ def _views(
 def _audited(items: list[Item], audit: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """(mask of the items the audit did not flag, what model.json records of the rest)."""
     from pneumonia.data.split import Row, content_hash
-    from pneumonia.evaluation.audit import left_out_record, read_issues
+    from pneumonia.evaluation.audit import left_out_record, read_issues, unflagged
 
     rows = []
     for it in items:
@@ -70,7 +71,7 @@ def _audited(items: list[Item], audit: Path) -> tuple[np.ndarray, dict[str, Any]
             raise DataError(f"{it.path}: {digest.message}")
         rows.append(Row(it.path, it.label, it.patient, "val", digest))
     flagged = read_issues(audit, rows)
-    kept = np.array([(r.sha256, r.label) not in flagged for r in rows])
+    kept = unflagged(((r.sha256, r.label) for r in rows), flagged)
     return kept, left_out_record(audit, flagged, {"val": rows}, ["operating"])
 
 
@@ -118,9 +119,7 @@ def retune(
     temperature = calibration.temperature if calibration else 1.0
     probs = to_probability(raw, temperature)
     metrics = binary_metrics(labels, probs, threshold.value)  # every validation image
-    validation = {"split": split, "data": source, **jsonable(headline(metrics))}
-    validation.update({k: metrics[k] for k in ("n", "positives", "threshold")})
-    validation["confusion_matrix"] = metrics["confusion_matrix"]
+    validation = validation_record(metrics, split, source)
     output = BundleMeta.model_fields["output"].default
     reference = dict(bundle.meta.reference)
     if reference:  # what `monitor` compares answers with: now at the new calibration

@@ -27,6 +27,7 @@ import numpy as np
 from pneumonia.core.config import Config
 from pneumonia.core.outputs import fresh_dir
 from pneumonia.data.split import fold_manifests, read_manifest, write_manifest
+from pneumonia.evaluation.audit import unflagged
 from pneumonia.evaluation.evaluate import score_split
 from pneumonia.evaluation.operating import fit_operating_point
 from pneumonia.modeling.inference import OUT_OF_FOLD
@@ -80,7 +81,7 @@ def train_folds(cfg: Config, k: int, force: bool = False, command: str = "") -> 
         keys += [(sha[it.path], it.label) for it in scored.items]
     y, z = np.concatenate(labels), np.concatenate(logits)
     flagged = _flagged(cfg, cfg.data.manifest)
-    kept = np.array([key not in flagged for key in keys], dtype=bool)
+    kept = unflagged(keys, flagged)
     threshold, calibration, _ = fit_operating_point(y[kept], z[kept], cfg.operating)
     threshold.detail.update(
         on=OUT_OF_FOLD,

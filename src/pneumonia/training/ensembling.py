@@ -26,8 +26,9 @@ from pneumonia.core.bundle import (
 )
 from pneumonia.core.config import OperatingConfig
 from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.outputs import new_folder
 from pneumonia.evaluation.evaluate import score_split, subtype_result
-from pneumonia.evaluation.metrics import binary_metrics, headline, jsonable
+from pneumonia.evaluation.metrics import binary_metrics, validation_record
 from pneumonia.evaluation.operating import fit_operating_point
 from pneumonia.modeling.ensemble import COMBINE, EnsembleModel
 from pneumonia.modeling.inference import to_probability
@@ -87,8 +88,7 @@ def build_ensemble(
     then its `model.onnx` (with `onnx`) and its guard (with `guard` too), as training does.
     `operating` (threshold, calibration) fitted elsewhere (`train --folds`: on out-of-fold
     predictions) is kept instead, and `split` only measured at it."""
-    if out.exists():
-        raise PneumoniaError(f"{out}: already exists; choose a new folder for the ensemble")
+    new_folder(out, "ensemble")
     if split == "test":
         raise PneumoniaError("the operating point is chosen on validation data, never on test")
     bundles = [_member_bundle(Path(s)) for s in sources]
@@ -127,8 +127,7 @@ def build_ensemble(
         threshold, calibration = operating
         probs = to_probability(scored.logits, calibration.temperature if calibration else 1.0)
     metrics = binary_metrics(scored.labels, probs, threshold.value)
-    validation = {"split": split, "data": scored.source, **jsonable(headline(metrics))}
-    validation.update({k: metrics[k] for k in ("n", "positives", "threshold", "confusion_matrix")})
+    validation = validation_record(metrics, split, scored.source)
     meta = meta.model_copy(
         update={
             "threshold": threshold,

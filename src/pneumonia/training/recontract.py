@@ -22,7 +22,7 @@ from typing import Any
 from pneumonia.core.bundle import INT8, ONNX, WEIGHTS, file_record, read_meta, write_meta
 from pneumonia.core.config import Config, OperatingConfig
 from pneumonia.core.errors import PneumoniaError
-from pneumonia.core.outputs import plain_mode
+from pneumonia.core.outputs import new_folder, plain_mode
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.data.cache import prepare_cache
 from pneumonia.data.split import read_manifest
@@ -51,8 +51,7 @@ def operating_config(meta: Any) -> OperatingConfig:
 
 
 def _check(meta: Any, source: Path, out: Path) -> None:
-    if out.exists():
-        raise PneumoniaError(f"{out}: already exists; choose a new folder for the bundle")
+    new_folder(out)
     if meta.architecture.members is not None:
         raise PneumoniaError(f"{source}: an ensemble; recontract its members, then ensemble them")
     if meta.subtype is not None:

@@ -42,6 +42,7 @@ from pneumonia.core.bundle import (
 )
 from pneumonia.core.config import Config
 from pneumonia.core.errors import DataError, PneumoniaError
+from pneumonia.core.outputs import new_folder
 from pneumonia.evaluation.subtype import subtype_record
 from pneumonia.evaluation.uncertainty import bootstrap
 from pneumonia.modeling.classifier import safe_auc
@@ -107,8 +108,7 @@ def two_output_network(bundle: Bundle, w: np.ndarray, b: float) -> nn.Module:
 
 
 def _check_source(bundle: Bundle, out: Path) -> None:
-    if out.exists():
-        raise PneumoniaError(f"{out}: already exists; choose a new folder for the bundle")
+    new_folder(out)
     if bundle.meta.architecture.members is not None:
         raise PneumoniaError(f"{bundle.path}: an ensemble; add the head to one network bundle")
     if bundle.meta.subtype is not None or bundle.meta.architecture.num_classes != 1:

@@ -45,7 +45,8 @@ from pneumonia.core.results import TrainingResult
 from pneumonia.core.tracking import RunHandle, end_run, log_outputs, start_run
 from pneumonia.data.shifts import check_views
 from pneumonia.data.split import manifest_digest, summarize
-from pneumonia.evaluation.metrics import binary_metrics, headline, jsonable
+from pneumonia.evaluation.audit import unflagged
+from pneumonia.evaluation.metrics import binary_metrics, headline, jsonable, validation_record
 from pneumonia.evaluation.operating import check_validation, fit_operating_point
 from pneumonia.evaluation.plots import read_epoch_metrics, training_curves
 from pneumonia.evaluation.subtype import subtype_record
@@ -167,7 +168,7 @@ def _bundle_meta(
         preprocessing=cfg.preprocess,
         threshold=operating[0],
         calibration=operating[1],
-        validation={"split": "val", **jsonable(headline(metrics)), **_counts(metrics)},
+        validation=validation_record(metrics, "val"),
         data={
             "manifest": str(cfg.data.manifest),
             "manifest_sha256": manifest_digest(cfg.data.manifest),
@@ -176,11 +177,6 @@ def _bundle_meta(
         },
         training={"config": cfg.model_dump(mode="json"), **info},
     )
-
-
-def _counts(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("n", "positives", "threshold", "confusion_matrix")
-    return {k: metrics[k] for k in keys}
 
 
 RUN_ENV = "PNEUMONIA_RUN_DIR"  # the run folder, for DDP's worker processes
@@ -326,7 +322,7 @@ def _finish(
         return {"run_dir": str(run)}
     flagged, left_out = info["left_out"]
     flagged = flagged if "operating" in cfg.audit.leave_out else set()
-    kept = np.array([(r.sha256, r.label) not in flagged for r in dm.rows["val"]])
+    kept = unflagged(((r.sha256, r.label) for r in dm.rows["val"]), flagged)
     labels, raw, threshold, calibration = operating_point(cfg, dm, module, kept)
     threshold.detail["data"] = f"{cfg.data.manifest} split 'val'"  # as evaluate names it
     if not kept.all():
