@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,15 @@ def shared_chest_xray() -> Path:
     if not (SHARED_TRAIN / "train").is_dir():
         pytest.skip(f"{SHARED_TRAIN} is absent")
     return SHARED_TRAIN
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll `condition` until it holds; fail, saying so, when `seconds` pass first (tests wait
+    on events this way instead of sleeping a guessed time)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"still not true after {seconds} s"
+        time.sleep(0.005)
 
 
 def tiny_config(tmp: Path, *overrides: str) -> Config:

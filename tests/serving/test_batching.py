@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import TinyRun
+from conftest import TinyRun, wait_until
 from pneumonia.modeling.loading import load_bundle
 from pneumonia.serving.batching import Batching, MicroBatcher, Overloaded
 from pneumonia.serving.serve import create_app
@@ -21,21 +21,27 @@ def squares(value: int, n: int) -> list[np.ndarray]:
     return [np.full((4, 4), value, np.uint8) for _ in range(n)]
 
 
-def first_pixels(batch: list[np.ndarray]) -> np.ndarray:
-    time.sleep(0.02)  # a network call that takes a while, so requests pile up
-    return np.array([float(sq[0, 0]) for sq in batch])
-
-
 def test_concurrent_requests_share_batches_and_get_their_own_rows() -> None:
-    batcher = MicroBatcher(first_pixels, Batching(max_batch=8, max_wait_ms=20, max_queue=64))
+    gate, first_call = threading.Event(), threading.Event()
+
+    def first_pixels(batch: list[np.ndarray]) -> np.ndarray:
+        first_call.set()
+        assert gate.wait(10)  # the first call holds on while the other requests queue up
+        return np.array([float(sq[0, 0]) for sq in batch])
+
+    batcher = MicroBatcher(first_pixels, Batching(max_batch=8, max_wait_ms=0, max_queue=64))
     answers: dict[int, np.ndarray] = {}
 
     def client(k: int) -> None:
         answers[k] = batcher.submit(squares(k, 1 + k % 3))
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(12)]
-    for t in threads:
+    threads[0].start()
+    assert first_call.wait(10)
+    for t in threads[1:]:
         t.start()
+    wait_until(lambda: batcher.waiting() == 11)  # every other request is queued
+    gate.set()
     for t in threads:
         t.join()
     batcher.close()
@@ -83,7 +89,7 @@ def test_a_full_queue_is_refused_at_once() -> None:
     assert entered.wait(5)  # the worker holds the first request
     queued = threading.Thread(target=batcher.submit, args=(squares(2, 1),))
     queued.start()
-    time.sleep(0.05)  # the second request now fills the queue
+    wait_until(lambda: batcher.waiting() == 1)  # the second request now fills the queue
     start = time.perf_counter()
     with pytest.raises(Overloaded) as refused:
         batcher.submit(squares(3, 1))
@@ -135,7 +141,7 @@ def test_the_service_answers_503_with_retry_after_when_full(
     assert entered.wait(5)
     second = threading.Thread(target=batcher.submit, args=([square],))
     second.start()
-    time.sleep(0.05)
+    wait_until(lambda: batcher.waiting() == 1)  # it fills the queue
     png = io.BytesIO()
     Image.fromarray(np.full((40, 40), 90, np.uint8)).save(png, format="PNG")
     client = TestClient(app)

@@ -176,9 +176,9 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> N
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    # killed before the run finished, whenever the kill lands after the first checkpoint
     assert process.returncode == -signal.SIGKILL and not (killed / "bundle").exists()
-    epochs_at_kill = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
-    assert epochs_at_kill < 4  # killed mid-run, not after the last epoch
+    assert not (killed / "summary.json").exists()
     for proc in (
         _train_process(files["killed"], "--resume", str(killed)),
         _train_process(files["whole"]),

@@ -79,6 +79,10 @@ class MicroBatcher:
             raise Overloaded(self.retry_after()) from None
         return future.result()
 
+    def waiting(self) -> int:
+        """How many requests wait in the queue now (none being run counts)."""
+        return self._queue.qsize()
+
     def retry_after(self) -> int:
         """Whole seconds until the queue has likely drained (at least 1)."""
         waiting = self.settings.max_queue * self.settings.max_batch
