@@ -45,6 +45,21 @@ def test_default_bundle_was_trained_by_the_default_recipe() -> None:
     assert meta.guard.fitted_on["augmented_views"] == guard["augmented_views"]
 
 
+def test_default_bundle_runs_under_the_real_files_contract() -> None:
+    """Trained under the recipe's contract, then given the one that renders every image as
+    the training copies were (`pneumonia recontract`, issue 34): the record says both."""
+    meta = load_bundle(None).meta
+    recipe = load_config(None, []).preprocess
+    record = meta.training["recontracted"]
+    assert record["previous_preprocessing"] == recipe.model_dump(mode="json")
+    assert meta.preprocessing.resize == "stretch" and meta.preprocessing.render is not None
+    assert (meta.preprocessing.render.side, meta.preprocessing.render.quality) == (224, 75)
+    assert record["command"].startswith("pneumonia recontract")
+    real = meta.validation["real_files"]  # checked on originals, as its card says
+    assert set(real["renderings"]) >= {"original", "dicom_m1_16", "dicom_m2_12", "png16"}
+    assert meta.guard is not None and meta.guard.fitted_on["rendered_views"] is True
+
+
 def test_default_bundle_threshold_follows_the_default_rule() -> None:
     """Re-fitted after training by `pneumonia threshold ... --audit`: the rule, target,
     smoothing and the audited images left out are the ones configs/default.yaml names."""

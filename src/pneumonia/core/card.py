@@ -173,6 +173,30 @@ def _guard(meta: BundleMeta) -> str:
     )
 
 
+def _render(p: Any) -> str:
+    """The contract's render step, as the card says it (nothing without one)."""
+    if p.render is None:
+        return ""
+    return (
+        f"; every image first rendered as the training copies were made ({p.render.side}x"
+        f"{p.render.side}, JPEG quality {p.render.quality}), so that an original reaches the "
+        "network as its copy does"
+    )
+
+
+def _recontracted(training: dict[str, Any]) -> list[str]:
+    """Where a bundle's contract came from when `pneumonia recontract` changed it."""
+    r = training.get("recontracted")
+    if not r:
+        return []
+    before = r.get("previous_preprocessing", {})
+    return [
+        f"- The contract was `resize {before.get('resize')}` without a render step when the "
+        f"network was trained; changed on the same weights, with calibration, threshold, "
+        f"guard and int8 model fitted or judged again, by `{r.get('command')}`."
+    ]
+
+
 def _members(meta: BundleMeta) -> list[str]:
     members = meta.architecture.members or []
     if not members:
@@ -297,7 +321,9 @@ def model_card(meta: BundleMeta) -> str:
         f"- Output: {meta.output}"
         + ("; a second logit, the subtype's (below)." if meta.subtype else "."),
         f"- Input contract: grayscale, {p.image_size}x{p.image_size}, resize `{p.resize}` "
-        f"({RESIZE_TEXT.get(p.resize, p.resize)}), x/255 then (x - {p.mean}) / {p.std}.",
+        f"({RESIZE_TEXT.get(p.resize, p.resize)}){_render(p)}, x/255 then (x - {p.mean}) / "
+        f"{p.std}.",
+        *_recontracted(t),
         f"- Threshold: {meta.threshold.value:.4g} ({_rule(meta)}).",
         *_site(meta),
         f"- Calibration: {_calibration(meta)}.",
