@@ -21,7 +21,7 @@ from pneumonia.core.config import Config, load_config
 from pneumonia.data.cache import prepare_cache
 from pneumonia.data.split import make_manifest, write_manifest
 from pneumonia.data.synthetic import make_dataset
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 from pneumonia.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def tiny_config(tmp: Path, *overrides: str) -> Config:
             "tracking.enabled=false",
             "audit.file=null",  # no label audit; the tests of the audit make their own
             "train.export_onnx=false",  # a PyTorch bundle; the tests of the export make their own
-            # the guard of earlier sessions' tiny runs (tests/modeling/test_guard_training.py
+            # the guard of earlier sessions' tiny runs (tests/training/test_guard_fit.py
             # fits one with rendered views): tests of site adaptation read its flag rate
             "guard.rendered_views=false",
             *overrides,

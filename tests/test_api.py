@@ -36,6 +36,7 @@ def test_the_example_is_ten_lines_of_public_names_only() -> None:
     assert imports == ["from pneumonia import evaluate, load_bundle, load_config, predict, train"]
 
 
+@pytest.mark.slow
 def test_the_api_page_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In a folder laid out as the example expects: scans (one of them broken), a split
     manifest and its cache, and configs/default.yaml shrunk as every training test shrinks it."""

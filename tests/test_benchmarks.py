@@ -27,6 +27,7 @@ def load(name: str) -> ModuleType:
     return module
 
 
+@pytest.mark.slow
 def test_service_latency_smoke(tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]) -> None:
     result = load("service_latency").main(
         ["--smoke", "--bundle", str(tiny_run.bundle), "--side", "64"]
@@ -344,6 +345,7 @@ def test_site_adaptation_on_simulated_sites(tiny_run: TinyRun, tmp_path: Path) -
     assert verdict(anchored, ("anchored", "anchored_p05")) == "anchored"
 
 
+@pytest.mark.slow
 def test_contract_swap_runs_the_suite_through_another_resize(
     exported: Path, tiny_run: TinyRun, tmp_path: Path
 ) -> None:

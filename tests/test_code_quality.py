@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +51,7 @@ def test_every_hook_is_local_and_named() -> None:
     assert all(h["language"] == "system" and h["entry"].startswith(".venv/bin/") for h in hooks)
 
 
+@pytest.mark.slow
 def test_pre_commit_passes_on_all_files(tmp_path: Path) -> None:
     tree = copy_of_the_tree(tmp_path / "tree")
     env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "cache"), "SKIP": ""}

@@ -10,8 +10,8 @@ from pneumonia.core.config import Config, load_config
 from pneumonia.data.split import make_manifest, write_manifest
 from pneumonia.data.synthetic import save_image, synthetic_xray
 from pneumonia.evaluation.evaluate import evaluate
-from pneumonia.modeling.inference import predict_paths
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import predict_paths
 
 
 def test_default_bundle_loads_and_is_small() -> None:
@@ -83,6 +83,7 @@ def test_default_bundle_predicts(tmp_path: Path) -> None:
     assert row.error is None and 0.0 <= row.probability <= 1.0  # type: ignore[operator]
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_default_bundle_reproduces_its_validation_metrics(
     shared_chest_xray: Path, tmp_path: Path

@@ -50,6 +50,7 @@ def test_dependencies_are_a_cached_layer_before_the_source(path: Path) -> None:
     assert any(op == "USER" and arg != "root" for op, arg in steps[source:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", DOCKERFILES, ids=[p.stem for p in DOCKERFILES])
 def test_the_source_layer_builds_the_source_not_the_placeholder(path: Path, tmp_path: Path) -> None:
     """Replays the two install steps, building wheels instead of installing: the first

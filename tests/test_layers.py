@@ -4,12 +4,14 @@ an upward import, no module takes part in an import circle, and every module imp
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 from conftest import REPO
 
@@ -26,7 +28,20 @@ def lint_imports(src: Path) -> subprocess.CompletedProcess[str]:
 def test_the_layers_contract_is_kept() -> None:
     result = lint_imports(SRC)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "Contracts: 1 kept, 0 broken." in result.stdout
+    assert "Contracts: 2 kept, 0 broken." in result.stdout
+    assert "The lean inference path imports no PyTorch" in result.stdout
+
+
+def test_the_forbidden_contract_catches_torch_on_the_lean_path(tmp_path: Path) -> None:
+    """A lean module importing PyTorch, even inside a function, breaks the contract."""
+    shutil.copytree(SRC / "pneumonia", tmp_path / "pneumonia")
+    runtime = tmp_path / "pneumonia" / "inference" / "runtime.py"
+    runtime.write_text(
+        runtime.read_text() + "\n\ndef sneaky() -> None:\n    import torch  # noqa\n"
+    )
+    result = lint_imports(tmp_path)
+    assert result.returncode == 1
+    assert "pneumonia.inference.runtime -> torch" in result.stdout
 
 
 def test_the_contract_catches_an_upward_import(tmp_path: Path) -> None:
@@ -77,11 +92,69 @@ def test_circles_finds_a_known_circle() -> None:
     assert circles({"a": {"b"}, "b": set()}) == []
 
 
+def package_graph() -> grimp.ImportGraph:
+    """Every import of the package: at the top, inside functions and under TYPE_CHECKING."""
+    return grimp.build_graph("pneumonia", exclude_type_checking_imports=False, cache_dir=None)
+
+
 def test_no_module_takes_part_in_an_import_circle() -> None:
-    graph = grimp.build_graph("pneumonia", exclude_type_checking_imports=True, cache_dir=None)
+    graph = package_graph()
     edges = {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
     assert len(edges) > 50  # the whole package was read
     assert circles(edges) == []
+
+
+STAGES = ("data", "inference", "modeling", "evaluation", "training", "monitoring", "serving")
+
+
+def test_the_core_imports_nothing_from_the_stages() -> None:
+    graph = package_graph()
+    core = [m for m in graph.modules if m.startswith("pneumonia.core")]
+    upward = {
+        (m, target)
+        for m in core
+        for target in graph.find_modules_directly_imported_by(m)
+        if target.split(".")[1:2] and target.split(".")[1] in (*STAGES, "cli", "api", "demo")
+    }
+    assert upward == set()
+
+
+def drawn_stages(page: str) -> dict[str, str]:
+    """The architecture drawing's boxes, top to bottom: stage -> the words in its box."""
+    drawing = page.split("```text", 1)[1].split("```", 1)[0]
+    boxes: dict[str, str] = {}
+    current: list[str | None] = [None, None]  # the stage of the left and right column
+    for line in drawing.splitlines():
+        if "│" not in line:
+            current = [None, None]  # a border: the next line starts new boxes
+            continue
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        for k, cell in enumerate(cells[:2]):
+            match = re.match(r"(\w+)(?:/|\.py)\s", cell + " ")
+            if match:
+                current[k] = match.group(1)
+                boxes.setdefault(match.group(1), "")
+            if current[k]:
+                boxes[current[k]] += " " + cell  # type: ignore[index]
+    return boxes
+
+
+def test_the_architecture_page_names_every_module_in_its_stage() -> None:
+    """docs/architecture.md draws every stage with every one of its modules, top to bottom in
+    the order of the layers contract."""
+    boxes = drawn_stages((REPO / "docs" / "architecture.md").read_text())
+    for stage in (*STAGES, "core", "cli"):
+        names = sorted(p.stem for p in (SRC / "pneumonia" / stage).glob("*.py"))
+        words = set(re.findall(r"\w+", boxes.get(stage, "")))
+        assert [n for n in names if n != "__init__" and n not in words] == [], stage
+    contract = (REPO / "pyproject.toml").read_text().split("layers = [", 1)[1].split("]", 1)[0]
+    level = {  # a stage's layer, top (0) to bottom; side-by-side stages share one
+        name.removeprefix("pneumonia."): k
+        for k, layer in enumerate(re.findall(r'"([^"]+)"', contract))
+        for name in layer.split(" | ")
+    }
+    drawn = [level[stage] for stage in boxes if stage in level]
+    assert drawn == sorted(drawn) and len(drawn) == len(level)
 
 
 def modules() -> list[str]:
@@ -109,6 +182,7 @@ for module in sys.argv[1:]:
 """
 
 
+@pytest.mark.slow
 def test_every_module_imports_alone() -> None:
     """Each module imports in a fresh interpreter (as far as this package goes), so that none
     leans on another having been imported first."""
@@ -119,6 +193,7 @@ def test_every_module_imports_alone() -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_the_import_check_reports_a_module_that_fails_alone(tmp_path: Path) -> None:
     """A module that fails when imported first is named (the check can fail)."""
     (tmp_path / "leans.py").write_text("import sys\nsys.modules['pneumonia.api'].train\n")

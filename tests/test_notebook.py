@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "walkthrough.ipynb"
@@ -15,6 +16,7 @@ def test_committed_without_outputs() -> None:
     assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
 
 
+@pytest.mark.slow
 def test_walkthrough_runs_end_to_end(tmp_path: Path) -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(

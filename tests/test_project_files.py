@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,6 +85,7 @@ def test_code_and_data_licences_are_separate() -> None:
     assert "CC BY 4.0" in readme and "Apache" in readme
 
 
+@pytest.mark.slow
 def test_the_docs_site_builds_strictly(tmp_path: Path) -> None:
     """Every page, the API reference from the docstrings, the model card: no broken link."""
     result = subprocess.run(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pneumonia.core.preprocess import RESIZE_MODES, Render
 from pneumonia.evaluation.stress import stress
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 
 
 def main(argv: list[str] | None = None) -> None:

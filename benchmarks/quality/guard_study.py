@@ -35,11 +35,11 @@ from pneumonia.data.image_io import read_image
 from pneumonia.data.ood_corpus import MAKERS, ood_corpus
 from pneumonia.data.renderings import RENDERINGS
 from pneumonia.evaluation.pairs import COPY, find_pairs, pair_squares
+from pneumonia.inference.guard import Guard, fit_guard, set_threshold
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import network_scores
 from pneumonia.modeling.datamodule import XrayDataModule
-from pneumonia.modeling.guard import Guard, fit_guard, set_threshold
-from pneumonia.modeling.guard_training import dataset_outputs, image_outputs
-from pneumonia.modeling.inference import network_scores
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.training.guard_fit import dataset_outputs, image_outputs
 
 BUDGET = 0.01
 ALL = 10**9  # principal directions kept: all of them, as the recipe's guard (components 0)

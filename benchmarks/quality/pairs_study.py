@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import COPIES, ORIGINALS, machine
 
 from pneumonia.evaluation.pairs import pairs_report
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 
 
 def candidate(spec: str) -> tuple[str, str | None, str | None]:

@@ -23,7 +23,7 @@ from pneumonia.core.config import OperatingConfig
 from pneumonia.data.shifts import SHIFTS
 from pneumonia.evaluation.operating import choose_over_views, fit_operating_point, rates
 from pneumonia.evaluation.stress import shift_row
-from pneumonia.modeling.inference import to_probability
+from pneumonia.inference.predictions import to_probability
 
 FIT_VIEWS = ["wide_1.15", "wide_1.33", "crop_85", "zoom_out_80", "gamma_1.6", "down_96"]
 """Mild levels a threshold may be fitted on; the other shifts judge it."""

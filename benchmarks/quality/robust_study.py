@@ -25,7 +25,7 @@ from pneumonia.core.config import load_config
 from pneumonia.data.cache import prepare_cache
 from pneumonia.data.split import read_manifest
 from pneumonia.evaluation.stress import stress
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 from pneumonia.training.train import train
 
 REPO = Path(__file__).resolve().parents[2]

@@ -24,8 +24,8 @@ from threshold_rules import load_views
 
 from pneumonia.data.shifts import SHIFTS
 from pneumonia.evaluation.site import anchored_aim, site_thresholds
-from pneumonia.modeling.inference import to_probability
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import to_probability
 
 PREVALENCES = (0.3, 0.5, 0.62)
 KEYS = ("before", "point", "p05", "anchored", "anchored_p05")

@@ -39,11 +39,11 @@ from pneumonia.core.preprocess import Preprocessing
 from pneumonia.data.cache import cache_dir_for
 from pneumonia.data.split import read_manifest
 from pneumonia.evaluation.uncertainty import bootstrap
+from pneumonia.inference.loading import load_bundle
 from pneumonia.modeling.classifier import safe_auc
 from pneumonia.modeling.datamodule import CachedImages, subtype_codes
-from pneumonia.modeling.guard_training import dataset_outputs
-from pneumonia.modeling.loading import load_bundle
 from pneumonia.modeling.models import create_model
+from pneumonia.training.guard_fit import dataset_outputs
 
 log = logging.getLogger("subtype_probe")
 

@@ -26,7 +26,7 @@ from pneumonia.data.shifts import SHIFTS
 from pneumonia.data.split import read_manifest
 from pneumonia.evaluation.audit import read_issues
 from pneumonia.evaluation.operating import fit_operating_point, rates
-from pneumonia.modeling.inference import to_probability
+from pneumonia.inference.predictions import to_probability
 
 FIT_VIEWS = ["wide_1.15", "wide_1.33", "crop_85", "zoom_out_80", "gamma_1.6", "down_96"]
 """The suite's mild levels a rule may be fitted on (as benchmarks/quality/robust_judge.py)."""

@@ -29,7 +29,7 @@ from pneumonia.data.image_io import read_image
 from pneumonia.data.ood_corpus import MAKERS
 from pneumonia.data.shifts import apply_shift
 from pneumonia.data.split import read_manifest
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 from pneumonia.monitoring.monitor import monitor
 from pneumonia.serving import serve as serve_module
 from pneumonia.serving.serve import create_app

@@ -36,10 +36,10 @@ from pneumonia.core.config import Config
 from pneumonia.data.image_io import read_image
 from pneumonia.data.ood_corpus import FROM_XRAYS, KINDS, MAKERS, ood_corpus
 from pneumonia.data.shifts import SHIFTS, apply_shift
+from pneumonia.inference.guard import Guard, fit_guard, flag_rates, set_threshold
+from pneumonia.inference.loading import load_bundle
 from pneumonia.modeling.datamodule import XrayDataModule
-from pneumonia.modeling.guard import Guard, fit_guard, flag_rates, set_threshold
-from pneumonia.modeling.guard_training import dataset_outputs, image_outputs
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.training.guard_fit import dataset_outputs, image_outputs
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:

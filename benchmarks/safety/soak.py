@@ -46,7 +46,8 @@ import numpy as np
 from PIL import Image
 
 from pneumonia.data.synthetic import synthetic_xray
-from pneumonia.monitoring.predlog import log_url, now, read_log
+from pneumonia.monitoring.log_target import log_url
+from pneumonia.monitoring.predlog import now, read_log
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "chest_xray" / "train"
 BAD = [

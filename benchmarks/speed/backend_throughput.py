@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pneumonia.core.bundle import Bundle
 from pneumonia.core.preprocess import fit_to_square, to_array
 from pneumonia.data.synthetic import save_image, synthetic_xray
+from pneumonia.inference.loading import Bundle, load_bundle
+from pneumonia.inference.predictions import predict_paths
+from pneumonia.inference.runtime import run_network
 from pneumonia.modeling.export import export_onnx
-from pneumonia.modeling.inference import predict_paths
-from pneumonia.modeling.loading import load_bundle
-from pneumonia.modeling.runtime import run_network
 
 
 def network_rate(bundle: Bundle, squares: np.ndarray, batch: int) -> float:

@@ -26,9 +26,9 @@ import numpy as np
 
 from pneumonia.core.bundle import DEFAULT_BUNDLE
 from pneumonia.core.config import Config, GuardConfig
+from pneumonia.inference.loading import load_bundle
 from pneumonia.modeling.datamodule import XrayDataModule
-from pneumonia.modeling.guard_training import add_guard, dataset_outputs
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.training.guard_fit import add_guard, dataset_outputs
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

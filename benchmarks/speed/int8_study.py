@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 from ort_lanes import threaded_rate  # benchmarks/, beside this script
 
-from pneumonia.modeling.loading import load_bundle
-from pneumonia.modeling.runtime import OnnxModel
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.runtime import OnnxModel
 from pneumonia.training.quantize import (
     PARITY_SHIFTS,
     Int8Recipe,

@@ -36,8 +36,8 @@ from PIL import Image
 
 from pneumonia.core.bundle import ONNX, read_meta
 from pneumonia.data.synthetic import synthetic_xray
+from pneumonia.inference.loading import load_bundle
 from pneumonia.modeling.export import export_onnx
-from pneumonia.modeling.loading import load_bundle
 
 
 def free_port() -> int:

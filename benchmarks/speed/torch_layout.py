@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 
 LAYOUTS = {"NCHW": torch.contiguous_format, "channels-last (NHWC)": torch.channels_last}
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pneumonia.core.bundle import Bundle
 from pneumonia.core.config import Config, load_config
 from pneumonia.core.results import EvaluationResult, TrainingResult
-from pneumonia.modeling.inference import Prediction
+from pneumonia.inference.loading import Bundle
+from pneumonia.inference.predictions import Prediction
 
 TYPE_NAMES = ("Bundle", "Config", "EvaluationResult", "Prediction", "TrainingResult")
 __all__ = ["evaluate", "load_bundle", "load_config", "predict", "train", *TYPE_NAMES]
@@ -28,7 +28,7 @@ def load_bundle(
     """Verify and load a bundle folder (None: the shipped model) on the fastest backend it has
     (`auto`: its int8 or float ONNX model on ONNX Runtime, PyTorch only when it has neither);
     `backend` onnx, int8 or torch asks for one."""
-    from pneumonia.modeling.loading import load_bundle as load
+    from pneumonia.inference.loading import load_bundle as load
 
     return load(path, backend, threads)
 
@@ -47,7 +47,7 @@ def predict(
     input looks like a pediatric frontal chest X-ray. `bundle`: a loaded bundle, a bundle
     folder, or None for the shipped model. An unreadable image gets an error, never an
     exception."""
-    from pneumonia.modeling.inference import expand_inputs, predict_paths
+    from pneumonia.inference.predictions import expand_inputs, predict_paths
 
     items = [images] if isinstance(images, str | Path) else images
     paths = expand_inputs([str(item) for item in items])

@@ -19,8 +19,8 @@ from pneumonia.data.split import make_manifest, write_manifest
 from pneumonia.data.synthetic import make_dataset
 from pneumonia.evaluation.audit import run_audit
 from pneumonia.evaluation.evaluate import evaluate
-from pneumonia.modeling.inference import expand_inputs, predict_paths
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import expand_inputs, predict_paths
 from pneumonia.serving.predict import write_tables
 from pneumonia.training.train import train
 

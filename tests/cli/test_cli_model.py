@@ -194,6 +194,7 @@ def test_bad_input_is_a_clear_message(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_offline(tmp_path: Path) -> None:
     result = invoke("demo", "--workdir", tmp_path / "demo")
     assert result.exit_code == 0, result.output

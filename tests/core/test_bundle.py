@@ -13,8 +13,10 @@ import torch
 from conftest import TinyRun
 from pneumonia.core import LABELS
 from pneumonia.core import bundle as bundle_module
-from pneumonia.core.bundle import BundleError, read_meta, save_bundle
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.core.bundle import read_meta
+from pneumonia.core.errors import BundleError
+from pneumonia.inference.loading import load_bundle
+from pneumonia.modeling.network import save_bundle
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pneumonia.core.preprocess import Preprocessing, fit_to_square, square_stats, to_tensor
+from pneumonia.core.preprocess import Preprocessing, fit_to_square, square_stats
+from pneumonia.modeling.network import to_tensor
 
 
 def test_pad_keeps_the_whole_image_centred() -> None:

@@ -13,7 +13,7 @@ from pneumonia.core.tracking import (
     tracking_uri,
 )
 from pneumonia.evaluation.evaluate import evaluate
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 from pneumonia.training.train import train
 
 

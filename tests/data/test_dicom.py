@@ -10,8 +10,8 @@ from conftest import TinyRun
 from pneumonia.core.errors import ImageError
 from pneumonia.data.image_io import read_image
 from pneumonia.data.synthetic import save_dicom
-from pneumonia.modeling.inference import predict_paths
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import predict_paths
 
 
 def ramp(h: int = 32, w: int = 48, top: int = 4095) -> np.ndarray:

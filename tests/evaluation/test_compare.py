@@ -10,7 +10,7 @@ from conftest import TinyRun, tiny_config
 from pneumonia.core.errors import PneumoniaError
 from pneumonia.evaluation.compare import compare, resolve_entries, same_source
 from pneumonia.evaluation.evaluate import evaluate
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 from pneumonia.modeling.models import count_parameters
 from pneumonia.training.train import train
 

@@ -14,7 +14,7 @@ from pneumonia.core.errors import DataError
 from pneumonia.data.split import read_manifest
 from pneumonia.evaluation.evaluate import evaluate, select_items
 from pneumonia.evaluation.metrics import binary_metrics, headline, jsonable
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 
 
 def test_round_trip_gives_the_training_metrics(tiny_run: TinyRun, tmp_path: Path) -> None:

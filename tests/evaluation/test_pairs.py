@@ -11,7 +11,7 @@ from conftest import TinyRun
 from pneumonia.core.errors import DataError
 from pneumonia.data.synthetic import make_pairs, save_image
 from pneumonia.evaluation.pairs import agreement, find_pairs, pairs_report
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 
 
 def test_pairs_are_matched_by_name_and_the_unmatched_listed(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from conftest import TinyRun
 from pneumonia.core.bundle import read_meta, write_meta
 from pneumonia.evaluation.report import confident_errors, report, thumbnail_uri
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 
 PNG = "data:image/png;base64,"
 

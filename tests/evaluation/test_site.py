@@ -95,7 +95,7 @@ def test_operating_curve_takes_off_the_estimators_bias() -> None:
 
 def test_the_aim_corrects_the_estimators_bias_on_validation(tiny_run: TinyRun) -> None:
     from pneumonia.evaluation.site import anchored_aim
-    from pneumonia.modeling.loading import load_bundle
+    from pneumonia.inference.loading import load_bundle
 
     bundle = load_bundle(tiny_run.bundle)
     n = bundle.meta.validation["n"]

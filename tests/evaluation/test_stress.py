@@ -11,7 +11,7 @@ from conftest import TinyRun
 from pneumonia.core.errors import DataError
 from pneumonia.evaluation.evaluate import evaluate
 from pneumonia.evaluation.stress import stress
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 
 SHIFTS = ["wide_1.5", "crop_70", "inverted", "noise_16"]
 

@@ -12,7 +12,7 @@ from pneumonia.core.config import OperatingConfig
 from pneumonia.core.errors import DataError, PneumoniaError
 from pneumonia.evaluation.evaluate import evaluate
 from pneumonia.evaluation.tune import retune
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 
 
 def test_retune_writes_a_new_bundle_that_evaluate_agrees_with(

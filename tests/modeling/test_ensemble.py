@@ -11,15 +11,14 @@ from fastapi.testclient import TestClient
 from safetensors.torch import load_file, save_file
 
 from conftest import prepare_tiny, tiny_config
-from pneumonia.core.bundle import BundleError
 from pneumonia.core.config import OperatingConfig
-from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.errors import BundleError, PneumoniaError
 from pneumonia.data.cache import prepare_cache
 from pneumonia.data.split import read_manifest
 from pneumonia.data.synthetic import synthetic_xray
+from pneumonia.inference.loading import load_bundle
 from pneumonia.modeling.ensemble import EnsembleModel
 from pneumonia.modeling.export import export_onnx, parity_inputs
-from pneumonia.modeling.loading import load_bundle
 from pneumonia.serving.explain import explain_image
 from pneumonia.serving.serve import Limits, create_app
 from pneumonia.training.ensembling import build_ensemble

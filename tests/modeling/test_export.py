@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from conftest import TinyRun
-from pneumonia.core.bundle import ONNX, BundleError
+from pneumonia.core.bundle import ONNX
 from pneumonia.core.config import OperatingConfig
-from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.errors import BundleError, PneumoniaError
 from pneumonia.data.synthetic import save_image, synthetic_xray
 from pneumonia.evaluation.tune import retune
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import predict_paths
+from pneumonia.inference.runtime import OnnxModel
 from pneumonia.modeling.export import export_onnx, parity_inputs
-from pneumonia.modeling.inference import predict_paths
-from pneumonia.modeling.loading import load_bundle
-from pneumonia.modeling.runtime import OnnxModel
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pneumonia.cli import app
-from pneumonia.core.bundle import DEFAULT_BUNDLE, SubtypeRecord, model_version, read_meta
+from pneumonia.core.bundle import DEFAULT_BUNDLE, model_version, read_meta
 from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.meta import SubtypeRecord
 from pneumonia.monitoring.monitor import _subtype_section, monitor, parse_when
 from pneumonia.monitoring.predlog import PredictionLog, Record
 

@@ -11,13 +11,13 @@ from sqlalchemy import Column, MetaData, Table, inspect
 from sqlalchemy.exc import OperationalError
 
 from pneumonia.core.errors import PneumoniaError
+from pneumonia.monitoring.log_target import log_url
 from pneumonia.monitoring.predlog import (
     ADDED,
     COLUMNS,
     PREDICTIONS,
     PredictionLog,
     Record,
-    log_url,
     open_engine,
     read_log,
     read_logs,

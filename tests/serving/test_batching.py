@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import TinyRun, wait_until
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 from pneumonia.serving.batching import Batching, MicroBatcher, Overloaded
 from pneumonia.serving.serve import create_app
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import TinyRun
 from pneumonia.data.synthetic import save_image, synthetic_xray
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 from pneumonia.modeling.models import create_model, list_models
 from pneumonia.serving.explain import (
     METHODS,

@@ -19,7 +19,7 @@ from conftest import TinyRun
 from pneumonia.cli import app as cli_app
 from pneumonia.core.errors import PneumoniaError
 from pneumonia.data.synthetic import deflated_dicom, oversized_png, synthetic_xray
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 from pneumonia.monitoring.predlog import read_log
 from pneumonia.serving.security import (
     CSP,

@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from conftest import TinyRun, unguarded_copy
 from pneumonia.data.synthetic import oversized_png, save_dicom, synthetic_xray
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 from pneumonia.monitoring.predlog import read_log
 from pneumonia.serving import serve as serve_module
 from pneumonia.serving.serve import Limits, create_app, model_version

@@ -16,10 +16,9 @@ import uvicorn
 from PIL import Image
 
 from conftest import TinyRun
-from pneumonia.core.bundle import Bundle
 from pneumonia.data.ood_corpus import MAKERS
 from pneumonia.data.synthetic import save_image, synthetic_xray
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import Bundle, load_bundle
 from pneumonia.serving.security import Door, Tokens
 from pneumonia.serving.serve import create_app
 

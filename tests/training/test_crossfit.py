@@ -13,8 +13,8 @@ import pytest
 from conftest import prepare_tiny, tiny_config
 from pneumonia.core.errors import DataError
 from pneumonia.data.split import Row, fold_manifests, read_manifest
-from pneumonia.modeling.inference import check_operating_point, predict_paths
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import check_operating_point, predict_paths
 from pneumonia.training.crossfit import train_folds
 
 

@@ -7,7 +7,7 @@ import torch
 
 from conftest import prepare_tiny, tiny_config
 from pneumonia.core.config import Config, load_config
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 from pneumonia.modeling.models import list_models
 from pneumonia.training.train import train
 
@@ -51,6 +51,7 @@ def test_one_config_per_registry_family() -> None:
     assert [p.stem for p in EXPERIMENTS] == sorted(names)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
 def test_experiment_trains_on_tiny_data(path: Path, tiny_data: Path) -> None:
     written = load_config(path)

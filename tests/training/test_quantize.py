@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from conftest import TinyRun, unguarded_copy
 from pneumonia.cli import app
-from pneumonia.core.bundle import INT8, BundleError
-from pneumonia.core.errors import PneumoniaError
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.core.bundle import INT8
+from pneumonia.core.errors import BundleError, PneumoniaError
+from pneumonia.inference.loading import load_bundle
 from pneumonia.training import quantize
 
 

@@ -13,8 +13,8 @@ from pneumonia.core.bundle import WEIGHTS
 from pneumonia.core.errors import PneumoniaError
 from pneumonia.core.preprocess import Render
 from pneumonia.data.split import read_manifest
-from pneumonia.modeling.inference import predict_paths
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import predict_paths
 from pneumonia.training.recontract import operating_config, recontract
 
 

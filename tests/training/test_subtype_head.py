@@ -22,12 +22,12 @@ from pneumonia.core.errors import DataError, PneumoniaError
 from pneumonia.data.split import read_manifest
 from pneumonia.data.synthetic import save_image, synthetic_xray
 from pneumonia.evaluation.evaluate import evaluate
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import predict_paths
+from pneumonia.inference.runtime import OnnxModel, network_heads
 from pneumonia.modeling.classifier import XrayClassifier
 from pneumonia.modeling.export import export_onnx, parity_inputs
-from pneumonia.modeling.inference import predict_paths
-from pneumonia.modeling.loading import load_bundle
 from pneumonia.modeling.models import create_model
-from pneumonia.modeling.runtime import OnnxModel, network_heads
 from pneumonia.monitoring.predlog import read_log
 from pneumonia.serving.serve import Limits, create_app
 from pneumonia.training.ensembling import build_ensemble

@@ -19,9 +19,9 @@ from conftest import TinyRun, prepare_tiny, tiny_config
 from pneumonia.core.config import Config, dump_config
 from pneumonia.core.errors import DataError, PneumoniaError
 from pneumonia.evaluation.operating import OperatingPointError
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.runtime import run_network
 from pneumonia.modeling.models import ModelError
-from pneumonia.modeling.runtime import run_network
 from pneumonia.training import train as train_module
 from pneumonia.training.train import train
 
@@ -155,6 +155,7 @@ def _train_process(cfg_file: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
     """A real kill (SIGKILL: no handler runs) after the first checkpoint, then `--resume`:
     the same epochs, threshold, validation metrics and weights as a run never stopped."""
@@ -208,6 +209,7 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> N
         assert killed_row["val_auc"] == whole_row["val_auc"]  # between loses just those
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_writes_one_bundle(tmp_path: Path) -> None:
     """DDP with the gloo backend: `pneumonia train` starts a second process, both train on
     their half of each epoch, validation is gathered, and the first process alone writes

@@ -90,7 +90,7 @@ def report_command(
     from pneumonia.core.config import TrackingConfig
     from pneumonia.core.outputs import fresh_dir
     from pneumonia.evaluation.report import report
-    from pneumonia.modeling.loading import load_bundle
+    from pneumonia.inference.loading import load_bundle
 
     loaded = load_bundle(bundle)
     out_dir = fresh_dir(out, force)
@@ -134,8 +134,8 @@ def explain_command(
 ) -> None:
     """Grad-CAM overlays on the original images, with probability and label: a qualitative aid."""
     from pneumonia.core.outputs import fresh_dir
-    from pneumonia.modeling.inference import expand_inputs
-    from pneumonia.modeling.loading import load_bundle
+    from pneumonia.inference.loading import load_bundle
+    from pneumonia.inference.predictions import expand_inputs
     from pneumonia.serving.explain import CAVEAT, METHODS, explain_paths
 
     if method not in METHODS:
@@ -206,7 +206,7 @@ def stress_command(
     from pneumonia.core.outputs import fresh_dir
     from pneumonia.data.shifts import resolve
     from pneumonia.evaluation.stress import stress
-    from pneumonia.modeling.loading import load_bundle
+    from pneumonia.inference.loading import load_bundle
 
     try:
         resolve(shift)  # an unknown name fails before the output folder is made
@@ -293,7 +293,7 @@ def pairs_command(
     from pneumonia.core.outputs import fresh_dir
     from pneumonia.data.renderings import RENDERINGS
     from pneumonia.evaluation.pairs import pairs_report
-    from pneumonia.modeling.loading import load_bundle
+    from pneumonia.inference.loading import load_bundle
 
     unknown = [r for r in rendering or [] if r not in RENDERINGS]
     if unknown:  # before the output folder is made

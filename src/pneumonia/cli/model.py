@@ -144,7 +144,7 @@ def evaluate_command(
     from pneumonia.core.config import TrackingConfig
     from pneumonia.core.outputs import fresh_dir
     from pneumonia.evaluation.evaluate import evaluate
-    from pneumonia.modeling.loading import load_bundle
+    from pneumonia.inference.loading import load_bundle
 
     loaded = load_bundle(bundle, backend)
     say_backend(loaded)
@@ -195,8 +195,8 @@ def predict_command(
 ) -> None:
     """P(PNEUMONIA) and label for images; without a BUNDLE the shipped default model."""
     from pneumonia.core.outputs import fresh_dir
-    from pneumonia.modeling.inference import expand_inputs, predict_paths
-    from pneumonia.modeling.loading import load_bundle
+    from pneumonia.inference.loading import load_bundle
+    from pneumonia.inference.predictions import expand_inputs, predict_paths
     from pneumonia.serving.predict import annotate_all, write_tables
 
     bundle_path, patterns = split_bundle(inputs)

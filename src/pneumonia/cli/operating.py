@@ -78,7 +78,7 @@ def threshold_command(
     from pneumonia.core.config import OperatingConfig
     from pneumonia.core.errors import ConfigError
     from pneumonia.evaluation.tune import retune
-    from pneumonia.modeling.loading import load_bundle
+    from pneumonia.inference.loading import load_bundle
 
     if (data is None) == (not unlabelled):
         raise typer.BadParameter("give labelled --data or a site's --unlabelled images (one)")

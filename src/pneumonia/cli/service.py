@@ -77,7 +77,7 @@ def serve_command(
 ) -> None:
     """Serve a bundle over HTTP: a web page at /, POST /predict and /explain; every prediction
     is logged (no pixels, no file names) for `pneumonia monitor`."""
-    from pneumonia.modeling.loading import load_bundle
+    from pneumonia.inference.loading import load_bundle
     from pneumonia.serving.batching import Batching
     from pneumonia.serving.security import Door, Tokens, allowed_hosts, check_exposure, is_loopback
     from pneumonia.serving.serve import create_app, model_version, serve
@@ -125,8 +125,8 @@ def export_command(
     """Export a bundle's network (ONNX, dynamic batch) and check parity with PyTorch; with
     --int8, quantize it and keep the copy only if it answers like the float model."""
     from pneumonia.core.bundle import ONNX, read_meta
+    from pneumonia.inference.loading import load_bundle
     from pneumonia.modeling.export import PARITY_LIMIT, export_onnx
-    from pneumonia.modeling.loading import load_bundle
 
     if not (onnx or int8):
         raise typer.BadParameter("say which format: --onnx, --int8 (needs model.onnx), or both")
@@ -172,7 +172,7 @@ def guard_command(
     force: ForceOpt = False,
 ) -> None:
     """Fit the out-of-distribution guard of a bundle made without one (training fits it)."""
-    from pneumonia.modeling.guard_training import guard_bundle
+    from pneumonia.training.guard_fit import guard_bundle
 
     cfg = GuardConfig(augmented_views=views, max_flag_rate=max_flag_rate)
     record = guard_bundle(bundle, data, cfg, force)

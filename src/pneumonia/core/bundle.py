@@ -17,193 +17,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from pneumonia.core import LABELS, SUBTYPES, __version__
-from pneumonia.core.errors import PneumoniaError
-from pneumonia.core.outputs import plain_mode
-from pneumonia.core.preprocess import Preprocessing
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from pneumonia.modeling.guard import Guard
+from pneumonia.core.card import model_card
+from pneumonia.core.errors import BundleError
+from pneumonia.core.meta import BundleMeta, FileRecord
 
 log = logging.getLogger(__name__)
 WEIGHTS, META, CARD = "model.safetensors", "model.json", "MODEL_CARD.md"
 ONNX, INT8 = "model.onnx", "model.int8.onnx"
 TRAIN_EXTRA = "pip install 'pneumonia[train]'"
-FORMAT_VERSION = 1
 DEFAULT_BUNDLE = Path(__file__).parents[1] / "assets" / "default"
-
-
-class BundleError(PneumoniaError):
-    """A bundle is missing, incomplete, altered or unreadable."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Member(_Strict):
-    """One network of an ensemble: its architecture, contract and calibration."""
-
-    name: str
-    in_chans: int = 1
-    num_classes: int = 1
-    preprocessing: Preprocessing
-    temperature: float = Field(1.0, gt=0)
-    source: str = ""  # the bundle it came from, and its weights' sha256
-    source_sha256: str = ""
-
-
-class Architecture(_Strict):
-    """Arguments of `create_model` that rebuild the network (an ensemble: its members)."""
-
-    name: str
-    in_chans: int = 1
-    num_classes: int = 1
-    members: list[Member] | None = None
-    combine: str | None = None  # an ensemble's rule, see pneumonia.modeling.ensemble
-
-
-class Threshold(_Strict):
-    """The decision threshold on P(PNEUMONIA) and how it was chosen."""
-
-    value: float = Field(gt=0, lt=1)
-    rule: str
-    detail: dict[str, Any] = Field(default_factory=dict)
-
-
-class Calibration(_Strict):
-    """Temperature scaling: P(PNEUMONIA) = sigmoid(logit / temperature)."""
-
-    temperature: float = Field(gt=0)
-    fitted_on: str = "validation"
-    ece_before: float | None = None
-    ece_after: float | None = None
-    brier_before: float | None = None
-    brier_after: float | None = None
-
-
-class GuardRecord(_Strict):
-    """The out-of-distribution guard (`pneumonia.modeling.guard`): how it scores, where it
-    stands."""
-
-    method: str
-    file: str
-    threshold: float
-    components: int
-    features: int
-    max_flag_rate: float
-    fitted_on: dict[str, Any] = Field(default_factory=dict)  # images, views
-    validation: dict[str, Any] = Field(default_factory=dict)  # flag rates measured at fit time
-    score: str = (
-        "mean squared whitened distance of the pooled features to the nearest class mean "
-        "(about 1 for training-like X-rays); in distribution when score <= threshold"
-    )
-
-
-class SubtypeRecord(_Strict):
-    """The second output of a network with the subtype head: P(viral | pneumonia)."""
-
-    labels: list[str] = Field(default_factory=lambda: list(SUBTYPES))
-    output: str = (
-        "column 1 of the network's output: the logit of P(viral | pneumonia) = "
-        "sigmoid(logit / temperature); viral when P >= threshold, named where the screening "
-        "label is PNEUMONIA"
-    )
-    temperature: float = Field(1.0, gt=0)
-    threshold: float = Field(0.5, gt=0, lt=1)
-    trained_on: str = "the subtypes the PNEUMONIA file names carry (bacteria, virus)"
-    validation: dict[str, Any] = Field(default_factory=dict)
-
-
-class FileRecord(_Strict):
-    sha256: str
-    bytes: int
-
-
-class BundleMeta(_Strict):
-    """The schema of `model.json`."""
-
-    format: Literal["pneumonia-bundle"] = "pneumonia-bundle"
-    format_version: int = FORMAT_VERSION
-    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    architecture: Architecture
-    labels: list[str] = Field(default_factory=lambda: list(LABELS))
-    output: str = (
-        "one logit; P(PNEUMONIA) = sigmoid(logit / calibration.temperature); "
-        "label PNEUMONIA when P >= threshold"
-    )
-    preprocessing: Preprocessing
-    threshold: Threshold
-    calibration: Calibration | None = None
-    validation: dict[str, Any] = Field(default_factory=dict)
-    data: dict[str, Any] = Field(default_factory=dict)
-    training: dict[str, Any] = Field(default_factory=dict)
-    versions: dict[str, str] = Field(default_factory=lambda: package_versions())
-    files: dict[str, FileRecord] = Field(default_factory=dict)
-    exports: dict[str, Any] = Field(default_factory=dict)  # e.g. onnx: file, opset, parity
-    guard: GuardRecord | None = None  # absent: bundles made before the guard, or without one
-    subtype: SubtypeRecord | None = None  # absent: one output, no subtype head
-    reference: dict[str, Any] = Field(default_factory=dict)  # what `monitor` compares against
-
-    def contract_record(self) -> str:
-        """What the weights file carries to tie it to this metadata."""
-        part = self.model_dump(mode="json", include={"architecture", "labels", "preprocessing"})
-        for key in ("members", "combine"):  # single networks' records predate these keys
-            if part["architecture"][key] is None:
-                del part["architecture"][key]
-        contracts = [part["preprocessing"]]
-        contracts += [m["preprocessing"] for m in part["architecture"].get("members") or []]
-        for contract in contracts:  # and contracts without a render step predate that key
-            if contract.get("render", 0) is None:
-                del contract["render"]
-        return json.dumps(part, sort_keys=True)
-
-
-@dataclass
-class Bundle:
-    """A loaded bundle: its metadata and the network on CPU, a PyTorch module in eval mode
-    (`backend` torch) or an ONNX Runtime session (`backend` onnx, or int8 for the quantized
-    copy)."""
-
-    path: Path
-    meta: BundleMeta
-    model: Any
-    backend: str = "torch"
-    guard: Guard | None = None
-
-    @property
-    def threshold(self) -> float:
-        return self.meta.threshold.value
-
-    @property
-    def contract(self) -> Preprocessing:
-        return self.meta.preprocessing
-
-    @property
-    def temperature(self) -> float:
-        return self.meta.calibration.temperature if self.meta.calibration else 1.0
-
-
-def package_versions() -> dict[str, str]:
-    """Versions that shaped a model: Python and the main packages."""
-    out = {"python": platform.python_version(), "pneumonia": __version__}
-    for name in ("torch", "timm", "lightning", "numpy", "pillow", "scikit-learn", "safetensors"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:  # pragma: no cover - all are dependencies
-            continue
-    return out
 
 
 def model_version(meta: BundleMeta) -> str:
@@ -243,28 +69,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_bundle(model: nn.Module, meta: BundleMeta, folder: Path) -> Path:
-    """Write weights and metadata into `folder` (created; files inside are replaced). Only the
-    weights travel: a guard, exports and the monitoring reference belong to files that are
-    not written here, so they are dropped (`pneumonia guard`, `export` add them again)."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / WEIGHTS
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(weights), metadata={"pneumonia": meta.contract_record()})
-    plain_mode(weights)
-    update = {"files": {WEIGHTS: file_record(weights)}, "guard": None, "reference": {}}
-    meta = meta.model_copy(update={**update, "exports": {}})
-    write_meta(meta, folder)
-    log.info("bundle written: %s", folder)
-    return folder
-
-
 def write_meta(meta: BundleMeta, folder: Path) -> Path:
     """Write `model.json` (atomically) and the model card made from it."""
-    from pneumonia.core.card import model_card
-
     target = folder / META
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from pneumonia.core.bundle import BundleMeta
+from pneumonia.core.meta import BundleMeta
 
 INTENDED_USE = (
     "Research and teaching: comparing methods, studying failure modes, building tools. "

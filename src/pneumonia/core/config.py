@@ -199,7 +199,7 @@ class AuditConfig(_Strict):
 
 
 class GuardConfig(_Strict):
-    """The out-of-distribution guard fitted after training (`pneumonia.modeling.guard`)."""
+    """The out-of-distribution guard fitted after training (`pneumonia.inference.guard`)."""
 
     enabled: bool = Field(True, description="fit the guard and store it in the bundle")
     augmented_views: int = Field(

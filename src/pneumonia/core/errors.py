@@ -17,6 +17,10 @@ class DataError(PneumoniaError):
     """A dataset folder, manifest or cache cannot be used."""
 
 
+class BundleError(PneumoniaError):
+    """A bundle is missing, incomplete, altered or unreadable."""
+
+
 class ImageError(PneumoniaError):
     """One image cannot be read; names the file and the reason."""
 

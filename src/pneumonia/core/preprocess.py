@@ -2,8 +2,8 @@
 
 Every image that reaches a model goes through `Preprocessing.square` (done once, when the
 cache is prepared, or at prediction time: the optional `render` step, then `fit_to_square`)
-and then `to_array` (`to_tensor` for PyTorch). The contract's fields travel with every model
-bundle, so inference repeats exactly what training did.
+and then `to_array` (`pneumonia.modeling.network.to_tensor` for PyTorch). The contract's
+fields travel with every model bundle, so inference repeats exactly what training did.
 """
 
 from __future__ import annotations
@@ -11,14 +11,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
-
-if TYPE_CHECKING:
-    import torch
 
 CACHE_FORMAT = 1
 """Bump when the cached array layout changes, so old caches are rebuilt."""
@@ -143,10 +140,3 @@ def square_stats(squares: np.ndarray) -> dict[str, np.ndarray]:
     deviation of the pixels in [0, 1] (the prediction log's and `monitor`'s reference's)."""
     x = squares.reshape(len(squares), -1).astype(np.float32) / 255.0
     return {"brightness": x.mean(1), "contrast": x.std(1)}
-
-
-def to_tensor(square: np.ndarray, contract: Preprocessing) -> torch.Tensor:
-    """`to_array` as a torch tensor (for training and PyTorch inference)."""
-    import torch
-
-    return torch.from_numpy(to_array(square, contract))

@@ -5,10 +5,11 @@ run artifacts in `mlartifacts/` beside it; `tracking.uri` or `MLFLOW_TRACKING_UR
 elsewhere, and `tracking.enabled=false` turns tracking off. Browse the runs with
 `mlflow ui --backend-store-uri sqlite:///mlruns.db`.
 
-Training logs through Lightning's `MLFlowLogger` (the flattened config as params, the
-per-epoch metrics as Lightning logs them); the run's figures, tables and bundle follow as
-artifacts. A store that cannot be opened stops a run before it starts; a failure while
-uploading artifacts afterwards is logged and never loses the finished run.
+Training logs through Lightning's `MLFlowLogger` (`pneumonia.training.loop.training_logger`:
+the flattened config as params, the per-epoch metrics as Lightning logs them); the run's
+figures, tables and bundle follow as artifacts. A store that cannot be opened stops a run
+before it starts; a failure while uploading artifacts afterwards is logged and never loses
+the finished run.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from pneumonia.core.config import TrackingConfig
 from pneumonia.core.errors import PneumoniaError
 
 if TYPE_CHECKING:
-    from lightning.pytorch.loggers import MLFlowLogger
     from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -82,15 +82,6 @@ def client(uri: str) -> MlflowClient:
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
     return MlflowClient(uri)
-
-
-def training_logger(handle: RunHandle | None) -> MLFlowLogger | None:
-    """Lightning's MLFlowLogger writing into a run from `start_run` (None: tracking off)."""
-    if handle is None:
-        return None
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    return MLFlowLogger(tracking_uri=handle[0], run_id=handle[1])
 
 
 def log_outputs(

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pneumonia.core import LABELS
-from pneumonia.core.bundle import META, Bundle
+from pneumonia.core.bundle import META
 from pneumonia.core.errors import DataError, PneumoniaError
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.evaluation.calibration import reliability_figure
@@ -27,13 +27,13 @@ from pneumonia.evaluation.evaluate import Item, Scored, select_items, subtype_re
 from pneumonia.evaluation.metrics import binary_metrics
 from pneumonia.evaluation.plots import roc_overlay
 from pneumonia.evaluation.uncertainty import metric_intervals
-from pneumonia.modeling.inference import (
+from pneumonia.inference.loading import Bundle, load_bundle
+from pneumonia.inference.predictions import (
     load_squares,
     network_scores,
     subtype_probability,
     to_probability,
 )
-from pneumonia.modeling.loading import load_bundle
 from pneumonia.modeling.models import count_parameters
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ import numpy as np
 from sklearn.metrics import brier_score_loss
 
 from pneumonia.core import LABELS, SUBTYPES
-from pneumonia.core.bundle import Bundle
 from pneumonia.core.config import TrackingConfig
 from pneumonia.core.errors import DataError
 from pneumonia.core.results import EvaluationResult
@@ -29,7 +28,8 @@ from pneumonia.evaluation.calibration import expected_calibration_error, reliabi
 from pneumonia.evaluation.metrics import binary_metrics, headline, jsonable
 from pneumonia.evaluation.plots import confusion_figure, pr_figure, roc_figure
 from pneumonia.evaluation.uncertainty import metric_intervals
-from pneumonia.modeling.inference import check_tta, stream_logits, to_probability
+from pneumonia.inference.loading import Bundle
+from pneumonia.inference.predictions import check_tta, stream_logits, to_probability
 
 log = logging.getLogger(__name__)
 

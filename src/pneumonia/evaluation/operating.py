@@ -23,8 +23,8 @@ from sklearn.metrics import roc_curve
 from pneumonia.core.errors import PneumoniaError
 
 if TYPE_CHECKING:
-    from pneumonia.core.bundle import Calibration, Threshold
     from pneumonia.core.config import OperatingConfig
+    from pneumonia.core.meta import Calibration, Threshold
 
 Rule = Literal["target_sensitivity", "youden", "cost", "fixed"]
 EPS = 1e-7
@@ -200,9 +200,9 @@ def fit_operating_point(
     Takes the network's raw validation logits. Returns the threshold, the calibration, and
     the clean validation probabilities as inference will compute them.
     """
-    from pneumonia.core.bundle import Calibration, Threshold
+    from pneumonia.core.meta import Calibration, Threshold
     from pneumonia.evaluation.calibration import calibration_summary, fit_temperature
-    from pneumonia.modeling.inference import to_probability
+    from pneumonia.inference.predictions import to_probability
 
     labels = np.asarray(labels, dtype=int)
     z = np.asarray(logits, dtype=np.float64)

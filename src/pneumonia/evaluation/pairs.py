@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from pneumonia.core.bundle import Bundle
 from pneumonia.core.errors import DataError, ImageError
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.core.progress import parallel_map
 from pneumonia.data.discover import discover
 from pneumonia.data.image_io import decode_image, read_image
 from pneumonia.data.renderings import RENDERINGS, render
-from pneumonia.modeling.inference import guard_scores, network_scores, to_probability
+from pneumonia.inference.loading import Bundle
+from pneumonia.inference.predictions import guard_scores, network_scores, to_probability
 
 log = logging.getLogger(__name__)
 COPY = "copy"

@@ -22,7 +22,6 @@ from markdown_it import MarkdownIt
 from PIL import Image
 
 from pneumonia.core import LABELS, __version__
-from pneumonia.core.bundle import Bundle
 from pneumonia.core.card import model_card
 from pneumonia.core.config import TrackingConfig
 from pneumonia.core.errors import ImageError
@@ -32,6 +31,7 @@ from pneumonia.evaluation.compare import same_source
 from pneumonia.evaluation.evaluate import evaluate
 from pneumonia.evaluation.metrics import HEADLINE
 from pneumonia.evaluation.plots import history_series, training_curves
+from pneumonia.inference.loading import Bundle
 
 GALLERY_SIZE = 8
 FIGURES = (

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from pneumonia.core.bundle import Bundle, Threshold, write_meta
+from pneumonia.core.bundle import write_meta
 from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.meta import Threshold
 from pneumonia.core.outputs import new_folder
 from pneumonia.evaluation.prior import (
     adjust_posteriors,
@@ -34,6 +35,7 @@ from pneumonia.evaluation.prior import (
     expected_sensitivity,
     thresholds_for_sensitivity,
 )
+from pneumonia.inference.loading import Bundle
 
 log = logging.getLogger(__name__)
 MIN_IMAGES = 200  # fewer: the prevalence estimate is too loose to move a threshold
@@ -200,7 +202,7 @@ def usable_probabilities(
 ) -> tuple[np.ndarray, dict[str, int]]:
     """(calibrated P(PNEUMONIA) of the readable images the guard accepts, counts of images,
     unreadable and flagged)."""
-    from pneumonia.modeling.inference import stream_logits, to_probability
+    from pneumonia.inference.predictions import stream_logits, to_probability
 
     raw, ood, errors, _ = stream_logits(bundle, paths, workers=workers, show=show)
     readable = np.array([e is None for e in errors], dtype=bool)
@@ -251,7 +253,7 @@ def adapt_to_site(
     """Write a copy of `bundle` into `out` whose threshold keeps the target sensitivity at the
     site whose unlabelled images `inputs` (files, folders, globs) are. Returns a summary."""
     from pneumonia.evaluation.tune import copy_bundle
-    from pneumonia.modeling.inference import expand_inputs
+    from pneumonia.inference.predictions import expand_inputs
 
     new_folder(out, "site bundle")
     source = ", ".join(inputs)

@@ -25,14 +25,14 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
 
 from pneumonia.core import LABELS
-from pneumonia.core.bundle import Bundle
 from pneumonia.core.errors import DataError
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.core.progress import parallel_map
 from pneumonia.data.shifts import CLEAN, SHIFTS, resolve, views_job
 from pneumonia.evaluation.evaluate import select_items
 from pneumonia.evaluation.uncertainty import bootstrap
-from pneumonia.modeling.inference import check_operating_point, network_scores, to_probability
+from pneumonia.inference.loading import Bundle
+from pneumonia.inference.predictions import check_operating_point, network_scores, to_probability
 
 log = logging.getLogger(__name__)
 CHUNK = 512  # images decoded and shifted at a time (bounds memory on large sets)

@@ -15,10 +15,10 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 
 from pneumonia.core import LABELS, SUBTYPES
-from pneumonia.core.bundle import SubtypeRecord
+from pneumonia.core.meta import SubtypeRecord
 from pneumonia.evaluation.metrics import binary_metrics, jsonable
 from pneumonia.evaluation.uncertainty import bootstrap
-from pneumonia.modeling.inference import to_probability
+from pneumonia.inference.predictions import to_probability
 
 CLASSES = (LABELS[0], *SUBTYPES)
 """The three classes of the two outputs together: NORMAL, bacterial, viral."""

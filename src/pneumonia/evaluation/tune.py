@@ -13,15 +13,17 @@ from typing import Any
 import numpy as np
 
 from pneumonia.core import LABELS
-from pneumonia.core.bundle import CARD, META, Bundle, BundleMeta, write_meta
+from pneumonia.core.bundle import CARD, META, write_meta
 from pneumonia.core.config import OperatingConfig
 from pneumonia.core.errors import DataError, PneumoniaError
+from pneumonia.core.meta import BundleMeta
 from pneumonia.core.outputs import new_folder
 from pneumonia.data.shifts import check_views
 from pneumonia.evaluation.evaluate import Item, score_split, select_items
 from pneumonia.evaluation.metrics import binary_metrics, validation_record
 from pneumonia.evaluation.operating import fit_operating_point
-from pneumonia.modeling.inference import to_probability
+from pneumonia.inference.loading import Bundle
+from pneumonia.inference.predictions import to_probability
 
 
 def _check_target(out: Path | None, in_place: bool) -> None:

@@ -21,8 +21,8 @@ import logging
 import torch
 from torch import nn
 
-from pneumonia.core.bundle import Member
 from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.meta import Member
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.modeling.models import create_model, get_spec
 

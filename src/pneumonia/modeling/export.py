@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from pneumonia.core.bundle import ONNX, Bundle, file_record, write_meta
+from pneumonia.core.bundle import ONNX, file_record, write_meta
 from pneumonia.core.errors import PneumoniaError
-from pneumonia.core.preprocess import to_tensor
 from pneumonia.data.synthetic import synthetic_xray
-from pneumonia.modeling.inference import to_probability
-from pneumonia.modeling.runtime import FEATURES, OnnxModel, head_inputs, network_heads
+from pneumonia.inference.loading import Bundle
+from pneumonia.inference.predictions import to_probability
+from pneumonia.inference.runtime import FEATURES, OnnxModel, network_heads
+from pneumonia.modeling.network import head_inputs, to_tensor
 
 log = logging.getLogger(__name__)
 OPSET = 17

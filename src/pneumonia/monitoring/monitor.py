@@ -31,8 +31,9 @@ from jinja2 import Environment, select_autoescape
 from matplotlib.figure import Figure
 
 from pneumonia.core import __version__
-from pneumonia.core.bundle import BundleMeta, model_version, read_meta
+from pneumonia.core.bundle import model_version, read_meta
 from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.meta import BundleMeta
 from pneumonia.evaluation.prior import (
     adjust_posteriors,
     em_prior,
@@ -40,7 +41,8 @@ from pneumonia.evaluation.prior import (
     threshold_for_sensitivity,
 )
 from pneumonia.monitoring.drift import PSI_ALERT, PSI_WATCH, ks, psi, rate_pvalue
-from pneumonia.monitoring.predlog import Record, describe, log_url, read_logs
+from pneumonia.monitoring.log_target import describe, log_url
+from pneumonia.monitoring.predlog import Record, read_logs
 
 log = logging.getLogger(__name__)
 MIN_ROWS = 30  # fewer predictions than this: distribution rules are not judged

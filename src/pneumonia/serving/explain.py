@@ -22,12 +22,13 @@ from PIL import Image, ImageDraw, ImageFont
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
-from pneumonia.core.bundle import Architecture, Bundle
 from pneumonia.core.errors import ImageError, PneumoniaError
-from pneumonia.core.preprocess import to_tensor
+from pneumonia.core.meta import Architecture
 from pneumonia.data.image_io import load_gray
-from pneumonia.modeling.inference import Prediction, prediction, score_squares, to_probability
+from pneumonia.inference.loading import Bundle, load_bundle
+from pneumonia.inference.predictions import Prediction, prediction, score_squares, to_probability
 from pneumonia.modeling.models import get_spec
+from pneumonia.modeling.network import to_tensor
 
 log = logging.getLogger(__name__)
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM}
@@ -141,13 +142,18 @@ def explain_image(bundle: Bundle, path: str, method: str = "gradcam") -> Explana
 def explain_gray(
     bundle: Bundle, gray: np.ndarray, name: str, method: str, answer: Prediction | None = None
 ) -> Explanation:
-    """Explain the bundle's prediction on decoded grayscale pixels (`name` labels them). With
-    `answer` (a service's own, from the model it predicts with), the explanation reports that
-    answer's probability, label and guard verdict; the CAM is always the PyTorch network's."""
+    """Explain the bundle's prediction on decoded grayscale pixels (`name` labels them). The
+    probability, label and guard verdict are the bundle's own, on its backend (or `answer`'s,
+    a service's); the CAM is always the PyTorch network's, loaded from the bundle's folder
+    when it runs on ONNX Runtime."""
     contract = bundle.contract
     square = contract.square(gray)
-    prob, cam = cam_on_square(bundle, square, method)
+    network = bundle if bundle.backend == "torch" else load_bundle(bundle.path, "torch")
+    prob, cam = cam_on_square(network, square, method)
     full = cam_to_original(cam, gray.shape[0], gray.shape[1], contract.resize)
+    if answer is None and bundle.backend != "torch":  # the numbers of the model it was given
+        p, score, viral = score_squares(bundle, [square])[0]
+        answer = prediction(bundle, name, float(p), float(score), float(viral))
     verdict = answer or prediction(bundle, name, prob, float(score_squares(bundle, [square])[0, 1]))
     if answer is not None and answer.probability is not None:
         prob = answer.probability

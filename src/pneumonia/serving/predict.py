@@ -12,10 +12,10 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from pneumonia.core.bundle import Bundle
 from pneumonia.core.errors import ImageError
 from pneumonia.data.image_io import read_image
-from pneumonia.modeling.inference import Prediction
+from pneumonia.inference.loading import Bundle
+from pneumonia.inference.predictions import Prediction
 
 log = logging.getLogger(__name__)
 FIELDS = (

@@ -41,18 +41,18 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pneumonia.core import __version__
-from pneumonia.core.bundle import TRAIN_EXTRA, Bundle
+from pneumonia.core.bundle import TRAIN_EXTRA
 from pneumonia.core.bundle import model_version as version_of
 from pneumonia.core.card import model_card
 from pneumonia.core.preprocess import square_stats
-from pneumonia.modeling.inference import (
+from pneumonia.inference.loading import Bundle, load_bundle
+from pneumonia.inference.predictions import (
     Prediction,
     check_operating_point,
     prediction,
     score_squares,
 )
-from pneumonia.modeling.loading import load_bundle
-from pneumonia.modeling.runtime import lanes, torch_available
+from pneumonia.inference.runtime import lanes, torch_available
 from pneumonia.monitoring.predlog import PredictionLog, Record, now
 from pneumonia.serving.batching import Batching, MicroBatcher
 from pneumonia.serving.predict import guard_summary

@@ -30,8 +30,8 @@ from pneumonia.data.split import fold_manifests, read_manifest, write_manifest
 from pneumonia.evaluation.audit import unflagged
 from pneumonia.evaluation.evaluate import score_split
 from pneumonia.evaluation.operating import fit_operating_point
-from pneumonia.modeling.inference import OUT_OF_FOLD
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import OUT_OF_FOLD
 from pneumonia.training.ensembling import build_ensemble
 from pneumonia.training.train import run_folder, train
 

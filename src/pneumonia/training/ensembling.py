@@ -13,26 +13,25 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pneumonia.core.bundle import (
-    WEIGHTS,
+from pneumonia.core.bundle import WEIGHTS
+from pneumonia.core.config import OperatingConfig
+from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.meta import (
     Architecture,
-    Bundle,
     BundleMeta,
     Calibration,
     Member,
     SubtypeRecord,
     Threshold,
-    save_bundle,
 )
-from pneumonia.core.config import OperatingConfig
-from pneumonia.core.errors import PneumoniaError
 from pneumonia.core.outputs import new_folder
 from pneumonia.evaluation.evaluate import score_split, subtype_result
 from pneumonia.evaluation.metrics import binary_metrics, validation_record
 from pneumonia.evaluation.operating import fit_operating_point
+from pneumonia.inference.loading import Bundle, load_bundle
+from pneumonia.inference.predictions import to_probability
 from pneumonia.modeling.ensemble import COMBINE, EnsembleModel
-from pneumonia.modeling.inference import to_probability
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.modeling.network import save_bundle
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +161,7 @@ def _export_and_guard(
     from pneumonia.core.config import Config
     from pneumonia.evaluation.evaluate import is_manifest
     from pneumonia.modeling.datamodule import XrayDataModule
-    from pneumonia.modeling.guard_training import add_guard
+    from pneumonia.training.guard_fit import add_guard
     from pneumonia.training.train import export_bundle
 
     onnx = onnx and export_bundle(out)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from lightning import Trainer
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
 from lightning.pytorch.profilers import AdvancedProfiler, Profiler, SimpleProfiler
 
 from pneumonia.core.config import Config
 from pneumonia.core.errors import PneumoniaError
-from pneumonia.core.tracking import RunHandle, training_logger
+from pneumonia.core.tracking import RunHandle
 from pneumonia.evaluation.plots import read_epoch_metrics
 from pneumonia.modeling.classifier import XrayClassifier
 from pneumonia.modeling.datamodule import XrayDataModule
@@ -23,6 +23,13 @@ log = logging.getLogger(__name__)
 EPOCH_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr")
 OPTIONAL_COLUMNS = ("val_subtype_auc",)
 """Columns of `metrics.csv` only for runs that log them (the subtype head)."""
+
+
+def training_logger(handle: RunHandle | None) -> MLFlowLogger | None:
+    """Lightning's MLFlowLogger writing into a run from `start_run` (None: tracking off)."""
+    if handle is None:
+        return None
+    return MLFlowLogger(tracking_uri=handle[0], run_id=handle[1])
 
 
 def make_trainer(

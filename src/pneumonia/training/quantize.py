@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from pneumonia.core import LABELS
-from pneumonia.core.bundle import INT8, ONNX, Bundle, file_record, write_meta
+from pneumonia.core.bundle import INT8, ONNX, file_record, write_meta
 from pneumonia.core.errors import DataError, PneumoniaError
 from pneumonia.core.preprocess import to_array
 from pneumonia.core.progress import parallel_map
@@ -34,8 +34,9 @@ from pneumonia.data.shifts import views_job
 from pneumonia.data.split import read_manifest
 from pneumonia.evaluation.evaluate import select_items
 from pneumonia.evaluation.metrics import binary_metrics
-from pneumonia.modeling.inference import load_squares, network_scores, to_probability
-from pneumonia.modeling.runtime import OnnxModel
+from pneumonia.inference.loading import Bundle
+from pneumonia.inference.predictions import load_squares, network_scores, to_probability
+from pneumonia.inference.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
 AUC_LIMIT = 0.002

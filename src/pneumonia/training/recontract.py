@@ -27,8 +27,8 @@ from pneumonia.core.preprocess import Preprocessing
 from pneumonia.data.cache import prepare_cache
 from pneumonia.data.split import read_manifest
 from pneumonia.evaluation.tune import copy_bundle, retune
-from pneumonia.modeling.guard_training import guard_bundle
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
+from pneumonia.training.guard_fit import guard_bundle
 from pneumonia.training.quantize import judge_int8
 
 log = logging.getLogger(__name__)

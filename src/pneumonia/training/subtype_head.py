@@ -30,27 +30,18 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from pneumonia.core.bundle import (
-    INT8,
-    ONNX,
-    Bundle,
-    file_record,
-    int8_state,
-    read_meta,
-    save_bundle,
-    write_meta,
-)
+from pneumonia.core.bundle import INT8, ONNX, file_record, int8_state, read_meta, write_meta
 from pneumonia.core.config import Config
 from pneumonia.core.errors import DataError, PneumoniaError
 from pneumonia.core.outputs import new_folder
 from pneumonia.evaluation.subtype import subtype_record
 from pneumonia.evaluation.uncertainty import bootstrap
+from pneumonia.inference.loading import Bundle, load_bundle
+from pneumonia.inference.predictions import to_probability
 from pneumonia.modeling.classifier import safe_auc
 from pneumonia.modeling.datamodule import XrayDataModule
-from pneumonia.modeling.guard_training import dataset_outputs
-from pneumonia.modeling.inference import to_probability
-from pneumonia.modeling.loading import build_network, load_bundle
-from pneumonia.modeling.runtime import head_layers
+from pneumonia.modeling.network import build_network, head_layers, save_bundle
+from pneumonia.training.guard_fit import dataset_outputs
 
 log = logging.getLogger(__name__)
 STRENGTHS = (0.0001, 0.0003, 0.001, 0.003, 0.01)  # inverse L2 strengths C, chosen among by CV

@@ -31,15 +31,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from pneumonia.core import LABELS
-from pneumonia.core.bundle import (
-    Architecture,
-    BundleMeta,
-    Calibration,
-    Threshold,
-    save_bundle,
-)
 from pneumonia.core.config import Config, dump_config, load_config
 from pneumonia.core.errors import DataError, PneumoniaError
+from pneumonia.core.meta import Architecture, BundleMeta, Calibration, Threshold
 from pneumonia.core.outputs import fresh_dir
 from pneumonia.core.results import TrainingResult
 from pneumonia.core.tracking import RunHandle, end_run, log_outputs, start_run
@@ -50,14 +44,14 @@ from pneumonia.evaluation.metrics import binary_metrics, headline, jsonable, val
 from pneumonia.evaluation.operating import check_validation, fit_operating_point
 from pneumonia.evaluation.plots import read_epoch_metrics, training_curves
 from pneumonia.evaluation.subtype import subtype_record
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import to_probability
 from pneumonia.modeling.allocator import keep_freed_memory
-from pneumonia.modeling.averaging import EMAAveraging
 from pneumonia.modeling.classifier import XrayClassifier
 from pneumonia.modeling.datamodule import XrayDataModule
-from pneumonia.modeling.inference import to_probability
-from pneumonia.modeling.loading import load_bundle
 from pneumonia.modeling.models import create_model, get_spec
-from pneumonia.modeling.rng_state import RngState
+from pneumonia.modeling.network import save_bundle
+from pneumonia.training.averaging import EMAAveraging
 from pneumonia.training.loop import (
     epoch_history,
     find_lr,
@@ -65,6 +59,7 @@ from pneumonia.training.loop import (
     make_trainer,
     write_epoch_table,
 )
+from pneumonia.training.rng_state import RngState
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +350,7 @@ def _finish(
     onnx = cfg.train.export_onnx and export_bundle(bundle)
     guard = None
     if cfg.guard.enabled:  # on ONNX Runtime's lanes when exported: a few times faster on a CPU
-        from pneumonia.modeling.guard_training import add_guard
+        from pneumonia.training.guard_fit import add_guard
 
         backend = "onnx" if onnx else "torch"
         guard = add_guard(load_bundle(bundle, backend), dm, cfg.guard, cfg.train.seed)

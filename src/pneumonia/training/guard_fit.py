@@ -19,21 +19,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pneumonia.core.bundle import (
-    ONNX,
-    Bundle,
-    GuardRecord,
-    file_record,
-    read_meta,
-    verify_file,
-    write_meta,
-)
+from pneumonia.core.bundle import ONNX, file_record, read_meta, verify_file, write_meta
 from pneumonia.core.config import Config, GuardConfig
 from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.meta import GuardRecord
 from pneumonia.core.preprocess import square_stats
 from pneumonia.data.ood_corpus import ood_corpus
-from pneumonia.modeling.datamodule import CachedImages, XrayDataModule
-from pneumonia.modeling.guard import (
+from pneumonia.inference.guard import (
     GUARD,
     METHOD,
     Guard,
@@ -42,9 +34,10 @@ from pneumonia.modeling.guard import (
     save_guard,
     set_threshold,
 )
-from pneumonia.modeling.inference import network_scores, to_probability
-from pneumonia.modeling.loading import load_bundle
-from pneumonia.modeling.runtime import OnnxModel, lane_map, lanes, network_outputs
+from pneumonia.inference.loading import Bundle, load_bundle
+from pneumonia.inference.predictions import network_scores, to_probability
+from pneumonia.inference.runtime import OnnxModel, lane_map, lanes, network_outputs
+from pneumonia.modeling.datamodule import CachedImages, XrayDataModule
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pneumonia.core.preprocess import fit_to_square
 from pneumonia.data.ood_corpus import KINDS, MAKERS, ood_corpus
 from pneumonia.data.synthetic import save_image, synthetic_xray
-from pneumonia.modeling.guard import (
+from pneumonia.inference.guard import (
     Guard,
     fit_guard,
     flag_rates,
@@ -18,8 +17,8 @@ from pneumonia.modeling.guard import (
     save_guard,
     set_threshold,
 )
-from pneumonia.modeling.inference import batch_outputs, predict_paths
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import batch_outputs, predict_paths
 
 
 def two_gaussians(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -108,9 +107,7 @@ def synthetic_xrays(n: int, rng: np.random.Generator) -> list[np.ndarray]:
 
 def features(images: list[np.ndarray]) -> np.ndarray:
     bundle = load_bundle(None, "onnx")
-    squares = [
-        fit_to_square(im, bundle.contract.image_size, bundle.contract.resize) for im in images
-    ]
+    squares = [bundle.contract.square(im) for im in images]
     parts = [
         batch_outputs(bundle.model, bundle.contract, squares[i : i + 32], False, True)[1]
         for i in range(0, len(squares), 32)

@@ -8,9 +8,10 @@ import torch
 
 from conftest import TinyRun
 from pneumonia.core.errors import DataError
-from pneumonia.core.preprocess import Preprocessing, fit_to_square, to_array, to_tensor
+from pneumonia.core.preprocess import Preprocessing, fit_to_square, to_array
 from pneumonia.data.synthetic import save_image, synthetic_xray
-from pneumonia.modeling.inference import (
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import (
     expand_inputs,
     load_square,
     logits,
@@ -18,7 +19,7 @@ from pneumonia.modeling.inference import (
     shift,
     tta_views,
 )
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.modeling.network import to_tensor
 
 
 @pytest.fixture
@@ -130,7 +131,7 @@ def test_a_bundle_without_validation_results_is_named(
     import json
     import shutil
 
-    from pneumonia.core.bundle import BundleError
+    from pneumonia.core.errors import BundleError
 
     folder = tmp_path / "b"
     shutil.copytree(tiny_run.bundle, folder)

@@ -14,9 +14,9 @@ from pneumonia.core.config import GuardConfig
 from pneumonia.core.errors import PneumoniaError
 from pneumonia.data.ood_corpus import KINDS
 from pneumonia.data.split import read_manifest
-from pneumonia.modeling.guard import GUARD
-from pneumonia.modeling.guard_training import guard_bundle
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.guard import GUARD
+from pneumonia.inference.loading import load_bundle
+from pneumonia.training.guard_fit import guard_bundle
 
 
 def test_training_fits_the_guard_and_the_reference(tiny_run: TinyRun) -> None:
@@ -91,7 +91,7 @@ def test_guarding_an_old_bundle(
 
 
 def test_the_onnx_guard_answers_like_the_torch_one(exported: Path) -> None:
-    from pneumonia.modeling.inference import score_squares
+    from pneumonia.inference.predictions import score_squares
 
     folder = exported
     squares = [

@@ -1,7 +1,7 @@
 """Networks as NumPy functions: ONNX Runtime without PyTorch, or a PyTorch module.
 
-This module is on the lean inference path: importing it loads neither torch nor lightning
-nor timm. `run_network` imports torch only when it is handed a PyTorch module.
+This module is on the lean inference path: it imports neither torch nor lightning nor timm;
+handed a PyTorch module, it passes it to `pneumonia.modeling.network`, loaded by name.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from importlib import import_module
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -112,40 +112,7 @@ def network_heads(
     if isinstance(model, OnnxModel):
         found, feats = model.outputs(x) if features else (model(x), None)
         return found.reshape(len(x), -1), feats
-    import torch
-
-    weights = next(model.parameters(), None)
-    device = weights.device if weights is not None else torch.device("cpu")
-    batch = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-    with head_inputs(model, features) as captured, torch.inference_mode():
-        out = model(batch.contiguous(memory_format=torch.channels_last))  # NHWC: 2x NCHW here
-    found = np.asarray(out.reshape(len(x), -1).float().cpu().numpy())
-    if not features:
-        return found, None
-    return found, np.asarray(torch.cat(captured, 1).float().cpu().numpy())
-
-
-@contextmanager
-def head_inputs(model: Any, active: bool = True) -> Iterator[list[Any]]:
-    """While open, collects the inputs of the model's classification layer(s), flattened:
-    the pooled features, one tensor per head and forward pass (nothing when not `active`)."""
-    captured: list[Any] = []
-    hooks = [
-        layer.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0].flatten(1)))
-        for layer in (head_layers(model) if active else [])
-    ]
-    try:
-        yield captured
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-def head_layers(model: Any) -> list[Any]:
-    """The classification layer(s) whose inputs are the pooled features: the network's own
-    (`get_classifier`, as timm and our CNNs have it), or each ensemble member's."""
-    members = getattr(model, "members", None)
-    return [net.get_classifier() for net in (members if members is not None else [model])]
+    return torch_side().network_heads(model, x, features)
 
 
 def torch_available() -> bool:
@@ -153,3 +120,9 @@ def torch_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("torch") is not None
+
+
+def torch_side() -> Any:
+    """`pneumonia.modeling.network`, loaded by name when a PyTorch network is asked for: this
+    package never imports PyTorch itself (the lean install has none)."""
+    return import_module("pneumonia.modeling.network")

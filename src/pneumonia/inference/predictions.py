@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from pneumonia.core import LABELS, SUBTYPES
-from pneumonia.core.bundle import Bundle
 from pneumonia.core.errors import DataError, ImageError
 from pneumonia.core.preprocess import Preprocessing, to_array
 from pneumonia.core.progress import default_workers, parallel_map, progress_bar
 from pneumonia.data.image_io import IMAGE_SUFFIXES, read_image
-from pneumonia.modeling.runtime import lane_map, network_heads, run_network
+from pneumonia.inference.loading import Bundle
+from pneumonia.inference.runtime import lane_map, network_heads, run_network
 
 log = logging.getLogger(__name__)
 TTA_SHIFT = 0.04  # fraction of the side each TTA view is shifted by

@@ -1,16 +1,18 @@
 """Loading a bundle: its files verified, then its network on the chosen backend and its guard.
 
-`load_bundle` is how every command gets a model: PyTorch (the registry network, or an
-ensemble of them), the verified `model.onnx` on ONNX Runtime, or its int8 copy where that
-copy passed its parity rule; the out-of-distribution guard is loaded beside it when the
-bundle has one and it was judged on that model.
+`load_bundle` is how every command gets a model: the verified `model.onnx` on ONNX Runtime,
+or its int8 copy where that copy passed its parity rule, or PyTorch (the registry network, or
+an ensemble of them, built by `pneumonia.modeling.network`, which is loaded by name only then);
+the out-of-distribution guard is loaded beside it when the bundle has one and it was judged on
+that model. `Bundle` is what a loaded bundle is.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pneumonia.core import LABELS
 from pneumonia.core.bundle import (
@@ -19,33 +21,42 @@ from pneumonia.core.bundle import (
     ONNX,
     TRAIN_EXTRA,
     WEIGHTS,
-    Architecture,
-    Bundle,
-    BundleError,
-    BundleMeta,
     int8_state,
     read_meta,
     verify_file,
 )
+from pneumonia.core.errors import BundleError
+from pneumonia.core.meta import BundleMeta
 from pneumonia.core.preprocess import Preprocessing
-from pneumonia.modeling.guard import Guard, load_guard
-from pneumonia.modeling.runtime import BACKENDS, OnnxModel, torch_available
-
-if TYPE_CHECKING:
-    from torch import nn
+from pneumonia.inference.guard import Guard, load_guard
+from pneumonia.inference.runtime import BACKENDS, OnnxModel, torch_available, torch_side
 
 log = logging.getLogger(__name__)
 
 
-def build_network(arch: Architecture, contract: Preprocessing) -> nn.Module:
-    """The untrained network an `Architecture` record describes (registry model or ensemble)."""
-    if arch.members is None:
-        from pneumonia.modeling.models import create_model
+@dataclass
+class Bundle:
+    """A loaded bundle: its metadata and the network on CPU, a PyTorch module in eval mode
+    (`backend` torch) or an ONNX Runtime session (`backend` onnx, or int8 for the quantized
+    copy)."""
 
-        return create_model(arch.name, in_chans=arch.in_chans, num_classes=arch.num_classes)
-    from pneumonia.modeling.ensemble import EnsembleModel
+    path: Path
+    meta: BundleMeta
+    model: Any
+    backend: str = "torch"
+    guard: Guard | None = None
 
-    return EnsembleModel.from_members(arch.members, contract)
+    @property
+    def threshold(self) -> float:
+        return self.meta.threshold.value
+
+    @property
+    def contract(self) -> Preprocessing:
+        return self.meta.preprocessing
+
+    @property
+    def temperature(self) -> float:
+        return self.meta.calibration.temperature if self.meta.calibration else 1.0
 
 
 def choose_backend(folder: Path, meta: BundleMeta, backend: str) -> str:
@@ -118,7 +129,7 @@ def load_bundle(
         model = OnnxModel(verify_file(folder, meta, name), threads)
         log.debug("%s: ONNX Runtime (%s)", folder, name)
     else:
-        model = _torch_network(folder, meta, weights)
+        model = torch_side().load_network(folder, meta, weights)
     return Bundle(folder, meta, model, chosen, _guard(folder, meta, model))
 
 
@@ -145,24 +156,3 @@ def _guard(folder: Path, meta: BundleMeta, model: Any) -> Guard | None:
         )
         return None
     return load_guard(verify_file(folder, meta, meta.guard.file), meta.guard.threshold)
-
-
-def _torch_network(folder: Path, meta: BundleMeta, weights: Path) -> nn.Module:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from pneumonia.modeling.models import ModelError
-
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
-        raise BundleError(f"{weights}: cannot read weights ({exc})") from None
-    arch = meta.architecture
-    try:
-        model = build_network(arch, meta.preprocessing)
-        model.load_state_dict(state)
-    except (ModelError, RuntimeError) as exc:
-        raise BundleError(f"{folder}: weights do not fit {arch.name} ({exc})") from None
-    import torch
-
-    return model.to(memory_format=torch.channels_last).eval()  # NHWC, as in training

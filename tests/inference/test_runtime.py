@@ -17,9 +17,9 @@ import pytest
 from pneumonia.core.bundle import ONNX
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.data.synthetic import save_image, synthetic_xray
-from pneumonia.modeling.inference import load_square, network_scores, predict_paths
-from pneumonia.modeling.loading import load_bundle
-from pneumonia.modeling.runtime import OnnxModel, lane_map, run_network
+from pneumonia.inference.loading import load_bundle
+from pneumonia.inference.predictions import load_square, network_scores, predict_paths
+from pneumonia.inference.runtime import OnnxModel, lane_map, run_network
 
 TORCH = ("torch", "torchvision", "lightning", "timm", "pytorch_grad_cam")
 TRAIN_ONLY = (*TORCH, "mlflow", "onnx", "kagglehub")  # the `train` extra
@@ -40,7 +40,7 @@ if {block!r}:
         if name.split(".")[0] in HEAVY else real(name, *a))(importlib.util.find_spec)
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
-from pneumonia.modeling.loading import load_bundle
+from pneumonia.inference.loading import load_bundle
 from pneumonia.cli import app
 from pneumonia.serving.serve import create_app
 out = {{}}
@@ -106,6 +106,7 @@ def test_the_shipped_bundle_carries_verified_onnx_and_int8_models() -> None:
     assert fast.backend == "int8" and fast.guard is not None and fast.meta.exports["int8"]["passed"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", [False, True], ids=["installed-unused", "not-installed"])
 def test_predict_evaluate_serve_without_pytorch(images: Path, block: bool) -> None:
     out = run_lean(images, block)

@@ -1,0 +1,1 @@
+"""Inference without PyTorch: bundles loaded, run on ONNX Runtime, guarded, answered."""
