@@ -7,6 +7,7 @@ import pytest
 
 from pneumonia.core.bundle import DEFAULT_BUNDLE, ONNX
 from pneumonia.core.config import Config, load_config
+from pneumonia.core.options import Scoring
 from pneumonia.data.split import make_manifest, write_manifest
 from pneumonia.data.synthetic import save_image, synthetic_xray
 from pneumonia.evaluation.evaluate import evaluate
@@ -94,7 +95,7 @@ def test_default_bundle_reproduces_its_validation_metrics(
     rows, _ = make_manifest(shared_chest_xray, fraction, seed, show=False)
     write_manifest(rows, tmp_path / "manifest.csv")
     result = evaluate(
-        bundle, tmp_path / "manifest.csv", "val", tmp_path / "eval", show=False, n_boot=0
+        bundle, tmp_path / "manifest.csv", "val", tmp_path / "eval", Scoring(show=False, n_boot=0)
     )
     stored = bundle.meta.validation
     assert result["metrics"]["n"] == stored["n"]

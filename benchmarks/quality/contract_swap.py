@@ -15,6 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from pneumonia.core.options import Scoring
 from pneumonia.core.preprocess import RESIZE_MODES, Render
 from pneumonia.evaluation.stress import stress
 from pneumonia.inference.loading import load_bundle
@@ -38,7 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     update = {"resize": args.resize, "render": render}
     contract = bundle.meta.preprocessing.model_copy(update=update)
     bundle.meta = bundle.meta.model_copy(update={"preprocessing": contract})
-    result = stress(bundle, args.data, args.split, args.out, show=False)
+    result = stress(
+        bundle, args.data, args.split, args.out, scoring=Scoring(show=False, n_boot=200)
+    )
     clean = result["shifts"][0]
     logging.info("%s under %s: clean ROC-AUC %.4f", bundle.path, contract, clean["roc_auc"])
 

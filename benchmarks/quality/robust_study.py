@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from pneumonia.core.config import load_config
+from pneumonia.core.options import Scoring
 from pneumonia.data.cache import prepare_cache
 from pneumonia.data.split import read_manifest
 from pneumonia.evaluation.stress import stress
@@ -90,7 +91,13 @@ def main() -> None:
             bundle = load_bundle(summary["bundle"], "torch")
         if torch.cuda.is_available():  # the suite's network passes on the GPU too
             bundle.model.cuda()
-        result = stress(bundle, cfg.data.manifest, "val", out / "stress", show=False)
+        result = stress(
+            bundle,
+            cfg.data.manifest,
+            "val",
+            out / "stress",
+            scoring=Scoring(show=False, n_boot=200),
+        )
         records.append(
             {
                 "name": name,

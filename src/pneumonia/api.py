@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pneumonia.core.config import Config, load_config
+from pneumonia.core.options import Scoring
 from pneumonia.core.results import EvaluationResult, TrainingResult
 from pneumonia.inference.loading import Bundle
 from pneumonia.inference.predictions import Prediction
@@ -69,7 +70,8 @@ def evaluate(
     from pneumonia.evaluation.evaluate import evaluate as evaluate_split
 
     folder = None if out is None else Path(out)
-    return evaluate_split(_bundle(bundle, backend), data, split, folder, show=show, n_boot=n_boot)
+    scoring = Scoring(show=show, n_boot=n_boot)
+    return evaluate_split(_bundle(bundle, backend), data, split, folder, scoring)
 
 
 def train(

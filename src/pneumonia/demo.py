@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumonia.core.config import Config, dump_config, load_config
+from pneumonia.core.options import Scoring
 from pneumonia.core.outputs import fresh_dir
 from pneumonia.data.cache import prepare_cache
 from pneumonia.data.split import make_manifest, write_manifest
@@ -85,9 +86,8 @@ def run_demo(
     summary = train(cfg, command="pneumonia demo")
     bundle = load_bundle(summary["bundle"])
     say("[6/6] evaluate on the synthetic test split, then predict a few test images")
-    result = evaluate(
-        bundle, root, "test", workdir / "evaluate", show=show, n_boot=200, tracking=cfg.tracking
-    )
+    scoring = Scoring(show=show, n_boot=200, tracking=cfg.tracking)
+    result = evaluate(bundle, root, "test", workdir / "evaluate", scoring)
     sample = expand_inputs([str(root / "chest_xray" / "test")])[::10]
     predictions = predict_paths(bundle, sample, show=show)
     write_tables(predictions, bundle, workdir / "predict")

@@ -5,6 +5,7 @@ from mlflow import MlflowClient
 
 from conftest import TinyRun, prepare_tiny, tiny_config
 from pneumonia.core.config import TrackingConfig
+from pneumonia.core.options import Scoring
 from pneumonia.core.tracking import (
     DEFAULT_URI,
     TrackingError,
@@ -69,7 +70,11 @@ def test_evaluate_run_lands_in_a_sqlite_store(tiny_run: TinyRun, tmp_path: Path)
     tracking = TrackingConfig(uri=uri, experiment="evals")
     bundle = load_bundle(tiny_run.bundle)
     result = evaluate(
-        bundle, tiny_run.data, "test", tmp_path / "ev", 1, False, 20, tracking=tracking
+        bundle,
+        tiny_run.data,
+        "test",
+        tmp_path / "ev",
+        Scoring(workers=1, show=False, n_boot=20, tracking=tracking),
     )
 
     client = MlflowClient(uri)
@@ -87,7 +92,13 @@ def test_off_means_no_store(
     monkeypatch.chdir(tmp_path)
     bundle = load_bundle(tiny_run.bundle)
     off = TrackingConfig(enabled=False)
-    result = evaluate(bundle, tiny_run.data, "test", tmp_path / "ev", 1, False, 0, tracking=off)
+    result = evaluate(
+        bundle,
+        tiny_run.data,
+        "test",
+        tmp_path / "ev",
+        Scoring(workers=1, show=False, n_boot=0, tracking=off),
+    )
     assert result["mlflow_run"] is None
     assert not list(tmp_path.glob("mlruns*")) and not (tmp_path / "mlartifacts").exists()
 

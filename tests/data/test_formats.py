@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pneumonia.core.errors import ImageError, ImageTooLargeError, UnsupportedFormatError
-from pneumonia.data.formats import ALLOWED, decoded_bytes, sniff
+from pneumonia.data.formats import ALLOWED, Budget, decoded_bytes, sniff
 from pneumonia.data.image_io import decode_image, read_image
 from pneumonia.data.synthetic import deflated_dicom, oversized_png, synthetic_xray
 
@@ -68,9 +68,9 @@ def test_decoded_bytes_are_judged_from_the_header() -> None:
     bomb = oversized_png(7070, color_type=6)  # RGBA, a few hundred bytes
     started = time.perf_counter()
     with pytest.raises(ImageTooLargeError, match="bytes decoded"):
-        decode_image(bomb, "bomb.png", max_pixels=60_000_000, max_decoded_bytes=64 << 20)
+        decode_image(bomb, "bomb.png", Budget(60_000_000, 64 << 20))
     with pytest.raises(ImageTooLargeError, match="pixels, over the 25,000,000 limit"):
-        decode_image(bomb, "bomb.png", max_pixels=25_000_000)
+        decode_image(bomb, "bomb.png", Budget(25_000_000))
     assert time.perf_counter() - started < 1  # refused, not decoded
 
 
@@ -78,9 +78,9 @@ def test_a_deflated_dicom_bomb_is_refused_before_it_inflates() -> None:
     bomb = deflated_dicom(4096)  # 32 MiB of pixels once inflated
     assert len(bomb) < 100_000
     with pytest.raises(ImageTooLargeError, match="inflates to over"):
-        decode_image(bomb, "bomb.dcm", max_decoded_bytes=4 << 20)
+        decode_image(bomb, "bomb.dcm", Budget(max_bytes=4 << 20))
     small = deflated_dicom(64)
-    assert decode_image(small, "small.dcm", max_decoded_bytes=4 << 20).pixels.shape == (64, 64)
+    assert decode_image(small, "small.dcm", Budget(max_bytes=4 << 20)).pixels.shape == (64, 64)
 
 
 def test_a_huge_dicom_is_refused_from_its_header() -> None:
@@ -93,6 +93,6 @@ def test_a_huge_dicom_is_refused_from_its_header() -> None:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     with pytest.raises(ImageTooLargeError, match="7000x7000"):
-        decode_image(out.getvalue(), "big.dcm", max_pixels=25_000_000)
+        decode_image(out.getvalue(), "big.dcm", Budget(25_000_000))
     with pytest.raises(ImageTooLargeError, match="bytes decoded"):
-        decode_image(out.getvalue(), "big.dcm", max_pixels=60_000_000, max_decoded_bytes=64 << 20)
+        decode_image(out.getvalue(), "big.dcm", Budget(60_000_000, 64 << 20))

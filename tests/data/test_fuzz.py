@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pneumonia.core.errors import ImageError
+from pneumonia.data.formats import Budget
 from pneumonia.data.image_io import decode_image
 from pneumonia.data.synthetic import save_dicom, synthetic_xray
 
@@ -61,7 +62,7 @@ def test_mutated_bytes_decode_or_raise_image_error(seeds: dict[str, bytes], case
         data[position % len(data)] = value
     data = data[: max(1, cut)] + tail if cut < len(data) else data + tail
     try:
-        image = decode_image(bytes(data), name, max_pixels=10_000_000)
+        image = decode_image(bytes(data), name, Budget(10_000_000))
     except ImageError as exc:
         assert name in str(exc) and exc.reason
     else:

@@ -8,6 +8,7 @@ from PIL import Image
 
 from conftest import TinyRun, tiny_config
 from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.options import Scoring
 from pneumonia.evaluation.compare import compare, resolve_entries, same_source
 from pneumonia.evaluation.evaluate import evaluate
 from pneumonia.inference.loading import load_bundle
@@ -35,14 +36,26 @@ def test_table_csv_and_figures_carry_each_models_numbers(
 ) -> None:
     manifest = tiny_run.cfg.data.manifest
     out = tmp_path / "cmp"
-    result = compare([tiny_run.bundle.parent, deep_run], manifest, "val", out, 1, False, 50)
+    result = compare(
+        [tiny_run.bundle.parent, deep_run],
+        manifest,
+        "val",
+        out,
+        Scoring(workers=1, show=False, n_boot=50),
+    )
 
     with (out / "comparison.csv").open() as fh:
         rows = {r["model"]: r for r in csv.DictReader(fh)}
     assert set(rows) == {"tiny", "deep"}
     for name, path in (("tiny", tiny_run.bundle), ("deep", deep_run / "bundle")):
         bundle = load_bundle(path)
-        single = evaluate(bundle, manifest, "val", tmp_path / f"ev-{name}", 1, False, 0)
+        single = evaluate(
+            bundle,
+            manifest,
+            "val",
+            tmp_path / f"ev-{name}",
+            Scoring(workers=1, show=False, n_boot=0),
+        )
         row = rows[name]
         assert row["architecture"] == bundle.meta.architecture.name
         assert int(row["parameters"]) == count_parameters(bundle.model)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import TinyRun
 from pneumonia.core.errors import DataError
+from pneumonia.core.options import Scoring
 from pneumonia.data.split import read_manifest
 from pneumonia.evaluation.evaluate import evaluate, select_items
 from pneumonia.evaluation.metrics import binary_metrics, headline, jsonable
@@ -20,7 +21,11 @@ from pneumonia.inference.loading import load_bundle
 def test_round_trip_gives_the_training_metrics(tiny_run: TinyRun, tmp_path: Path) -> None:
     bundle = load_bundle(tiny_run.bundle)
     result = evaluate(
-        bundle, tiny_run.cfg.data.manifest, "val", tmp_path, workers=1, show=False, n_boot=0
+        bundle,
+        tiny_run.cfg.data.manifest,
+        "val",
+        tmp_path,
+        Scoring(workers=1, show=False, n_boot=0),
     )
     stored = bundle.meta.validation
     for key, value in headline(result["metrics"]).items():
@@ -33,7 +38,9 @@ def test_round_trip_gives_the_training_metrics(tiny_run: TinyRun, tmp_path: Path
 
 def test_outputs_carry_the_numbers(tiny_run: TinyRun, tmp_path: Path) -> None:
     bundle = load_bundle(tiny_run.bundle)
-    result = evaluate(bundle, tiny_run.data, "test", tmp_path, workers=1, show=False, n_boot=100)
+    result = evaluate(
+        bundle, tiny_run.data, "test", tmp_path, Scoring(workers=1, show=False, n_boot=100)
+    )
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(result))
     with (tmp_path / "predictions.csv").open() as fh:
@@ -56,7 +63,7 @@ def test_a_folder_with_only_test(tiny_run: TinyRun, tmp_path: Path) -> None:
     (only / "NORMAL" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     bundle = load_bundle(tiny_run.bundle)
     result = evaluate(
-        bundle, tmp_path / "x", "test", tmp_path / "out", workers=1, show=False, n_boot=0
+        bundle, tmp_path / "x", "test", tmp_path / "out", Scoring(workers=1, show=False, n_boot=0)
     )
     assert result["metrics"]["n"] == 16
     assert [u["path"].endswith("broken.jpeg") for u in result["unreadable"]] == [True]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from conftest import TinyRun
 from pneumonia.core.bundle import read_meta, write_meta
+from pneumonia.core.options import Scoring
 from pneumonia.evaluation.report import confident_errors, report, thumbnail_uri
 from pneumonia.inference.loading import load_bundle
 
@@ -45,7 +46,7 @@ def test_thumbnail_of_a_bad_file_is_none(tmp_path: Path) -> None:
 def test_page_carries_the_numbers_figures_and_errors(tiny_run: TinyRun, tmp_path: Path) -> None:
     bundle = load_bundle(tiny_run.bundle)
     out = tmp_path / "rep"
-    page = report(bundle, tiny_run.data, "test", out, 1, False, 50)
+    page = report(bundle, tiny_run.data, "test", out, Scoring(workers=1, show=False, n_boot=50))
     html = page.read_text()
     result = json.loads((out / "metrics.json").read_text())
     m = result["metrics"]
@@ -74,7 +75,13 @@ def test_a_bundle_without_history_says_so(tiny_run: TinyRun, tmp_path: Path) -> 
     _, meta = read_meta(folder)
     training = {k: v for k, v in meta.training.items() if k != "history"}
     write_meta(meta.model_copy(update={"training": training}), folder)
-    page = report(load_bundle(folder), tiny_run.data, "test", tmp_path / "rep", 1, False, 0)
+    page = report(
+        load_bundle(folder),
+        tiny_run.data,
+        "test",
+        tmp_path / "rep",
+        Scoring(workers=1, show=False, n_boot=0),
+    )
     html = page.read_text()
     assert "records no per-epoch history" in html and html.count(f'src="{PNG}') >= 4
     assert "95% CI n/a" in html  # no bootstrap asked for
@@ -83,15 +90,26 @@ def test_a_bundle_without_history_says_so(tiny_run: TinyRun, tmp_path: Path) -> 
 def test_in_sample_threshold_is_flagged(tiny_run: TinyRun, tmp_path: Path) -> None:
     bundle = load_bundle(tiny_run.bundle)
     manifest = tiny_run.cfg.data.manifest
-    html = report(bundle, manifest, "val", tmp_path / "val", 1, False, 0).read_text()
+    html = report(
+        bundle, manifest, "val", tmp_path / "val", Scoring(workers=1, show=False, n_boot=0)
+    ).read_text()
     assert "chosen on these same images" in html
-    html = report(bundle, tiny_run.data, "test", tmp_path / "test", 1, False, 0).read_text()
+    html = report(
+        bundle, tiny_run.data, "test", tmp_path / "test", Scoring(workers=1, show=False, n_boot=0)
+    ).read_text()
     assert "chosen on these same images" not in html
 
 
 def test_without_thumbnails_names_the_errors_only(tiny_run: TinyRun, tmp_path: Path) -> None:
     bundle = load_bundle(tiny_run.bundle)
-    page = report(bundle, tiny_run.data, "test", tmp_path / "rep", 1, False, 0, thumbnails=False)
+    page = report(
+        bundle,
+        tiny_run.data,
+        "test",
+        tmp_path / "rep",
+        Scoring(workers=1, show=False, n_boot=0),
+        thumbnails=False,
+    )
     html = page.read_text()
     cm = json.loads((tmp_path / "rep" / "metrics.json").read_text())["metrics"]["confusion_matrix"]
     errors = min(cm["fp"], 8) + min(cm["fn"], 8)

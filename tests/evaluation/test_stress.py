@@ -9,6 +9,7 @@ import pytest
 
 from conftest import TinyRun
 from pneumonia.core.errors import DataError
+from pneumonia.core.options import Scoring
 from pneumonia.evaluation.evaluate import evaluate
 from pneumonia.evaluation.stress import stress
 from pneumonia.inference.loading import load_bundle
@@ -19,11 +20,13 @@ SHIFTS = ["wide_1.5", "crop_70", "inverted", "noise_16"]
 def test_stress_rows_files_and_clean_matches_evaluate(tiny_run: TinyRun, tmp_path: Path) -> None:
     bundle = load_bundle(tiny_run.bundle)
     manifest = tiny_run.cfg.data.manifest
-    args = {"seed": 3, "shifts": SHIFTS, "n_boot": 30, "workers": 1, "show": False}
+    args = {"seed": 3, "shifts": SHIFTS, "scoring": Scoring(workers=1, show=False, n_boot=30)}
     result = stress(bundle, manifest, "val", tmp_path / "a", **args)
     rows = result["shifts"]
     assert [r["shift"] for r in rows] == ["clean", *SHIFTS]
-    clean = evaluate(bundle, manifest, "val", tmp_path / "e", workers=1, show=False, n_boot=0)
+    clean = evaluate(
+        bundle, manifest, "val", tmp_path / "e", Scoring(workers=1, show=False, n_boot=0)
+    )
     assert rows[0]["roc_auc"] == pytest.approx(clean["metrics"]["roc_auc"])
     assert rows[0]["sensitivity"] == pytest.approx(clean["metrics"]["sensitivity"])
     for r in rows:
@@ -57,8 +60,22 @@ def test_stress_lists_unreadable_files_and_refuses_unknown_shifts(
     lines = ["path,label"] + [f"{p},{p.parent.name}" for p in images] + [f"{bad},NORMAL"]
     table.write_text("\n".join(lines) + "\n")
     bundle = load_bundle(tiny_run.bundle)
-    result = stress(bundle, table, "all", tmp_path / "s", shifts=["gamma_1.6"], show=False)
+    result = stress(
+        bundle,
+        table,
+        "all",
+        tmp_path / "s",
+        shifts=["gamma_1.6"],
+        scoring=Scoring(show=False, n_boot=200),
+    )
     assert [u["path"] for u in result["unreadable"]] == [str(bad)]
     assert result["shifts"][0]["n"] == len(images)
     with pytest.raises(DataError, match="unknown shift"):
-        stress(bundle, table, "all", tmp_path / "t", shifts=["warp_9"], show=False)
+        stress(
+            bundle,
+            table,
+            "all",
+            tmp_path / "t",
+            shifts=["warp_9"],
+            scoring=Scoring(show=False, n_boot=200),
+        )

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from conftest import prepare_tiny, tiny_config
 from pneumonia.core.config import OperatingConfig
 from pneumonia.core.errors import BundleError, PneumoniaError
+from pneumonia.core.options import Scoring
 from pneumonia.data.cache import prepare_cache
 from pneumonia.data.split import read_manifest
 from pneumonia.data.synthetic import synthetic_xray
@@ -172,15 +173,26 @@ def test_threshold_compare_report_and_stress_take_an_ensemble(
     bundle = load_bundle(ensemble)
     cfg = OperatingConfig(rule="cost", cost_ratio=3.0)
     tuned = retune(
-        bundle, members.manifest, "val", cfg, out=tmp_path / "tuned", workers=1, show=False
+        bundle,
+        members.manifest,
+        "val",
+        cfg,
+        out=tmp_path / "tuned",
+        scoring=Scoring(workers=1, show=False),
     )
     assert load_bundle(tmp_path / "tuned").meta.threshold.rule == "cost"
     assert tuned["validation"]["n"] == bundle.meta.validation["n"]
     table = compare(
-        [ensemble, members.deep], members.manifest, "val", tmp_path / "cmp", 1, False, 20
+        [ensemble, members.deep],
+        members.manifest,
+        "val",
+        tmp_path / "cmp",
+        Scoring(workers=1, show=False, n_boot=20),
     )
     assert [m["architecture"] for m in table["models"]] == ["ensemble", "cnn_deep"]
-    report(bundle, members.manifest, "val", tmp_path / "rep", workers=1, show=False, n_boot=20)
+    report(
+        bundle, members.manifest, "val", tmp_path / "rep", Scoring(workers=1, show=False, n_boot=20)
+    )
     assert "ensemble" in (tmp_path / "rep" / "report.html").read_text()
     result = stress(
         bundle,
@@ -188,8 +200,6 @@ def test_threshold_compare_report_and_stress_take_an_ensemble(
         "val",
         tmp_path / "st",
         shifts=["crop_70"],
-        n_boot=0,
-        workers=1,
-        show=False,
+        scoring=Scoring(n_boot=0, workers=1, show=False),
     )
     assert [r["shift"] for r in result["shifts"]] == ["clean", "crop_70"]

@@ -9,6 +9,7 @@ from conftest import TinyRun
 from pneumonia.core.bundle import ONNX
 from pneumonia.core.config import OperatingConfig
 from pneumonia.core.errors import BundleError, PneumoniaError
+from pneumonia.core.options import Scoring
 from pneumonia.data.synthetic import save_image, synthetic_xray
 from pneumonia.evaluation.tune import retune
 from pneumonia.inference.loading import load_bundle
@@ -82,7 +83,12 @@ def test_a_retuned_copy_keeps_its_onnx(tiny_run: TinyRun, exported: Path, tmp_pa
     cfg = OperatingConfig(rule="youden")
     out = tmp_path / "tuned"
     retune(
-        load_bundle(exported), tiny_run.cfg.data.manifest, "val", cfg, out, workers=1, show=False
+        load_bundle(exported),
+        tiny_run.cfg.data.manifest,
+        "val",
+        cfg,
+        out,
+        scoring=Scoring(workers=1, show=False),
     )
     assert load_bundle(out, "onnx").backend == "onnx"
 

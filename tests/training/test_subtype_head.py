@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from conftest import TinyRun, prepare_tiny, tiny_config
 from pneumonia.core.config import OperatingConfig, TrainConfig
 from pneumonia.core.errors import DataError, PneumoniaError
+from pneumonia.core.options import Scoring
 from pneumonia.data.split import read_manifest
 from pneumonia.data.synthetic import save_image, synthetic_xray
 from pneumonia.evaluation.evaluate import evaluate
@@ -112,7 +113,7 @@ def test_onnx_keeps_both_outputs_within_parity(subtype_run: TinyRun, tmp_path: P
 
 def test_evaluate_reports_the_subtype(subtype_run: TinyRun, tmp_path: Path) -> None:
     bundle = load_bundle(subtype_run.bundle)
-    result = evaluate(bundle, subtype_run.cfg.data.manifest, "val", tmp_path, n_boot=50)
+    result = evaluate(bundle, subtype_run.cfg.data.manifest, "val", tmp_path, Scoring(n_boot=50))
     section = result["subtype"]
     assert section["metrics"]["n"] == result["metrics"]["positives"]
     assert set(section["intervals"]) >= {"roc_auc", "accuracy", "sensitivity_viral"}
@@ -174,7 +175,7 @@ def test_a_single_output_bundle_answers_without_a_subtype(
     images = sorted(str(p) for p in (tiny_run.data / "chest_xray" / "test").rglob("*.jpeg"))
     found = predict_paths(bundle, images, show=False)
     assert all(p.label and p.subtype is None and p.subtype_probability is None for p in found)
-    result = evaluate(bundle, tiny_run.cfg.data.manifest, "val", tmp_path, n_boot=0)
+    result = evaluate(bundle, tiny_run.cfg.data.manifest, "val", tmp_path, Scoring(n_boot=0))
     assert result["subtype"] is None
 
 
@@ -186,17 +187,21 @@ def test_compare_and_report_show_the_subtype(
 
     manifest = subtype_run.cfg.data.manifest
     runs = [Path(subtype_run.summary["run_dir"]), tiny_run.bundle]
-    result = compare(runs, manifest, "val", tmp_path / "c", workers=1, show=False, n_boot=50)
+    result = compare(
+        runs, manifest, "val", tmp_path / "c", Scoring(workers=1, show=False, n_boot=50)
+    )
     headed, plain = result["models"]
     assert 0 <= headed["subtype_roc_auc"] <= 1 and "subtype_roc_auc" not in plain
     table = (tmp_path / "c" / "comparison.md").read_text()
     assert "Subtype output" in table and f"| {headed['model']} | " in table.split("Subtype")[1]
     bundle = load_bundle(subtype_run.bundle)
-    page = report(bundle, manifest, "val", tmp_path / "r", workers=1, show=False, n_boot=50)
+    page = report(
+        bundle, manifest, "val", tmp_path / "r", Scoring(workers=1, show=False, n_boot=50)
+    )
     html = page.read_text()
     assert "Subtype: bacterial or viral" in html and "sensitivity_viral" in html
     plain_page = report(
-        load_bundle(tiny_run.bundle), manifest, "val", tmp_path / "p", show=False, n_boot=0
+        load_bundle(tiny_run.bundle), manifest, "val", tmp_path / "p", Scoring(show=False, n_boot=0)
     )
     assert "Subtype: bacterial or viral" not in plain_page.read_text()
 
@@ -334,7 +339,9 @@ def test_evaluate_without_subtype_names_reports_no_subtype(
         target = folder / path.parent.name / f"{i}.jpeg"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-    result = evaluate(load_bundle(grafted["bundle"]), folder, "test", tmp_path / "e", n_boot=0)
+    result = evaluate(
+        load_bundle(grafted["bundle"]), folder, "test", tmp_path / "e", Scoring(n_boot=0)
+    )
     assert result["subtype"] is None and result["metrics"]["n"] == 16
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import os
 import shlex
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -66,6 +68,61 @@ BackendOpt = Annotated[
 WorkersOpt = Annotated[
     int | None, typer.Option("--workers", help="Worker processes (default: all cores).")
 ]
+
+
+def scoring_options(
+    bootstrap: int = 1000, tta: bool = True, track: bool = True
+) -> Callable[[F], F]:
+    """The options `evaluate`, `report`, `compare`, `stress` and `threshold` share, declared
+    once: the decorated command takes `scoring: Scoring` instead of `--workers`,
+    `--bootstrap` (default `bootstrap`; 0: the command has none), `--tta`, `--track` and
+    `--tracking-uri` (the last three where asked), which typer then shows as its own."""
+    from pneumonia.core.config import TrackingConfig
+    from pneumonia.core.options import Scoring
+
+    added: dict[str, tuple[Any, Any]] = {"workers": (WorkersOpt, None)}
+    if bootstrap:
+        added["bootstrap"] = (BootstrapOpt, bootstrap)
+    if tta:
+        added["tta"] = (TtaOpt, False)
+    if track:
+        added |= {"track": (TrackOpt, True), "tracking_uri": (TrackingUriOpt, None)}
+
+    def decorate(command: F) -> F:
+        hints = typing.get_type_hints(command, include_extras=True)  # in the command's module
+        signature = inspect.signature(command)
+        kept = [
+            p.replace(annotation=hints[p.name])
+            for p in signature.parameters.values()
+            if p.name != "scoring"
+        ]
+        extra = [
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind
+            )
+            for name, (kind, default) in added.items()
+        ]
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            tracking = None
+            if track:
+                enabled, uri = kwargs.pop("track"), kwargs.pop("tracking_uri")
+                tracking = TrackingConfig(enabled=enabled, uri=uri)
+            scoring = Scoring(
+                workers=kwargs.pop("workers"),
+                n_boot=kwargs.pop("bootstrap") if bootstrap else 0,
+                tta=kwargs.pop("tta") if tta else False,
+                tracking=tracking,
+            )
+            return command(*args, scoring=scoring, **kwargs)
+
+        annotations = {k: v for k, v in hints.items() if k != "scoring"}
+        run.__annotations__ = {**annotations, **{n: kind for n, (kind, _) in added.items()}}
+        run.__signature__ = signature.replace(parameters=[*kept, *extra])  # type: ignore[attr-defined]
+        return run  # type: ignore[return-value]
+
+    return decorate
 
 
 # Packages of the `train` extra, absent from an inference-only install.

@@ -21,6 +21,7 @@ from pneumonia.cli.common import (
 )
 from pneumonia.core.config import dump_config, load_config
 
+ManifestOpt = Annotated[Path | None, typer.Option(help="Manifest CSV (default: data.manifest).")]
 data_app = typer.Typer(help="Check, split, cache and download datasets.", no_args_is_help=True)
 
 
@@ -73,7 +74,7 @@ def data_split(
     root: Annotated[Path, typer.Argument(help="Dataset folder, MedMNIST .npz or path,label CSV.")],
     overrides: OverridesArg = None,
     config: ConfigOpt = None,
-    out: Annotated[Path | None, typer.Option(help="Manifest CSV (default: data.manifest).")] = None,
+    out: ManifestOpt = None,
     keep_val: Annotated[
         bool, typer.Option("--keep-val", help="Keep the dataset's own val/ as validation.")
     ] = False,
@@ -105,9 +106,7 @@ def data_split(
 def data_prepare(
     overrides: OverridesArg = None,
     config: ConfigOpt = None,
-    manifest: Annotated[
-        Path | None, typer.Option(help="Manifest CSV (default: data.manifest).")
-    ] = None,
+    manifest: ManifestOpt = None,
     workers: WorkersOpt = None,
 ) -> None:
     """Decode every image once into the cache (grayscale, resized per the contract)."""
@@ -130,9 +129,7 @@ def data_prepare(
 def data_audit(
     overrides: OverridesArg = None,
     config: ConfigOpt = None,
-    manifest: Annotated[
-        Path | None, typer.Option(help="Manifest CSV (default: data.manifest).")
-    ] = None,
+    manifest: ManifestOpt = None,
     out: Annotated[Path, typer.Option(help="Folder for the audit.")] = Path("work/audit"),
     backbone: Annotated[
         str, typer.Option(help="ImageNet-pretrained registry model whose features are used.")

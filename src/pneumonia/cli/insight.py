@@ -11,14 +11,10 @@ from rich.table import Table
 
 from pneumonia.cli.common import (
     BackendOpt,
-    BootstrapOpt,
     DataOpt,
     DefaultBundleArg,
     ForceOpt,
     OutOpt,
-    TrackingUriOpt,
-    TrackOpt,
-    TtaOpt,
     WorkersOpt,
     command_line,
     console,
@@ -27,19 +23,21 @@ from pneumonia.cli.common import (
     print_list,
     say_backend,
     say_guard,
+    scoring_options,
     split_bundle,
     user_errors,
 )
+from pneumonia.core.options import Scoring
 
 
 @user_errors
+@scoring_options(tta=False, track=False)
 def compare_command(
     runs: Annotated[list[Path], typer.Argument(help="Run folders or bundles to compare.")],
     data: DataOpt,
+    scoring: Scoring,
     split: Annotated[str, typer.Option(help="Split to score every model on.")] = "val",
     out: OutOpt = Path("reports/compare"),
-    bootstrap: BootstrapOpt = 1000,
-    workers: WorkersOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Several models side by side on the same images: markdown, CSV and overlaid ROC."""
@@ -47,7 +45,7 @@ def compare_command(
     from pneumonia.evaluation.compare import compare
 
     out_dir = fresh_dir(out, force)
-    result = compare(runs, data, split, out_dir, workers, n_boot=bootstrap)
+    result = compare(runs, data, split, out_dir, scoring)
     table = Table(title=f"{result['data']}: {result['n']} images")
     for col in ("model", "params", "train", "img/s", "ROC-AUC", "threshold", "sens", "spec"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -68,26 +66,22 @@ def compare_command(
 
 
 @user_errors
+@scoring_options()
 def report_command(
     data: DataOpt,
+    scoring: Scoring,
     bundle: DefaultBundleArg = None,
     split: Annotated[str, typer.Option(help="Split to report on (train, val or test).")] = "test",
     out: OutOpt = Path("reports/report"),
-    bootstrap: BootstrapOpt = 1000,
-    tta: TtaOpt = False,
     thumbnails: Annotated[
         bool, typer.Option(help="Embed the error gallery's images (off: names only).")
     ] = True,
     shifts: Annotated[
         bool, typer.Option("--stress", help="Also run the shift suite (see `stress`).")
     ] = False,
-    track: TrackOpt = True,
-    tracking_uri: TrackingUriOpt = None,
-    workers: WorkersOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """One self-contained HTML page: data, curves, metrics with CIs, shifts, errors, card."""
-    from pneumonia.core.config import TrackingConfig
     from pneumonia.core.outputs import fresh_dir
     from pneumonia.evaluation.report import report
     from pneumonia.inference.loading import load_bundle
@@ -103,21 +97,7 @@ def report_command(
         split,
         *(["--stress"] if shifts else []),
     )
-    tracking = TrackingConfig(enabled=track, uri=tracking_uri)
-    page = report(
-        loaded,
-        data,
-        split,
-        out_dir,
-        workers,
-        True,
-        bootstrap,
-        tta,
-        tracking,
-        command,
-        thumbnails,
-        shifts,
-    )
+    page = report(loaded, data, split, out_dir, scoring, command, thumbnails, shifts)
     console.print(f"report: {page} (open it in a browser; it needs no network)")
 
 
@@ -189,16 +169,16 @@ def stress_table(result: dict[str, Any]) -> Table:
 
 
 @user_errors
+@scoring_options(bootstrap=200, tta=False, track=False)
 def stress_command(
     data: DataOpt,
+    scoring: Scoring,
     bundle: DefaultBundleArg = None,
     split: Annotated[str, typer.Option(help="Split to shift (validation: val).")] = "val",
     out: OutOpt = Path("reports/stress"),
     shift: ShiftOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the random parts (noise, markers).")] = 0,
-    bootstrap: BootstrapOpt = 200,
     backend: BackendOpt = "auto",
-    workers: WorkersOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Shift suite: ROC-AUC and sens/spec at the threshold under realistic acquisition shifts."""
@@ -215,7 +195,7 @@ def stress_command(
     loaded = load_bundle(bundle, backend)
     say_backend(loaded)
     out_dir = fresh_dir(out, force)
-    result = stress(loaded, data, split, out_dir, seed, shift, bootstrap, workers)
+    result = stress(loaded, data, split, out_dir, seed, shift, scoring)
     console.print(stress_table(result))
     worst = result["worst"]
     for key in ("roc_auc", "sensitivity", "specificity"):

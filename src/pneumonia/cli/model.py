@@ -11,15 +11,12 @@ from rich.table import Table
 
 from pneumonia.cli.common import (
     BackendOpt,
-    BootstrapOpt,
     ConfigOpt,
     DataOpt,
     DefaultBundleArg,
     ForceOpt,
     OutOpt,
     OverridesArg,
-    TrackingUriOpt,
-    TrackOpt,
     TtaOpt,
     WorkersOpt,
     command_line,
@@ -30,9 +27,11 @@ from pneumonia.cli.common import (
     resolve_config,
     say_backend,
     say_guard,
+    scoring_options,
     split_bundle,
     user_errors,
 )
+from pneumonia.core.options import Scoring
 
 BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder (model.json + weights).")]
 
@@ -127,21 +126,17 @@ def _guard_line(guard: dict[str, Any] | None) -> str:
 
 
 @user_errors
+@scoring_options()
 def evaluate_command(
     data: DataOpt,
+    scoring: Scoring,
     bundle: DefaultBundleArg = None,
     split: Annotated[str, typer.Option(help="Split to score (train, val or test).")] = "test",
     out: OutOpt = Path("reports/evaluate"),
-    bootstrap: BootstrapOpt = 1000,
-    tta: TtaOpt = False,
-    track: TrackOpt = True,
-    tracking_uri: TrackingUriOpt = None,
     backend: BackendOpt = "auto",
-    workers: WorkersOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Metrics with 95% intervals at the bundle's threshold; JSON, CSV and figures."""
-    from pneumonia.core.config import TrackingConfig
     from pneumonia.core.outputs import fresh_dir
     from pneumonia.evaluation.evaluate import evaluate
     from pneumonia.inference.loading import load_bundle
@@ -149,10 +144,7 @@ def evaluate_command(
     loaded = load_bundle(bundle, backend)
     say_backend(loaded)
     out_dir = fresh_dir(out, force)
-    tracking = TrackingConfig(enabled=track, uri=tracking_uri)
-    result = evaluate(
-        loaded, data, split, out_dir, workers, n_boot=bootstrap, tta=tta, tracking=tracking
-    )
+    result = evaluate(loaded, data, split, out_dir, scoring)
     m = result["metrics"]
     console.print(
         f"data: {result['data']}  images: {m['n']}  "

@@ -11,19 +11,21 @@ import typer
 from rich.table import Table
 
 from pneumonia.cli.common import (
-    BootstrapOpt,
-    TtaOpt,
     WorkersOpt,
     command_line,
     console,
+    scoring_options,
     user_errors,
 )
 from pneumonia.cli.model import BundleArg, metrics_table
+from pneumonia.core.options import Scoring
 
 
 @user_errors
+@scoring_options(track=False)
 def threshold_command(
     bundle: BundleArg,
+    scoring: Scoring,
     data: Annotated[
         Path | None,
         typer.Option("--data", "-d", help="Labelled validation data: manifest, folder, .npz, CSV."),
@@ -63,21 +65,13 @@ def threshold_command(
     smooth: Annotated[
         bool, typer.Option(help="Harrell-Davis quantile for target_sensitivity (the default rule).")
     ] = True,
-    tta: TtaOpt = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write a new bundle.")] = None,
     in_place: Annotated[
         bool, typer.Option("--in-place", help="Rewrite BUNDLE's model.json.")
     ] = False,
-    bootstrap: BootstrapOpt = 1000,
-    workers: WorkersOpt = None,
 ) -> None:
     """Re-tune a bundle's calibration and threshold on labelled validation data (--data), or
     adapt its threshold to a site from the site's unlabelled images (--unlabelled)."""
-    from pydantic import ValidationError
-
-    from pneumonia.core.config import OperatingConfig
-    from pneumonia.core.errors import ConfigError
-    from pneumonia.evaluation.tune import retune
     from pneumonia.inference.loading import load_bundle
 
     if (data is None) == (not unlabelled):
@@ -85,27 +79,37 @@ def threshold_command(
     if unlabelled:
         if out is None:
             raise typer.BadParameter("--unlabelled writes a new site bundle: add --out FOLDER")
-        _site(load_bundle(bundle), unlabelled, out, target_sensitivity, bootstrap, workers)
+        _site(load_bundle(bundle), unlabelled, out, target_sensitivity, scoring)
         return
     assert data is not None
+    settings = dict(rule=rule, target_sensitivity=target_sensitivity or 0.99, fixed=fixed,
+                    cost_ratio=cost_ratio, calibrate=calibrate, views=view or [], pool=pool,
+                    smooth=smooth)  # fmt: skip
+    _labelled(load_bundle(bundle), data, split, settings, (out, in_place), scoring, audit)
+
+
+def _labelled(
+    bundle: Any,
+    data: Path,
+    split: str,
+    settings: dict[str, Any],
+    target: tuple[Path | None, bool],
+    scoring: Scoring,
+    audit: Path | None,
+) -> None:
+    """`threshold --data`: the operating point fitted again on labelled validation data."""
+    from pydantic import ValidationError
+
+    from pneumonia.core.config import OperatingConfig
+    from pneumonia.core.errors import ConfigError
+    from pneumonia.evaluation.tune import retune
 
     try:
-        cfg = OperatingConfig(
-            rule=rule,
-            target_sensitivity=target_sensitivity or 0.99,
-            cost_ratio=cost_ratio,
-            fixed=fixed,
-            calibrate=calibrate,
-            views=view or [],
-            pool=pool,
-            smooth=smooth,
-        )
+        cfg = OperatingConfig(**settings)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(f"invalid option {first['loc'][0]}: {first['msg']}") from None
-    result = retune(
-        load_bundle(bundle), data, split, cfg, out, in_place, workers, tta=tta, audit=audit
-    )
+    result = retune(bundle, data, split, cfg, *target, scoring, audit)
     t, c, v = result["operating_point"], result["calibration"], result["validation"]
     console.print(
         f"threshold {t.value:.4g} (rule {t.rule}, was {t.detail['previous']['value']:.4g})"
@@ -122,11 +126,12 @@ def threshold_command(
 
 
 def _site(
-    bundle: Any, inputs: list[str], out: Path, target: float | None, boot: int, workers: int | None
+    bundle: Any, inputs: list[str], out: Path, target: float | None, scoring: Scoring
 ) -> None:
+    """`threshold --unlabelled`: the site's prevalence, curve and threshold, without labels."""
     from pneumonia.evaluation.site import adapt_to_site
 
-    result = adapt_to_site(bundle, inputs, out, target, boot, workers)
+    result = adapt_to_site(bundle, inputs, out, target, scoring.n_boot, scoring.workers)
     fit, counts = result["fit"], result["counts"]
     low, high = fit.prevalence_interval
     console.print(

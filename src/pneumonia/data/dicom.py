@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from pneumonia.core.errors import ImageError, ImageTooLargeError
-from pneumonia.data.formats import DecodedImage, check_size
+from pneumonia.data.formats import Budget, DecodedImage
 from pneumonia.data.levels import to_uint8_range
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -124,20 +123,13 @@ def _pixel_bytes(ds: Any) -> int:
     return int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * samples * max(1, bits // 8)
 
 
-def decode_dicom(
-    data: bytes,
-    path: str | Path,
-    max_pixels: int | None = None,
-    max_decoded_bytes: int | None = None,
-) -> DecodedImage:
+def decode_dicom(data: bytes, path: str | Path, budget: Budget | None = None) -> DecodedImage:
     """A single-frame grayscale DICOM -> 8-bit pixels, windowed as its header says; sizes
     checked before anything is inflated or decoded (see the module's doc)."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    default = Image.MAX_IMAGE_PIXELS
-    check_inflated(
-        data, path, (max_decoded_bytes or 4 * (max_pixels or default or 1)) + HEADER_SLACK
-    )
+    budget = budget or Budget()
+    check_inflated(data, path, budget.inflated(HEADER_SLACK))
     ds = _dataset(data, path)
     if "PixelData" not in ds:
         raise ImageError(path, "DICOM file has no pixel data (a report or structured document?)")
@@ -148,7 +140,7 @@ def decode_dicom(
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageError(path, f"colour DICOM ({photometric or 'unknown'}); X-rays are grayscale")
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    check_size(path, cols, rows, _pixel_bytes(ds), max_pixels, max_decoded_bytes, default)
+    budget.check(path, cols, rows, _pixel_bytes(ds))
     try:
         arr = apply_modality_lut(ds.pixel_array, ds)
         pixels = _linear_window(arr, ds)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from pneumonia.core.errors import ImageError, ImageTooLargeError, UnsupportedFormatError
 
@@ -82,25 +83,36 @@ def decoded_bytes(mode: str, width: int, height: int, frames: int = 1) -> int:
     return width * height * frames * BYTES_PER_PIXEL.get(mode, 4)
 
 
-def check_size(
-    path: str | Path,
-    width: int,
-    height: int,
-    nbytes: int,
-    max_pixels: int | None,
-    max_bytes: int | None,
-    default_pixels: int | None,
-) -> None:
-    """Refuse, before decoding, an image over the pixel limit (`default_pixels` when no
-    `max_pixels` is given) or whose decoded pixels would be over `max_bytes`."""
-    limit = max_pixels or default_pixels
-    if width <= 0 or height <= 0:
-        raise ImageError(path, f"image header says {width}x{height} pixels")
-    if limit and width * height > limit:
-        raise ImageTooLargeError(
-            path, f"image is {width}x{height} = {width * height:,} pixels, over the {limit:,} limit"
-        )
-    if max_bytes and nbytes > max_bytes:
-        raise ImageTooLargeError(
-            path, f"its pixels would take {nbytes:,} bytes decoded, over the {max_bytes:,} limit"
-        )
+@dataclass(frozen=True)
+class Budget:
+    """What one image may cost once decoded, judged from its header before decoding: decoded
+    width x height (None: Pillow's decompression-bomb limit) and decoded bytes (None: no
+    limit but the pixels'; a deflated DICOM is then allowed 4 bytes a pixel)."""
+
+    max_pixels: int | None = None
+    max_bytes: int | None = None
+
+    def pixels(self) -> int:
+        """The pixel limit in force."""
+        return self.max_pixels or Image.MAX_IMAGE_PIXELS or 0
+
+    def inflated(self, slack: int) -> int:
+        """How many bytes a compressed dataset may inflate to (its pixels plus `slack`)."""
+        return (self.max_bytes or 4 * max(1, self.pixels())) + slack
+
+    def check(self, path: str | Path, width: int, height: int, nbytes: int) -> None:
+        """Refuse, before decoding, an image over the pixel limit or whose decoded pixels would
+        take more than `max_bytes`."""
+        limit = self.pixels()
+        if width <= 0 or height <= 0:
+            raise ImageError(path, f"image header says {width}x{height} pixels")
+        if limit and width * height > limit:
+            raise ImageTooLargeError(
+                path,
+                f"image is {width}x{height} = {width * height:,} pixels, over the {limit:,} limit",
+            )
+        if self.max_bytes and nbytes > self.max_bytes:
+            over = f"over the {self.max_bytes:,} limit"
+            raise ImageTooLargeError(
+                path, f"its pixels would take {nbytes:,} bytes decoded, {over}"
+            )

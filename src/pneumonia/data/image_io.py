@@ -26,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pneumonia.core.errors import ImageError, ImageTooLargeError
 from pneumonia.data.dicom import decode_dicom
-from pneumonia.data.formats import DecodedImage, check_size, decoded_bytes, sniff
+from pneumonia.data.formats import Budget, DecodedImage, decoded_bytes, sniff
 from pneumonia.data.levels import to_uint8_bits, to_uint8_range
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
@@ -82,24 +82,19 @@ def _to_uint8_gray(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode_image(
-    data: bytes,
-    path: str | Path,
-    max_pixels: int | None = None,
-    max_decoded_bytes: int | None = None,
-) -> DecodedImage:
+def decode_image(data: bytes, path: str | Path, budget: Budget | None = None) -> DecodedImage:
     """Decode image bytes to grayscale, raising `ImageError` with the reason on failure.
 
     The format is recognised by its first bytes (`formats.sniff`: JPEG, PNG, DICOM, TIFF, BMP;
-    anything else raises `UnsupportedFormatError`). `max_pixels` (default: Pillow's
-    decompression-bomb limit) and `max_decoded_bytes` (default: none) are checked from the
-    header, before any pixel is decoded; over either raises `ImageTooLargeError`.
+    anything else raises `UnsupportedFormatError`). The `budget` (default: Pillow's
+    decompression-bomb limit on pixels, none on bytes) is checked from the header, before any
+    pixel is decoded; over it raises `ImageTooLargeError`.
     """
     if not data:
         raise ImageError(path, "file is empty (0 bytes)")
     fmt = sniff(data, path)
     if fmt == "DICOM":
-        return decode_dicom(data, path, max_pixels, max_decoded_bytes)
+        return decode_dicom(data, path, budget)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -107,8 +102,7 @@ def decode_image(
                 mode, (width, height) = img.mode, img.size
                 frames = int(getattr(img, "n_frames", 1) or 1)
                 nbytes = decoded_bytes(mode, width, height)
-                limit = Image.MAX_IMAGE_PIXELS
-                check_size(path, width, height, nbytes, max_pixels, max_decoded_bytes, limit)
+                (budget or Budget()).check(path, width, height, nbytes)
                 if frames > 1:
                     raise ImageError(path, f"{frames}-page {fmt}; export the frontal image alone")
                 img.load()

@@ -21,6 +21,7 @@ import numpy as np
 from pneumonia.core import LABELS
 from pneumonia.core.bundle import META
 from pneumonia.core.errors import DataError, PneumoniaError
+from pneumonia.core.options import Scoring
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.evaluation.calibration import reliability_figure
 from pneumonia.evaluation.evaluate import Item, Scored, select_items, subtype_result
@@ -152,11 +153,11 @@ def compare(
     data: str | Path,
     split: str,
     out: Path,
-    workers: int | None = None,
-    show: bool = True,
-    n_boot: int = 1000,
+    scoring: Scoring | None = None,
 ) -> dict[str, Any]:
     """Score every model on the same images; write the table, CSV, JSON and figures."""
+    scoring = scoring or Scoring()
+    workers, show, n_boot = scoring.workers, scoring.show, scoring.n_boot
     entries = resolve_entries(paths)
     all_items, source = select_items(data, split)
     items, squares, unreadable = _readable(all_items, entries, workers, show)

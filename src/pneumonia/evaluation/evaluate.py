@@ -20,6 +20,7 @@ from sklearn.metrics import brier_score_loss
 from pneumonia.core import LABELS, SUBTYPES
 from pneumonia.core.config import TrackingConfig
 from pneumonia.core.errors import DataError
+from pneumonia.core.options import Scoring
 from pneumonia.core.results import EvaluationResult
 from pneumonia.core.tracking import RunHandle, end_run, log_outputs, start_run
 from pneumonia.data.discover import discover
@@ -88,17 +89,12 @@ class Scored:
 
 
 def score_split(
-    bundle: Bundle,
-    data: str | Path,
-    split: str,
-    workers: int | None = None,
-    show: bool = True,
-    tta: bool = False,
+    bundle: Bundle, data: str | Path, split: str, scoring: Scoring | None = None
 ) -> Scored:
     """Read `split` of `data` through the input door and run the network on every image."""
     items, source = select_items(data, split)
     paths = [it.path for it in items]
-    raw, ood, errors, viral = stream_logits(bundle, paths, workers=workers, show=show, tta=tta)
+    raw, ood, errors, viral = stream_logits(bundle, paths, scoring or Scoring())
     good = [i for i, error in enumerate(errors) if error is None]
     unreadable = [
         {"path": items[i].path, "reason": error}
@@ -118,35 +114,32 @@ def evaluate(
     bundle: Bundle,
     data: str | Path,
     split: str,
-    out: Path | None,
-    workers: int | None = None,
-    show: bool = True,
-    n_boot: int = 1000,
-    tta: bool = False,
-    tracking: TrackingConfig | None = None,
+    out: Path | None = None,
+    scoring: Scoring | None = None,
 ) -> EvaluationResult:
     """Score `bundle` on `split` of `data` at its threshold; with `out`, write JSON, CSV and
     figures there.
 
     Every headline metric gets a 95% bootstrap interval (patients resampled), sensitivity and
     specificity also an exact Clopper-Pearson one; calibration is measured by ECE and Brier.
-    With `tracking` on, the run goes to MLflow with every file written.
+    With `scoring.tracking` on, the run goes to MLflow with every file written.
     """
-    check_tta(bundle, tta)
+    scoring = scoring or Scoring()
+    check_tta(bundle, scoring.tta)
     params = {
         "bundle": str(bundle.path),
         "architecture": bundle.meta.architecture.name,
         "data": str(data),
         "split": split,
-        "tta": tta,
-        "bootstrap": n_boot,
+        "tta": scoring.tta,
+        "bootstrap": scoring.n_boot,
         "threshold": bundle.threshold,
         "threshold_rule": bundle.meta.threshold.rule,
     }
     name = out.name if out is not None else "evaluate"
-    tracked = start_run(tracking or TrackingConfig(enabled=False), name, "evaluate", params)
+    tracked = start_run(scoring.tracking or TrackingConfig(enabled=False), name, "evaluate", params)
     try:
-        result = _evaluate(bundle, data, split, out, (workers, show, n_boot, tta), tracked)
+        result = _evaluate(bundle, data, split, out, scoring, tracked)
     except BaseException:
         end_run(tracked, ok=False)
         raise
@@ -162,11 +155,11 @@ def _evaluate(
     data: str | Path,
     split: str,
     out: Path | None,
-    options: tuple[int | None, bool, int, bool],
+    scoring: Scoring,
     tracked: RunHandle | None,
 ) -> EvaluationResult:
-    workers, show, n_boot, tta = options
-    scored = score_split(bundle, data, split, workers, show, tta)
+    n_boot, tta = scoring.n_boot, scoring.tta
+    scored = score_split(bundle, data, split, scoring)
     source, labels = scored.source, scored.labels
     probs = to_probability(scored.logits, bundle.temperature)
     patients = [it.patient for it in scored.items]

@@ -23,8 +23,8 @@ from PIL import Image
 
 from pneumonia.core import LABELS, __version__
 from pneumonia.core.card import model_card
-from pneumonia.core.config import TrackingConfig
 from pneumonia.core.errors import ImageError
+from pneumonia.core.options import Scoring
 from pneumonia.core.results import EvaluationResult
 from pneumonia.data.image_io import load_gray
 from pneumonia.evaluation.compare import same_source
@@ -308,23 +308,21 @@ def report(
     data: str | Path,
     split: str,
     out: Path,
-    workers: int | None = None,
-    show: bool = True,
-    n_boot: int = 1000,
-    tta: bool = False,
-    tracking: TrackingConfig | None = None,
+    scoring: Scoring | None = None,
     command: str = "",
     thumbnails: bool = True,
     shifts: bool = False,
 ) -> Path:
     """Evaluate `bundle` on `split` of `data` into `out` and write `out/report.html`; with
     `shifts`, the shift suite too (`pneumonia.evaluation.stress`, into `out/stress/`)."""
-    result = evaluate(bundle, data, split, out, workers, show, n_boot, tta, tracking)
+    scoring = scoring or Scoring()
+    result = evaluate(bundle, data, split, out, scoring)
     stressed = None
     if shifts:
         from pneumonia.evaluation.stress import stress
 
-        stressed = stress(bundle, data, split, out / "stress", workers=workers, show=show)
+        light = Scoring(scoring.workers, scoring.show, n_boot=200)  # the suite's own intervals
+        stressed = stress(bundle, data, split, out / "stress", scoring=light)
     command = command or shlex.join(["pneumonia", "report", str(bundle.path), "--data", str(data)])
     page = out / "report.html"
     page.write_text(render(bundle, result, out, command, thumbnails, stressed), encoding="utf-8")

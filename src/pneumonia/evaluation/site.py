@@ -202,9 +202,10 @@ def usable_probabilities(
 ) -> tuple[np.ndarray, dict[str, int]]:
     """(calibrated P(PNEUMONIA) of the readable images the guard accepts, counts of images,
     unreadable and flagged)."""
+    from pneumonia.core.options import Scoring
     from pneumonia.inference.predictions import stream_logits, to_probability
 
-    raw, ood, errors, _ = stream_logits(bundle, paths, workers=workers, show=show)
+    raw, ood, errors, _ = stream_logits(bundle, paths, Scoring(workers, show))
     readable = np.array([e is None for e in errors], dtype=bool)
     inside = readable.copy()
     if bundle.guard is not None:

@@ -26,6 +26,7 @@ from sklearn.metrics import roc_auc_score
 
 from pneumonia.core import LABELS
 from pneumonia.core.errors import DataError
+from pneumonia.core.options import Scoring
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.core.progress import parallel_map
 from pneumonia.data.shifts import CLEAN, SHIFTS, resolve, views_job
@@ -151,11 +152,12 @@ def stress(
     out: Path,
     seed: int = 0,
     shifts: list[str] | None = None,
-    n_boot: int = 200,
-    workers: int | None = None,
-    show: bool = True,
+    scoring: Scoring | None = None,
 ) -> dict[str, Any]:
-    """Run the shift suite on `split` of `data`; write JSON, CSV and figures into `out`."""
+    """Run the shift suite on `split` of `data`; write JSON, CSV and figures into `out`
+    (`scoring`: workers, progress bar and bootstrap resamples, 200 by default)."""
+    scoring = scoring or Scoring(n_boot=200)
+    workers, show, n_boot = scoring.workers, scoring.show, scoring.n_boot
     check_operating_point(bundle)
     try:
         names = resolve(shifts)

@@ -16,7 +16,8 @@ from pneumonia.core import LABELS
 from pneumonia.core.bundle import CARD, META, write_meta
 from pneumonia.core.config import OperatingConfig
 from pneumonia.core.errors import DataError, PneumoniaError
-from pneumonia.core.meta import BundleMeta
+from pneumonia.core.meta import BundleMeta, Calibration, Threshold
+from pneumonia.core.options import Scoring
 from pneumonia.core.outputs import new_folder
 from pneumonia.data.shifts import check_views
 from pneumonia.evaluation.evaluate import Item, score_split, select_items
@@ -47,15 +48,20 @@ def _views(
     data: str | Path,
     split: str,
     names: list[str],
-    workers: int | None,
-    show: bool,
+    scoring: Scoring,
 ) -> tuple[str, list[Item], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(source, readable items, labels, clean logits, shifted logits by view) of `split`."""
     from pneumonia.evaluation.stress import split_views, view_logits
 
     items, source = select_items(data, split)
     views = view_logits(
-        bundle.model, bundle.contract, [it.path for it in items], names, 0, workers, show
+        bundle.model,
+        bundle.contract,
+        [it.path for it in items],
+        names,
+        0,
+        scoring.workers,
+        scoring.show,
     )
     kept = [items[i] for i in views.readable]
     return source, kept, *split_views(views, [LABELS.index(it.label) for it in items])
@@ -77,6 +83,43 @@ def _audited(items: list[Item], audit: Path) -> tuple[np.ndarray, dict[str, Any]
     return kept, left_out_record(audit, flagged, {"val": rows}, ["operating"])
 
 
+def _scores(
+    bundle: Bundle, data: str | Path, split: str, views: list[str], scoring: Scoring
+) -> tuple[str, list[Item], np.ndarray, np.ndarray, dict[str, np.ndarray] | None]:
+    """(source, readable items, labels, clean logits, shifted logits by view or None)."""
+    if not views:
+        scored = score_split(bundle, data, split, scoring)
+        return scored.source, scored.items, scored.labels, scored.logits, None
+    if scoring.tta:
+        raise PneumoniaError("choose --view or --tta, not both (views are scored without TTA)")
+    return _views(bundle, data, split, views, scoring)
+
+
+def _refitted(
+    meta: BundleMeta,
+    fitted: tuple[Threshold, Calibration | None, dict[str, Any]],
+    probs: np.ndarray,
+    source: str,
+    left_out: dict[str, Any],
+) -> BundleMeta:
+    """`meta` with the new threshold, calibration and validation record, the monitoring
+    reference's answers at the new calibration, and the audit's record of this fit."""
+    threshold, calibration, validation = fitted
+    reference = dict(meta.reference)
+    if reference:  # what `monitor` compares answers with: now at the new calibration
+        reference["probability"] = [round(float(p), 6) for p in probs]
+        reference["split"] = source
+    data_record = dict(meta.data)  # the training record stays; the fit's is replaced
+    earlier = data_record.pop("left_out", {})
+    record = {k: v for k, v in earlier.items() if k == "training"} | left_out
+    if record:
+        data_record["left_out"] = record
+    update = {"threshold": threshold, "calibration": calibration, "validation": validation,
+              "output": BundleMeta.model_fields["output"].default, "reference": reference,
+              "data": data_record}  # fmt: skip
+    return meta.model_copy(update=update)
+
+
 def retune(
     bundle: Bundle,
     data: str | Path,
@@ -84,29 +127,22 @@ def retune(
     cfg: OperatingConfig,
     out: Path | None = None,
     in_place: bool = False,
-    workers: int | None = None,
-    show: bool = True,
-    tta: bool = False,
+    scoring: Scoring | None = None,
     audit: Path | None = None,
 ) -> dict[str, Any]:
     """Fit calibration and threshold on `split` of `data` (without the images a label audit
     flags, when `audit` names its CSV); write the bundle; return a summary.
 
-    With `tta`, on test-time-augmented scores: then use `--tta` wherever the bundle is applied.
+    With `scoring.tta`, on test-time-augmented scores: then use `--tta` wherever the bundle is
+    applied.
     """
     if split == "test":
         raise DataError("the operating point is chosen on validation data, never on test")
+    scoring = scoring or Scoring()
+    tta = scoring.tta
     check_views(cfg.views)
     _check_target(out, in_place)
-    if cfg.views:
-        if tta:
-            raise PneumoniaError("choose --view or --tta, not both (views are scored without TTA)")
-        source, items, labels, raw, shifted = _views(bundle, data, split, cfg.views, workers, show)
-    else:
-        scored = score_split(bundle, data, split, workers, show, tta)
-        source, items, labels, raw, shifted = (
-            scored.source, scored.items, scored.labels, scored.logits, None
-        )  # fmt: skip
+    source, items, labels, raw, shifted = _scores(bundle, data, split, cfg.views, scoring)
     kept = np.ones(len(labels), dtype=bool)
     left_out: dict[str, Any] = {}
     if audit is not None:
@@ -122,26 +158,7 @@ def retune(
     probs = to_probability(raw, temperature)
     metrics = binary_metrics(labels, probs, threshold.value)  # every validation image
     validation = validation_record(metrics, split, source)
-    output = BundleMeta.model_fields["output"].default
-    reference = dict(bundle.meta.reference)
-    if reference:  # what `monitor` compares answers with: now at the new calibration
-        reference["probability"] = [round(float(p), 6) for p in probs]
-        reference["split"] = source
-    data_record = dict(bundle.meta.data)  # the training record stays; the fit's is replaced
-    earlier = data_record.pop("left_out", {})
-    record = {k: v for k, v in earlier.items() if k == "training"} | left_out
-    if record:
-        data_record["left_out"] = record
-    meta = bundle.meta.model_copy(
-        update={
-            "threshold": threshold,
-            "calibration": calibration,
-            "validation": validation,
-            "output": output,
-            "reference": reference,
-            "data": data_record,
-        }
-    )
+    meta = _refitted(bundle.meta, (threshold, calibration, validation), probs, source, left_out)
     folder = bundle.path if out is None else copy_bundle(bundle, out)
     write_meta(meta, folder)
     return {

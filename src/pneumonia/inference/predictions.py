@@ -21,6 +21,7 @@ import numpy as np
 
 from pneumonia.core import LABELS, SUBTYPES
 from pneumonia.core.errors import DataError, ImageError
+from pneumonia.core.options import Scoring
 from pneumonia.core.preprocess import Preprocessing, to_array
 from pneumonia.core.progress import default_workers, parallel_map, progress_bar
 from pneumonia.data.image_io import IMAGE_SUFFIXES, read_image
@@ -179,14 +180,10 @@ def network_scores(
 
 
 def stream_logits(
-    bundle: Bundle,
-    paths: list[str],
-    batch_size: int = 4,
-    workers: int | None = None,
-    show: bool = True,
-    tta: bool = False,
+    bundle: Bundle, paths: list[str], scoring: Scoring, batch_size: int = 4
 ) -> tuple[np.ndarray, np.ndarray, list[str | None], np.ndarray]:
-    """Raw logits and OOD scores for image files, decoded while the network runs: (logits,
+    """Raw logits and OOD scores for image files, decoded (by `scoring.workers` threads) while
+    the network runs, with `scoring.tta`'s test-time augmentation: (logits,
     NaN where unreadable; the guard's scores, NaN where unreadable or without a guard; per
     path None or the reason it could not be read; P(viral | pneumonia), NaN where unreadable
     or without a subtype head)."""
@@ -198,7 +195,7 @@ def stream_logits(
 
     def batches() -> Iterator[list[tuple[int, np.ndarray]]]:  # (row, square) of readable files
         batch: list[tuple[int, np.ndarray]] = []
-        for i, square in enumerate(stream_squares(paths, bundle.contract, workers)):
+        for i, square in enumerate(stream_squares(paths, bundle.contract, scoring.workers)):
             if isinstance(square, str):
                 errors[i] = square
             else:
@@ -212,10 +209,10 @@ def stream_logits(
 
     def run(batch: list[tuple[int, np.ndarray]]) -> tuple[list[int], np.ndarray, np.ndarray | None]:
         squares = [square for _, square in batch]
-        found, feats = batch_outputs(bundle.model, bundle.contract, squares, tta, guarded)
+        found, feats = batch_outputs(bundle.model, bundle.contract, squares, scoring.tta, guarded)
         return [i for i, _ in batch], found, feats
 
-    with progress_bar(disable=not show) as bar:
+    with progress_bar(disable=not scoring.show) as bar:
         task = bar.add_task("predicting", total=len(paths))
         for rows, found, feats in lane_map(bundle.model, run, batches()):
             raw[rows], ood[rows] = found[:, 0], guard_scores(bundle, feats, len(rows))
@@ -279,7 +276,8 @@ def predict_paths(
 ) -> list[Prediction]:
     """Predict every path; unreadable images get an error instead of a probability."""
     check_tta(bundle, tta)
-    raw, ood, errors, viral = stream_logits(bundle, paths, batch_size, workers, show, tta)
+    scoring = Scoring(workers, show, tta=tta)
+    raw, ood, errors, viral = stream_logits(bundle, paths, scoring, batch_size)
     probs = np.full(len(paths), np.nan)
     readable = ~np.isnan(raw)
     probs[readable] = to_probability(raw[readable], bundle.temperature)

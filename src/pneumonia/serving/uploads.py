@@ -19,6 +19,7 @@ import numpy as np
 from fastapi import UploadFile
 
 from pneumonia.core.errors import ImageError, ImageTooLargeError, UnsupportedFormatError
+from pneumonia.data.formats import Budget
 from pneumonia.data.image_io import decode_image
 
 
@@ -69,7 +70,8 @@ class Decoder:
         limits = self.limits
         with self._slots:
             try:
-                return decode_image(data, name, limits.max_pixels, limits.max_decoded_bytes).pixels
+                budget = Budget(limits.max_pixels, limits.max_decoded_bytes)
+                return decode_image(data, name, budget).pixels
             except ImageTooLargeError as exc:
                 raise UploadProblem(413, name, exc.reason) from None
             except (UnsupportedFormatError, ImageError) as exc:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pneumonia.core.config import Config
+from pneumonia.core.options import Scoring
 from pneumonia.core.outputs import fresh_dir
 from pneumonia.data.split import fold_manifests, read_manifest, write_manifest
 from pneumonia.evaluation.audit import unflagged
@@ -73,7 +74,7 @@ def train_folds(cfg: Config, k: int, force: bool = False, command: str = "") -> 
         member = member_config(cfg, run, i, manifest)
         summary = train(member, force=force, command=f"{command} (fold {i + 1} of {k})")
         bundle = load_bundle(summary["bundle"], "torch")
-        scored = score_split(bundle, manifest, "val", show=False)
+        scored = score_split(bundle, manifest, "val", Scoring(show=False))
         members.append(Path(summary["bundle"]))
         labels.append(scored.labels)
         logits.append(scored.logits / bundle.temperature)  # each member's calibrated logit

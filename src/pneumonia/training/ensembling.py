@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pneumonia.core.bundle import WEIGHTS
 from pneumonia.core.config import OperatingConfig
 from pneumonia.core.errors import PneumoniaError
@@ -24,6 +26,7 @@ from pneumonia.core.meta import (
     SubtypeRecord,
     Threshold,
 )
+from pneumonia.core.options import Scoring
 from pneumonia.core.outputs import new_folder
 from pneumonia.evaluation.evaluate import score_split, subtype_result
 from pneumonia.evaluation.metrics import binary_metrics, validation_record
@@ -69,30 +72,9 @@ def _default_data(bundles: list[Bundle]) -> str:
     return str(manifests[0])
 
 
-def build_ensemble(
-    sources: list[Path],
-    out: Path,
-    data: str | Path | None = None,
-    split: str = "val",
-    cfg: OperatingConfig | None = None,
-    workers: int | None = None,
-    show: bool = True,
-    command: str = "",
-    onnx: bool = True,
-    guard: bool = True,
-    operating: tuple[Threshold, Calibration | None] | None = None,
-) -> dict[str, Any]:
-    """Combine member bundles (or run folders) into an ensemble bundle at `out`, with its own
-    calibration and threshold fitted on `split` of `data` (default: the members' manifest);
-    then its `model.onnx` (with `onnx`) and its guard (with `guard` too), as training does.
-    `operating` (threshold, calibration) fitted elsewhere (`train --folds`: on out-of-fold
-    predictions) is kept instead, and `split` only measured at it."""
-    new_folder(out, "ensemble")
-    if split == "test":
-        raise PneumoniaError("the operating point is chosen on validation data, never on test")
-    bundles = [_member_bundle(Path(s)) for s in sources]
-    _check_members(bundles)
-    data = data if data is not None else _default_data(bundles)
+def ensemble_network(bundles: list[Bundle]) -> tuple[EnsembleModel, BundleMeta]:
+    """The members' networks as one (each on its own contract, its calibrated logits
+    averaged), and the ensemble's metadata before its operating point is fitted."""
     contract = max(bundles, key=lambda b: b.contract.image_size).contract
     members = [
         Member(
@@ -117,14 +99,54 @@ def build_ensemble(
     placeholder = Threshold(value=0.5, rule="unfitted")
     meta = BundleMeta(architecture=arch, preprocessing=contract, threshold=placeholder)
     meta.subtype = SubtypeRecord() if model.subtype else None
-    scored = score_split(Bundle(out, meta, model), data, split, workers, show)
+    return model, meta
+
+
+def _operating_point(
+    scored: Any,
+    cfg: OperatingConfig | None,
+    operating: tuple[Threshold, Calibration | None] | None,
+) -> tuple[Threshold, Calibration | None, np.ndarray]:
+    """(threshold, calibration, calibrated probabilities): fitted on `scored` by `cfg`, or
+    `operating` fitted elsewhere, only applied."""
     if operating is None:
-        cfg = cfg or OperatingConfig()
-        threshold, calibration, probs = fit_operating_point(scored.labels, scored.logits, cfg)
+        threshold, calibration, probs = fit_operating_point(
+            scored.labels, scored.logits, cfg or OperatingConfig()
+        )
         threshold.detail["data"] = scored.source
-    else:
-        threshold, calibration = operating
-        probs = to_probability(scored.logits, calibration.temperature if calibration else 1.0)
+        return threshold, calibration, probs
+    threshold, calibration = operating
+    probs = to_probability(scored.logits, calibration.temperature if calibration else 1.0)
+    return threshold, calibration, probs
+
+
+def build_ensemble(
+    sources: list[Path],
+    out: Path,
+    data: str | Path | None = None,
+    split: str = "val",
+    cfg: OperatingConfig | None = None,
+    workers: int | None = None,
+    show: bool = True,
+    command: str = "",
+    onnx: bool = True,
+    guard: bool = True,
+    operating: tuple[Threshold, Calibration | None] | None = None,
+) -> dict[str, Any]:
+    """Combine member bundles (or run folders) into an ensemble bundle at `out`, with its own
+    calibration and threshold fitted on `split` of `data` (default: the members' manifest);
+    then its `model.onnx` (with `onnx`) and its guard (with `guard` too), as training does.
+    `operating` (threshold, calibration) fitted elsewhere (`train --folds`: on out-of-fold
+    predictions) is kept instead, and `split` only measured at it."""
+    new_folder(out, "ensemble")
+    if split == "test":
+        raise PneumoniaError("the operating point is chosen on validation data, never on test")
+    bundles = [_member_bundle(Path(s)) for s in sources]
+    _check_members(bundles)
+    data = data if data is not None else _default_data(bundles)
+    model, meta = ensemble_network(bundles)
+    scored = score_split(Bundle(out, meta, model), data, split, Scoring(workers, show))
+    threshold, calibration, probs = _operating_point(scored, cfg, operating)
     metrics = binary_metrics(scored.labels, probs, threshold.value)
     validation = validation_record(metrics, split, scored.source)
     meta = meta.model_copy(
@@ -141,10 +163,10 @@ def build_ensemble(
         meta.subtype.validation = {"split": split, "data": scored.source, **section}
     save_bundle(model, meta, out)
     log.info("ensemble of %d members: %s", len(bundles), out)
-    source = next(b for b in bundles if b.contract == contract)
+    source = next(b for b in bundles if b.contract == meta.preprocessing)
     return {
         "bundle": str(out),
-        "members": [m.source for m in members],
+        "members": [str(b.path) for b in bundles],
         "validation": validation,
         "threshold": threshold.value,
         **_export_and_guard(out, source, Path(data), onnx, guard),

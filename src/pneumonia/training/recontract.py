@@ -22,6 +22,7 @@ from typing import Any
 from pneumonia.core.bundle import INT8, ONNX, WEIGHTS, file_record, read_meta, write_meta
 from pneumonia.core.config import Config, OperatingConfig
 from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.options import Scoring
 from pneumonia.core.outputs import new_folder, plain_mode
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.data.cache import prepare_cache
@@ -116,7 +117,7 @@ def recontract(
     audit = meta.data.get("left_out", {}).get("operating", {}).get("file")
     tuned = retune(
         load_bundle(new, "onnx"), manifest, "val", operating_config(meta), in_place=True,
-        workers=workers, show=False, audit=Path(audit) if audit else None,
+        scoring=Scoring(workers, show=False), audit=Path(audit) if audit else None,
     )  # fmt: skip
     guard = None
     if meta.guard is not None:
