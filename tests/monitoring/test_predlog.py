@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import Column, MetaData, Table, inspect
 from sqlalchemy.exc import OperationalError
 
-from pneumonia.core.errors import PneumoniaError
 from pneumonia.monitoring.log_target import log_url
 from pneumonia.monitoring.predlog import (
     ADDED,
@@ -139,15 +138,6 @@ def test_a_server_that_cannot_be_reached_is_one_line_and_rows_are_counted(
     log.close()
     with pytest.raises(ConnectionError, match=r"127.0.0.1:1/nowhere: cannot read the log"):
         read_log("postgresql://someone:secret@127.0.0.1:1/nowhere")
-
-
-def test_what_is_not_a_log_location(tmp_path: Path) -> None:
-    with pytest.raises(PneumoniaError, match="SQLite file path or a postgresql://"):
-        log_url("mysql://user@host/db")
-    assert log_url(tmp_path / "a.sqlite").database == str(tmp_path / "a.sqlite")
-    assert log_url("postgres://u@h/db").drivername == "postgresql+psycopg"
-    assert log_url(f"sqlite:///{tmp_path}/b.sqlite").database == f"{tmp_path}/b.sqlite"
-    assert not (Path.cwd() / "postgresql:").exists()
 
 
 def test_reading_what_is_not_a_log(tmp_path: Path) -> None:
