@@ -422,3 +422,29 @@ def test_subtype_probe_scores_every_subtyped_image_once(tmp_path: Path, tiny_run
         low, high = result[reading]["ci"]
         assert 0 <= low <= result[reading]["roc_auc"] <= high <= 1
     assert (tmp_path / "probe.json").is_file()
+
+
+def test_pairs_study_tables_each_candidate_on_synthetic_pairs(
+    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pneumonia.data.synthetic import make_pairs
+
+    originals, copies = make_pairs(tmp_path / "pairs", 3, changed="IM-0001-0001.png")
+    args = [f"tiny={tiny_run.bundle}", f"stretched={tiny_run.bundle}:stretch", "--half", "all"]
+    args += ["--originals", str(originals), "--copies", str(copies), "--out", str(tmp_path / "o")]
+    results = load("pairs_study").main(args)
+    assert [r["name"] for r in results] == ["tiny", "stretched"]
+    assert results[1]["contract"]["resize"] == "stretch"  # the same weights, another contract
+    out = capsys.readouterr().out
+    assert "| tiny | original |" in out and "| stretched | jpeg_60 |" in out
+    assert (tmp_path / "o" / "study-all.json").is_file()
+
+
+@pytest.mark.slow
+def test_bombs_are_refused_by_a_running_service(capsys: pytest.CaptureFixture[str]) -> None:
+    result = load("bombs").main([])
+    assert {code for code, _ in result["answers"].values()} == {413}
+    assert result["eps"][0] == 415 and "Ghostscript" not in result["eps"][1]
+    assert result["declared_1gib"][0].endswith("413 Request Entity Too Large")
+    assert result["growth_mb"] < 600
+    assert "| body declaring 1 GiB |" in capsys.readouterr().out

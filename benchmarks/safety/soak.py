@@ -27,11 +27,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -48,6 +45,9 @@ from PIL import Image
 from pneumonia.data.synthetic import synthetic_xray
 from pneumonia.monitoring.log_target import log_url
 from pneumonia.monitoring.predlog import now, read_log
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import machine, memory_mb, start_service
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "chest_xray" / "train"
 BAD = [
@@ -76,36 +76,8 @@ def images(folder: Path, count: int = 64) -> list[tuple[str, bytes, str]]:
 
 def start(log: str) -> tuple[subprocess.Popen[bytes], str]:
     """`pneumonia serve` on a free port with `log`; returns once /health answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "pneumonia", "serve", "--port", str(port), "--log", log]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the service did not answer /health in 2 minutes")
-
-
-def cpu_name() -> str:
-    """The CPU's model name, as /proc/cpuinfo gives it."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of process `pid`, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    process, url = start_service(["--log", log])
+    return process, url
 
 
 class Load:
@@ -147,9 +119,9 @@ def soak(log: str, good: list[Any], args: argparse.Namespace) -> dict[str, Any]:
     began = time.monotonic()
     load = Load(url, good, args.bad, args.clients)
     while time.monotonic() - began < args.minutes * 60:
-        memory.append((round(time.monotonic() - began, 1), round(rss_mb(process.pid), 1)))
+        memory.append((round(time.monotonic() - began, 1), round(memory_mb(process.pid), 1)))
         time.sleep(min(10.0, max(0.0, args.minutes * 60 - (time.monotonic() - began))))
-    memory.append((round(time.monotonic() - began, 1), round(rss_mb(process.pid), 1)))
+    memory.append((round(time.monotonic() - began, 1), round(memory_mb(process.pid), 1)))
     load.join()
     process.send_signal(signal.SIGINT)  # a clean stop: the log writes what is queued
     process.wait(timeout=60)
@@ -223,7 +195,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="pneumonia-soak-"))
     good = images(args.images)
     summary: dict[str, Any] = {
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "clients": args.clients,
         "bad_share": args.bad,
         "images": f"{len(good)} files from {args.images}"

@@ -15,14 +15,16 @@ largest difference between the two guards' validation scores.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import machine
 
 from pneumonia.core.bundle import DEFAULT_BUNDLE
 from pneumonia.core.config import Config, GuardConfig
@@ -59,8 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             scores[backend] = fitted.guard.scores(
                 dataset_outputs(fitted.model, dm.dataset("val"))[1]
             )
-    machine = platform.processor() or platform.machine()
-    print(f"{machine}, {os.cpu_count()} cores, {args.views} augmented views of each image")
+    print(f"{machine()}, {args.views} augmented views of each image")
     print("\n| backend | guard fit, s |\n| --- | ---: |")
     for backend, value in seconds.items():
         print(f"| {backend} | {value:.0f} |")

@@ -7,13 +7,14 @@ Prints a markdown table row per step; copy it into docs/benchmarks.md.
 
 from __future__ import annotations
 
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import machine
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "chest_xray"
@@ -35,7 +36,7 @@ def main() -> None:
         warm_s = timed(["data", "prepare"], work)
         n = sum(1 for _ in (work / "work" / "cache").rglob("*.npy"))
         rows = len((work / "work" / "manifest.csv").read_text().splitlines()) - 1
-    cpu = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+    cpu = machine()
     images = f"{rows} ({n} distinct)"
     print(f"| `data split` (hash + grouped split) | {images} | {split_s:.1f} s | {cpu} |")
     cold = "`data prepare`, cold cache (decode + resize to 224)"

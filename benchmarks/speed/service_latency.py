@@ -20,7 +20,6 @@ import io
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,11 +38,8 @@ from pneumonia.data.synthetic import synthetic_xray
 from pneumonia.inference.loading import load_bundle
 from pneumonia.modeling.export import export_onnx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import free_port
 
 
 @contextmanager

@@ -20,18 +20,21 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from pneumonia.modeling.allocator import keep_freed_memory
 from pneumonia.modeling.classifier import freeze_stages
 from pneumonia.modeling.models import create_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import machine
 
 
 def step_function(
@@ -93,9 +96,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--ops", action="store_true")
     parser.add_argument("--compile", action="store_true")
     args = parser.parse_args(argv)
-    machine = platform.processor() or platform.machine()
     threads = torch.get_num_threads()
-    print(f"{machine}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} threads")
+    print(f"{machine()}, torch {torch.__version__}, {threads} threads")
     results: dict[str, float] = {}
     header = f"s per step of {args.batch} | page faults per step"
     print(
