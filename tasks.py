@@ -24,10 +24,16 @@ def setup(c: Context) -> None:
     c.run(SETUP)
 
 
-@task(help={"args": "extra pytest arguments, e.g. '-k guard -x'"})
-def test(c: Context, args: str = "") -> None:
-    """The test suite (the README's test command)."""
-    c.run(f"{TEST} {args}".strip())
+@task(
+    help={
+        "args": "extra pytest arguments, e.g. '-k guard -x'",
+        "fast": "leave out the tests marked slow (the development loop)",
+    }
+)
+def test(c: Context, args: str = "", fast: bool = False) -> None:
+    """The test suite (the README's test command); --fast is the development loop."""
+    marker = " -m 'not slow'" if fast else ""
+    c.run(f"{TEST}{marker} {args}".strip())
 
 
 @task

@@ -61,6 +61,7 @@ def test_tasks_are_thin_calls_of_the_documented_commands() -> None:
         return re.sub(r"\x1b\[[0-9;]*m", "", result.stdout).strip()
 
     assert dry("test") == ci_commands()[1]
+    assert dry("test", "--fast") == f"{ci_commands()[1]} -m 'not slow'"
     assert dry("setup") == ci_commands()[0]
     assert dry("lint") == ".venv/bin/pre-commit run --all-files"
     assert dry("docs") == ".venv/bin/mkdocs build --strict"
