@@ -271,13 +271,11 @@ def pairs_command(
     """Originals against their copies: does the answer move with the file (DICOM, PNG, ...)?"""
     from pneumonia.core.errors import DataError
     from pneumonia.core.outputs import fresh_dir
-    from pneumonia.data.renderings import RENDERINGS
+    from pneumonia.data.renderings import chosen
     from pneumonia.evaluation.pairs import pairs_report
     from pneumonia.inference.loading import load_bundle
 
-    unknown = [r for r in rendering or [] if r not in RENDERINGS]
-    if unknown:  # before the output folder is made
-        raise DataError(f"unknown rendering {unknown[0]!r}; choose from {', '.join(RENDERINGS)}")
+    chosen(rendering)  # an unknown name is refused before the output folder is made
     names = None
     if only is not None:
         if not only.is_file():

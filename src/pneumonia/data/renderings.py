@@ -11,11 +11,13 @@ decoded 8-bit pixels, as file bytes, so that it reaches a model through the inpu
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from pneumonia.core.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,15 @@ RENDERINGS: dict[str, Rendering] = {
     ),
     "jpeg_60": Rendering("recompressed as JPEG at quality 60, full size", _jpeg_60),
 }
+
+
+def chosen(names: Sequence[str] | None) -> tuple[str, ...]:
+    """The renderings asked for (None or empty: all of them); an unknown name raises
+    `DataError` naming the choices."""
+    unknown = [n for n in names or () if n not in RENDERINGS]
+    if unknown:
+        raise DataError(f"unknown rendering {unknown[0]!r}; choose from {', '.join(RENDERINGS)}")
+    return tuple(names or RENDERINGS)
 
 
 def render(name: str, data: bytes, pixels: np.ndarray) -> bytes:

@@ -15,7 +15,6 @@ the same shift.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from pneumonia.core.errors import ImageError
-from pneumonia.core.preprocess import Preprocessing
+from pneumonia.core.preprocess import Preprocessing, jpeg_round_trip
 from pneumonia.data.image_io import read_image
 
 Group = Literal["geometry", "exposure", "resolution", "noise", "artefact"]
@@ -131,13 +130,6 @@ def noise(gray: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarra
     return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
 
 
-def jpeg(gray: np.ndarray, quality: int) -> np.ndarray:
-    """Save and reload as a JPEG of `quality`."""
-    buffer = io.BytesIO()
-    Image.fromarray(gray).save(buffer, format="JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("L"))
-
-
 MARKER_TEXTS = ("L", "R", "AP", "PORTABLE", "SUPINE", "12-03-2017", "ERECT")
 
 
@@ -205,8 +197,8 @@ def _catalogue() -> dict[str, Shift]:
               lambda g, rng: noise(g, 8.0, rng)),
         Shift("noise_16", "noise", "Gaussian noise, sigma 16 grey levels",
               lambda g, rng: noise(g, 16.0, rng)),
-        Shift("jpeg_30", "noise", "JPEG quality 30", _fixed(lambda g: jpeg(g, 30))),
-        Shift("jpeg_10", "noise", "JPEG quality 10", _fixed(lambda g: jpeg(g, 10))),
+        Shift("jpeg_30", "noise", "JPEG quality 30", _fixed(lambda g: jpeg_round_trip(g, 30))),
+        Shift("jpeg_10", "noise", "JPEG quality 10", _fixed(lambda g: jpeg_round_trip(g, 10))),
         Shift("text_markers", "artefact", "burned-in laterality markers and annotation text",
               burn_in_text),
     ]  # fmt: skip

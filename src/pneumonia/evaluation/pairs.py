@@ -27,7 +27,7 @@ from pneumonia.core.preprocess import Preprocessing
 from pneumonia.core.progress import parallel_map
 from pneumonia.data.discover import discover
 from pneumonia.data.image_io import decode_image, read_image
-from pneumonia.data.renderings import RENDERINGS, render
+from pneumonia.data.renderings import RENDERINGS, chosen, render
 from pneumonia.inference.loading import Bundle
 from pneumonia.inference.predictions import guard_scores, network_scores, to_probability
 
@@ -158,10 +158,7 @@ def score_pairs(
 ) -> dict[str, Any]:
     """Every pair's copy and renderings scored by `bundle`; per rendering, `agreement` with the
     copies over the pairs where both could be read, and the per-pair rows."""
-    names = tuple(renderings or RENDERINGS)
-    unknown = [n for n in names if n not in RENDERINGS]
-    if unknown:
-        raise DataError(f"unknown rendering {unknown[0]!r}; choose from {', '.join(RENDERINGS)}")
+    names = chosen(renderings)
     c: Preprocessing = bundle.contract
     kept: list[Pair] = []
     unreadable: list[dict[str, str]] = []

@@ -104,6 +104,12 @@ def fit_site(
 CURVE_TARGETS = (0.95, 0.97, 0.98, 0.99)
 
 
+def aim_with_bias(target: float, bias: float) -> float:
+    """The expected sensitivity to aim at for `target`: raised by the estimator's
+    overstatement `bias` (never lowered), below 1."""
+    return float(min(target + max(bias, 0.0), 1 - 1e-4))
+
+
 def expected_rates(
     probs: np.ndarray, weights: np.ndarray, thresholds: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +145,7 @@ def operating_curve(
     weights = adjust_posteriors(draws, old_prior, prior[:, None])
     rows = []
     for target in targets:
-        aim = float(min(target + max(bias[0], 0.0), 1 - 1e-4))
+        aim = aim_with_bias(target, bias[0])
         value, _ = thresholds_for_sensitivity(draws, weights, aim)
         sens, spec = expected_rates(draws, weights, value)
         sens, spec = np.clip(sens - bias[0], 0, 1), np.clip(spec - bias[1], 0, 1)
@@ -168,7 +174,7 @@ def anchored_aim(bundle: Bundle, target: float) -> tuple[float, float, float | N
     prior, _ = em_priors(reference[None], old)
     weights = adjust_posteriors(reference, old, prior[0])
     bias = expected_sensitivity(reference, weights, bundle.threshold) - float(stored_target)
-    return float(min(target + max(bias, 0.0), 1 - 1e-4)), bias, float(prior[0])
+    return aim_with_bias(target, bias), bias, float(prior[0])
 
 
 def specificity_bias(bundle: Bundle) -> float:

@@ -10,7 +10,6 @@ the copies' compression texture (docs/robustness.md, "Real files").
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -20,6 +19,7 @@ from torch.nn import functional
 from torchvision.transforms import v2
 
 from pneumonia.core.config import AugmentConfig
+from pneumonia.core.preprocess import jpeg_round_trip
 
 RENDER_OPS = ("jpeg", "blur", "sharpen", "bits")
 DOWN_FILTERS = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.BOX)
@@ -104,9 +104,8 @@ class Rerender(torch.nn.Module):
 
     def _render(self, big: Image.Image, op: str) -> Image.Image:
         if op == "jpeg":
-            buffer = io.BytesIO()
-            big.save(buffer, "JPEG", quality=self.jpeg_min + self._draw(96 - self.jpeg_min))
-            return Image.open(buffer).convert("L")
+            quality = self.jpeg_min + self._draw(96 - self.jpeg_min)
+            return Image.fromarray(jpeg_round_trip(np.asarray(big), quality))
         if op == "bits":
             shift = 1 + self._draw(3)  # 7, 6 or 5 bits of grey
             return big.point(lambda v: (v >> shift) << shift)

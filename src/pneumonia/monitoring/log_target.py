@@ -13,6 +13,10 @@ from sqlalchemy.exc import ArgumentError
 from pneumonia.core.errors import PneumoniaError
 
 POSTGRES = ("postgresql", "postgres", "postgresql+psycopg")
+PASSWORD_FILE_ENV = "PNEUMONIA_LOG_PASSWORD_FILE"
+"""A file holding the PostgreSQL password (a container secret), used when the URL has none:
+the password then appears on no command line."""
+_SECRET_QUERY = frozenset({"password", "passfile", "sslpassword", "sslkey"})
 
 
 def log_url(target: str | Path) -> URL:
@@ -37,12 +41,6 @@ def log_url(target: str | Path) -> URL:
         f"{url.render_as_string(hide_password=True)}: a prediction log is a SQLite file path "
         "or a postgresql://user:password@host/db URL"
     )
-
-
-PASSWORD_FILE_ENV = "PNEUMONIA_LOG_PASSWORD_FILE"
-"""A file holding the PostgreSQL password (a container secret), used when the URL has none:
-the password then appears on no command line."""
-_SECRET_QUERY = frozenset({"password", "passfile", "sslpassword", "sslkey"})
 
 
 def _read_secret(path: Path) -> str:

@@ -160,11 +160,12 @@ class Guarded:
             return
         send = _with_headers(send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        refusal = self._refusal(scope, headers)
+        token = self.door.tokens.match(headers.get("authorization"))
+        refusal = self._refusal(scope, headers, token)
         if refusal is not None:
             await _json(send, *refusal)
             return
-        scope.setdefault("state", {})["token_id"] = self._token(headers)
+        scope.setdefault("state", {})["token_id"] = token
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.door.max_body_bytes):
             await _json(send, 413, self._too_large(length))
@@ -172,11 +173,8 @@ class Guarded:
         stop: list[BodyProblem] = []
         await self.app(scope, self._capped(receive, stop), _answering(send, stop))
 
-    def _token(self, headers: dict[str, str]) -> str | None:
-        return self.door.tokens.match(headers.get("authorization"))
-
     def _refusal(
-        self, scope: Scope, headers: dict[str, str]
+        self, scope: Scope, headers: dict[str, str], token: str | None
     ) -> tuple[int, str, dict[str, str]] | None:
         allowed = self.door.allowed_hosts
         host = _host_name(headers.get("host", ""))
@@ -190,7 +188,7 @@ class Guarded:
             if origin_host != host and (allowed is None or origin_host not in allowed):
                 return 403, "cross-site request refused (Origin is not this service)", {}
         public = (scope["method"], scope["path"]) in PUBLIC
-        if public or self.door.anonymous or self._token(headers) is not None:
+        if public or self.door.anonymous or token is not None:
             return None
         why = "missing" if "authorization" not in headers else "invalid"
         challenge = {"www-authenticate": "Bearer"}
@@ -240,12 +238,12 @@ def _answering(send: Send, stop: list[BodyProblem]) -> Send:
     return answering
 
 
-class BodyProblem(Exception):  # noqa: N818 - answered as an HTTP error
-    """A request body refused while it was being read (too large, or stalled)."""
+@dataclass(frozen=True)
+class BodyProblem:
+    """A request body refused while it was being read (too large, or stalled): the answer."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.reason = status, reason
+    status: int
+    reason: str
 
 
 def _with_headers(send: Send) -> Send:

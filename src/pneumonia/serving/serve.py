@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -62,6 +63,7 @@ from pneumonia.serving.uploads import Decoder, Limits, UploadProblem
 
 log = logging.getLogger(__name__)
 SERVICE_METHODS = ("gradcam", "gradcam++")  # scorecam takes minutes on a CPU: CLI only
+METHOD_PATTERN = f"^({'|'.join(re.escape(m) for m in SERVICE_METHODS)})$"
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
 
 
@@ -332,7 +334,7 @@ def _routes(app: FastAPI, service: Service, explainer: Explainer) -> None:
     @app.post("/explain", response_class=Response, responses=ERRORS)
     def explain(
         file: Annotated[UploadFile, File()],
-        method: Annotated[str, Query(pattern="^(gradcam|gradcam\\+\\+)$")] = "gradcam",
+        method: Annotated[str, Query(pattern=METHOD_PATTERN)] = "gradcam",
     ) -> Response:
         """Grad-CAM overlay (PNG) beside the original, with `/predict`'s own probability,
         label and guard verdict in its X- headers: a qualitative aid, not a diagnosis."""
