@@ -448,3 +448,28 @@ def test_bombs_are_refused_by_a_running_service(capsys: pytest.CaptureFixture[st
     assert result["declared_1gib"][0].endswith("413 Request Entity Too Large")
     assert result["growth_mb"] < 600
     assert "| body declaring 1 GiB |" in capsys.readouterr().out
+
+
+def test_door_renderings_counts_originals_whose_exports_read_differently(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pneumonia.data.synthetic import make_pairs, save_image
+
+    originals, _ = make_pairs(tmp_path / "pairs", 2)
+    dim = np.full((40, 60), 90, np.uint8)
+    dim[10:30, 20:40] = 181  # brightest pixel 181: stretched to 255 by a range-scaling door
+    save_image(dim, originals / "NORMAL" / "dim.png")
+    module = load("door_renderings")
+    result = module.main(["--originals", str(originals)])
+    assert result == {"originals": 5, "differ": {"now": 0}}
+    assert "| now | 0 of 5 |" in capsys.readouterr().out
+
+    def stretching(data: bytes, path: object) -> object:  # the door before the fix, in effect
+        from pneumonia.data.image_io import decode_image
+        from pneumonia.data.levels import to_uint8_range
+
+        decoded = decode_image(data, str(path))
+        return type(decoded)(to_uint8_range(decoded.pixels), 0, 0, "", "")
+
+    files = sorted(originals.rglob("*.png"))
+    assert module.count(files, {"stretch": stretching})["stretch"] >= 1

@@ -95,3 +95,28 @@ def test_render_makes_an_original_look_as_its_copy() -> None:
     assert rendered.cache_key() != plain.cache_key()
     assert "JPEG quality 75" in str(rendered.describe()["render"])
     assert plain.describe()["render"] is None
+
+
+def test_render_blur_evens_out_jpeg_noise_and_keeps_older_keys() -> None:
+    from pneumonia.core.bundle import read_meta
+    from pneumonia.core.preprocess import Render
+    from pneumonia.data.synthetic import synthetic_xray
+
+    original = synthetic_xray("PNEUMONIA", 600, 840, np.random.default_rng(1))
+    sharp = Preprocessing(image_size=224, resize="stretch", render=Render())
+    soft = sharp.model_copy(update={"render": Render(blur=1.0)})
+    # the blur removes pixel-level detail (the JPEG noise lives there) and keeps the levels
+    detail = [np.abs(np.diff(c.square(original).astype(int), axis=1)).mean() for c in (sharp, soft)]
+    assert detail[1] < 0.8 * detail[0]
+    assert abs(float(soft.square(original).mean()) - float(sharp.square(original).mean())) < 1
+    # a render step without blur keeps the cache key and weights record it had before blur
+    assert Render(blur=0).key() == {"side": 224, "quality": 75}
+    assert soft.cache_key() != sharp.cache_key()
+    assert sharp.cache_key() == sharp.model_copy(update={"render": Render(blur=0.0)}).cache_key()
+    assert "Gaussian blur sigma 1 px" in str(soft.describe()["render"])
+    # the shipped bundle's weights carry a render step recorded before blur existed
+    _, meta = read_meta(None)
+    assert meta.preprocessing.render is not None and meta.preprocessing.render.blur == 0
+    assert '"render": {"quality": 75, "side": 224}' in meta.contract_record()
+    with pytest.raises(ValueError):
+        Render(blur=-1)

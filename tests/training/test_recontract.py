@@ -35,13 +35,13 @@ def test_recontract_keeps_the_network_and_fits_the_rest_again(
         "--out",
         out,
         "--render",
-        "32:40",
+        "32:40:0.5",
         "--workers",
         1,
     )
     assert result.exit_code == 0, result.output
     before, after = (json.loads((f / "model.json").read_text()) for f in (exported, out))
-    assert after["preprocessing"]["render"] == {"side": 32, "quality": 40}
+    assert after["preprocessing"]["render"] == {"side": 32, "quality": 40, "blur": 0.5}
     assert after["files"]["model.onnx"] == before["files"]["model.onnx"]  # the same network
     assert after["files"][WEIGHTS]["sha256"] != before["files"][WEIGHTS]["sha256"]  # new header
     assert after["threshold"]["detail"]["previous"]["value"] == before["threshold"]["value"]
@@ -51,7 +51,7 @@ def test_recontract_keeps_the_network_and_fits_the_rest_again(
     if after["guard"] is not None:
         assert after["files"]["guard.safetensors"] != before["files"]["guard.safetensors"]
     new = load_bundle(out, "torch")  # the weights' header ties them to the new contract
-    assert new.contract.render == Render(side=32, quality=40)
+    assert new.contract.render == Render(side=32, quality=40, blur=0.5)
     paths = [r.path for r in read_manifest(manifest)][:6]
     old_p = [
         p.probability for p in predict_paths(load_bundle(exported), paths, workers=1, show=False)
@@ -68,10 +68,11 @@ def test_recontract_refuses_what_it_cannot_redo(
     manifest = tiny_run.cfg.data.manifest
     same = invoke("recontract", exported, "--data", manifest, "--out", tmp_path / "a")
     assert same.exit_code == 1 and "would not change" in same.output
-    bad = invoke(
-        "recontract", exported, "--data", manifest, "--out", tmp_path / "b", "--render", "big"
-    )
-    assert bad.exit_code == 1 and "SIDE:QUALITY" in bad.output
+    for text in ("big", "32:40:soft", "32:40:9"):
+        bad = invoke(
+            "recontract", exported, "--data", manifest, "--out", tmp_path / "b", "--render", text
+        )
+        assert bad.exit_code == 1 and "SIDE:QUALITY[:BLUR]" in bad.output, text
     no_onnx = tiny_run.bundle  # trained without an ONNX export
     contract = load_bundle(no_onnx).contract.model_copy(update={"resize": "stretch"})
     with pytest.raises(PneumoniaError, match=r"no model\.onnx"):

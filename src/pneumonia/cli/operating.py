@@ -192,8 +192,9 @@ def recontract_command(
     render: Annotated[
         str | None,
         typer.Option(
-            help="SIDE:QUALITY: render every image as the training copies were first "
-            "(224:75 for the Kaggle copies); 'none' for no render step (default: the bundle's)."
+            help="SIDE:QUALITY[:BLUR]: render every image as the training copies were first "
+            "(224:75 for the Kaggle copies), with BLUR a Gaussian sigma in pixels of that "
+            "square after it; 'none' for no render step (default: the bundle's)."
         ),
     ] = None,
     workers: WorkersOpt = None,
@@ -237,10 +238,17 @@ def recontract_command(
 def _render(text: str, render: Any) -> Any:
     from pneumonia.core.errors import ConfigError
 
-    side, _, quality = text.partition(":")
-    if not (side.isdigit() and quality.isdigit()):
-        raise ConfigError(f"--render {text!r}: expected SIDE:QUALITY, e.g. 224:75, or none")
-    return render(side=int(side), quality=int(quality))
+    side, _, rest = text.partition(":")
+    quality, _, blur = rest.partition(":")
+    try:
+        if not (side.isdigit() and quality.isdigit()):
+            raise ValueError(text)
+        return render(side=int(side), quality=int(quality), blur=float(blur or 0))
+    except ValueError as exc:  # pydantic's ValidationError is one too
+        raise ConfigError(
+            f"--render {text!r}: expected SIDE:QUALITY[:BLUR], e.g. 224:75 or 224:75:0.8 "
+            "(quality 1-100, blur 0-8), or none"
+        ) from exc
 
 
 COMMANDS: dict[str, Callable[..., None]] = {

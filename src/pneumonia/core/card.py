@@ -176,10 +176,12 @@ def _render(p: Any) -> str:
     """The contract's render step, as the card says it (nothing without one)."""
     if p.render is None:
         return ""
+    r = p.render
+    blur = f", then a Gaussian blur of sigma {r.blur:g} px" if r.blur > 0 else ""
     return (
-        f"; every image first rendered as the training copies were made ({p.render.side}x"
-        f"{p.render.side}, JPEG quality {p.render.quality}), so that an original reaches the "
-        "network as its copy does"
+        f"; every image first rendered as the training copies were made ({r.side}x{r.side}, "
+        f"JPEG quality {r.quality}{blur}), so that an original reaches the network as its copy "
+        "does"
     )
 
 

@@ -14,7 +14,7 @@ import json
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 from pydantic import BaseModel, ConfigDict, Field
 
 CACHE_FORMAT = 1
@@ -24,13 +24,36 @@ CACHE_FORMAT = 1
 class Render(BaseModel):
     """A rendering every image gets before the contract's resize: squashed (or letterboxed or
     cut, as the contract's `resize` says) to `side` x `side` and saved as JPEG at `quality`,
-    then read back. The Kaggle copies were made this way from their originals (224 px,
-    quality 75), so an original reaches the network as its copy does (docs/robustness.md)."""
+    then read back, and with `blur` smoothed by a Gaussian. The Kaggle copies were made this
+    way from their originals (224 px, quality 75), so an original reaches the network as its
+    copy does; the blur evens out the pixel-level JPEG noise in which an original's rendering
+    still differs from its copy (docs/robustness.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     side: int = Field(224, ge=8, le=4096, description="side of the rendered square")
     quality: int = Field(75, ge=1, le=100, description="JPEG quality it is saved at")
+    blur: float = Field(
+        0.0, ge=0.0, le=8.0, description="Gaussian sigma in pixels of the rendered square; 0: none"
+    )
+
+    def apply(self, gray: np.ndarray, resize: str) -> np.ndarray:
+        """A decoded 2-D uint8 image -> its rendered `side` x `side` uint8 square."""
+        out = jpeg_round_trip(fit_to_square(gray, self.side, resize), self.quality)
+        if self.blur > 0:
+            blurred = Image.fromarray(out).filter(ImageFilter.GaussianBlur(self.blur))
+            out = np.asarray(blurred, dtype=np.uint8)
+        return out
+
+    def key(self) -> dict[str, object]:
+        """The settings as plain data; without `blur` when it is 0, so that a render step
+        recorded before `blur` existed keeps its cache key."""
+        return self.model_dump(exclude={"blur"} if self.blur == 0 else None)
+
+    def describe(self) -> str:
+        """One line for reports and cards."""
+        blur = f", Gaussian blur sigma {self.blur:g} px" if self.blur > 0 else ""
+        return f"{self.side}x{self.side} JPEG quality {self.quality}{blur} first"
 
 
 class Preprocessing(BaseModel):
@@ -56,7 +79,7 @@ class Preprocessing(BaseModel):
             "v": CACHE_FORMAT, "size": self.image_size, "resize": self.resize
         }  # fmt: skip
         if self.render is not None:
-            payload["render"] = self.render.model_dump()
+            payload["render"] = self.render.key()
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return f"{self.image_size}-{self.resize}-{digest[:10]}"
 
@@ -64,9 +87,7 @@ class Preprocessing(BaseModel):
         """A decoded 2-D uint8 image -> the model's uint8 square: `render`, then
         `fit_to_square`."""
         if self.render is not None:
-            gray = jpeg_round_trip(
-                fit_to_square(gray, self.render.side, self.resize), self.render.quality
-            )
+            gray = self.render.apply(gray, self.resize)
         return fit_to_square(gray, self.image_size, self.resize)
 
     def describe(self) -> dict[str, object]:
@@ -79,9 +100,7 @@ class Preprocessing(BaseModel):
             "value_range": "x / 255 in [0, 1], then (x - mean) / std",
             "mean": self.mean,
             "std": self.std,
-            "render": None
-            if self.render is None
-            else f"{self.render.side}x{self.render.side} JPEG quality {self.render.quality} first",
+            "render": None if self.render is None else self.render.describe(),
         }
 
 
