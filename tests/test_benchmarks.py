@@ -473,3 +473,29 @@ def test_door_renderings_counts_originals_whose_exports_read_differently(
 
     files = sorted(originals.rglob("*.png"))
     assert module.count(files, {"stretch": stretching})["stretch"] >= 1
+
+
+def test_answer_shift_counts_labels_that_change_between_two_bundles(
+    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import shutil
+
+    lowered = Path(shutil.copytree(tiny_run.bundle, tmp_path / "lowered"))
+    meta = json.loads((lowered / "model.json").read_text())
+    meta["threshold"]["value"] = 1e-12  # the same network; every image now PNEUMONIA
+    (lowered / "model.json").write_text(json.dumps(meta))
+    args = ["--data", str(tiny_run.cfg.data.manifest), "--backend", "torch"]
+    result = load("answer_shift").main([str(tiny_run.bundle), str(lowered), *args])
+    assert result["mean_dp"] == 0 and result["images"] > 0
+    assert result["after"]["sensitivity"] == 1 and result["after"]["specificity"] == 0
+    from pneumonia.data.split import read_manifest
+
+    rows = [r for r in read_manifest(tiny_run.cfg.data.manifest) if r.split == "val"]
+    n_normal = sum(r.label == "NORMAL" for r in rows)
+    before = result["before"]  # every image labelled NORMAL before changed its label
+    called_normal = n_normal * before["specificity"] + (len(rows) - n_normal) * (
+        1 - before["sensitivity"]
+    )
+    assert len(result["labels_changed"]) == round(called_normal) > 0
+    assert "labels changed" in capsys.readouterr().out

@@ -10,18 +10,21 @@
 # 3. `pneumonia subtype`: the subtype head fitted again on the features under that contract;
 # 4. `pneumonia pairs --record`: the originals of training patients never trained on as
 #    originals (half B), against their copies, kept in the card.
+# RENDER=224:75:1 (SIDE:QUALITY[:BLUR]) makes the study's candidate C3 instead (lost: see
+# configs/experiments/real_files/README.md).
 # Needs the split and cache (`pneumonia data split ../shared/data/chest_xray && pneumonia
 # data prepare`), the label audit (`pneumonia data audit`) and ../shared/data/originals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/shipped-real-files}
+render=${RENDER:-224:75}      # the render step's SIDE:QUALITY[:BLUR] (RENDER=... to try another)
 v1=$out-v1 canon=$out-canon   # the steps' bundles, kept beside it
 mkdir -p "$(dirname "$out")"
 mkdir "$v1"   # refuses to run over an earlier attempt: choose another OUT, or remove its folders
 for f in $(git ls-tree --name-only 1d6b783^ src/pneumonia/assets/default/); do
   git show "1d6b783^:$f" > "$v1/$(basename "$f")"
 done
-pneumonia recontract "$v1" --data work/manifest.csv --out "$canon" --resize stretch --render 224:75
+pneumonia recontract "$v1" --data work/manifest.csv --out "$canon" --resize stretch --render "$render"
 pneumonia subtype "$canon" --data work/manifest.csv --out "$out"
 python3 benchmarks/quality/originals_manifest.py --force >/dev/null  # halves A and B
 pneumonia pairs "$out" --originals ../shared/data/originals \
