@@ -134,23 +134,3 @@ def test_render_p_adds_the_step_only_when_asked() -> None:
     assert type(last).__name__ == "RandomApply" and type(last.transforms[0]).__name__ == "Rerender"
     always = load_config(None, ["data.augment.render_p=1"]).data.augment
     assert type(build_augment(always).transforms[-1]).__name__ == "Rerender"
-
-
-def test_a_blurring_contract_blurs_the_rerendered_views_as_it_blurs_every_input(
-    xray: torch.Tensor,
-) -> None:
-    from pneumonia.core.preprocess import Preprocessing, Render
-    from pneumonia.modeling.augment import contract_blur
-
-    soft = Preprocessing(image_size=112, resize="stretch", render=Render(side=224, blur=1.0))
-    assert contract_blur(soft) == 0.5  # sigma in pixels of the model input
-    assert contract_blur(soft.model_copy(update={"render": None})) == 0
-
-    def detail(blur: float) -> float:
-        torch.manual_seed(3)
-        outs = [Rerender(blur=blur)(xray) for _ in range(8)]
-        return float(np.mean([(o[0, :, 1:] - o[0, :, :-1]).abs().mean() for o in outs]))
-
-    assert detail(1.0) < 0.8 * detail(0.0)  # the same draws, then the contract's blur
-    with pytest.raises(ValueError):
-        Rerender(blur=-1)

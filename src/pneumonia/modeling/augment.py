@@ -19,7 +19,7 @@ from torch.nn import functional
 from torchvision.transforms import v2
 
 from pneumonia.core.config import AugmentConfig
-from pneumonia.core.preprocess import Preprocessing, jpeg_round_trip
+from pneumonia.core.preprocess import jpeg_round_trip
 
 RENDER_OPS = ("jpeg", "blur", "sharpen", "bits")
 DOWN_FILTERS = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.BOX)
@@ -79,18 +79,13 @@ class Rerender(torch.nn.Module):
     Up to `scale_max` times larger (log-uniform; the originals are 400-2900 px), then one of
     `RENDER_OPS` at that size: JPEG at a quality drawn in [jpeg_min, 95], a Gaussian blur or an
     unsharp mask of 0.3-1.2 px, or 5-7 bits of grey; then back to the frame by a resampling
-    filter drawn from `DOWN_FILTERS` (Pillow's, antialiased, as the contract's own resize);
-    then, where the contract's render step blurs (`blur`: its sigma in pixels of this frame),
-    that blur again, as every input gets it."""
+    filter drawn from `DOWN_FILTERS` (Pillow's, antialiased, as the contract's own resize)."""
 
-    def __init__(self, scale_max: float = 3.0, jpeg_min: int = 40, blur: float = 0.0) -> None:
+    def __init__(self, scale_max: float = 3.0, jpeg_min: int = 40) -> None:
         super().__init__()
-        if scale_max < 1 or not 1 <= jpeg_min <= 95 or blur < 0:
-            raise ValueError(
-                f"need scale_max >= 1, jpeg_min in 1..95, blur >= 0: {scale_max}, {jpeg_min}, "
-                f"{blur}"
-            )
-        self.log_scale, self.jpeg_min, self.blur = math.log(scale_max), jpeg_min, blur
+        if scale_max < 1 or not 1 <= jpeg_min <= 95:
+            raise ValueError(f"need scale_max >= 1 and jpeg_min in 1..95: {scale_max}, {jpeg_min}")
+        self.log_scale, self.jpeg_min = math.log(scale_max), jpeg_min
 
     @staticmethod
     def _draw(n: int) -> int:
@@ -105,8 +100,6 @@ class Rerender(torch.nn.Module):
         )
         big = self._render(big, RENDER_OPS[self._draw(len(RENDER_OPS))])
         back = big.resize((w, h), DOWN_FILTERS[self._draw(len(DOWN_FILTERS))])
-        if self.blur > 0:
-            back = back.filter(ImageFilter.GaussianBlur(self.blur))
         return torch.from_numpy(np.asarray(back, dtype=np.float32) / 255.0)[None]
 
     def _render(self, big: Image.Image, op: str) -> Image.Image:
@@ -122,12 +115,11 @@ class Rerender(torch.nn.Module):
         return big.filter(ImageFilter.UnsharpMask(radius, percent=100, threshold=0))
 
 
-def build_augment(cfg: AugmentConfig, resize: str = "pad", blur: float = 0.0) -> v2.Compose:
+def build_augment(cfg: AugmentConfig, resize: str = "pad") -> v2.Compose:
     """Training augmentation on a 1xHxW float tensor in [0, 1]: aspect stretch (letterboxed
     for a `pad` contract, filling the frame for the others, unless `aspect_mode` says),
     rotation, shift and zoom (in: tighter framing; out: black border), gamma,
-    brightness/contrast, then (for a share `render_p`) another rendering, blurred by `blur`
-    px as the contract blurs its input (`contract_blur`)."""
+    brightness/contrast, then (for a share `render_p`) another rendering."""
     steps: list[torch.nn.Module] = []
     if (cfg.aspect_min, cfg.aspect_max) != (1.0, 1.0):
         mode = cfg.aspect_mode
@@ -149,13 +141,6 @@ def build_augment(cfg: AugmentConfig, resize: str = "pad", blur: float = 0.0) ->
     if cfg.hflip:
         steps.append(v2.RandomHorizontalFlip())
     if cfg.render_p > 0:
-        render = Rerender(cfg.render_scale_max, cfg.render_jpeg_min, blur)
+        render = Rerender(cfg.render_scale_max, cfg.render_jpeg_min)
         steps.append(render if cfg.render_p >= 1 else v2.RandomApply([render], cfg.render_p))
     return v2.Compose(steps)
-
-
-def contract_blur(contract: Preprocessing) -> float:
-    """The contract's render-step blur in pixels of its model input (0: none): sigma scaled
-    from the rendered square's side to `image_size`."""
-    r = contract.render
-    return 0.0 if r is None else r.blur * contract.image_size / r.side

@@ -24,7 +24,7 @@ from pneumonia.core.preprocess import Preprocessing
 from pneumonia.data.cache import cache_dir_for, cached_array_path, read_failed
 from pneumonia.data.discover import subtype_of
 from pneumonia.data.split import Row, read_manifest
-from pneumonia.modeling.augment import build_augment, contract_blur
+from pneumonia.modeling.augment import build_augment
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,7 @@ class XrayDataModule(LightningDataModule):
 
     def dataset(self, split: str, augment: bool = False) -> CachedImages:
         """The dataset of one split, optionally with training augmentation."""
-        blur = contract_blur(self.contract)
-        aug = build_augment(self.cfg.augment, self.contract.resize, blur) if augment else None
+        aug = build_augment(self.cfg.augment, self.contract.resize) if augment else None
         return CachedImages(self.rows[split], self.cache_dir, self.contract, aug)
 
     def _loader(self, ds: CachedImages, **kwargs: object) -> DataLoader:
