@@ -11,11 +11,13 @@ from pneumonia.data.ood_corpus import KINDS, MAKERS, ood_corpus
 from pneumonia.data.synthetic import save_image, synthetic_xray
 from pneumonia.inference.guard import (
     Guard,
+    Layout,
     fit_guard,
     flag_rates,
     load_guard,
     save_guard,
     set_threshold,
+    thumbnails,
 )
 from pneumonia.inference.loading import load_bundle
 from pneumonia.inference.predictions import batch_outputs, predict_paths
@@ -141,3 +143,42 @@ def test_the_shipped_guard_flags_what_the_issue_named(tmp_path: Path) -> None:
     rows = predict_paths(bundle, paths, workers=1, show=False)
     assert [r.in_distribution for r in rows] == [False] * len(paths)
     assert all(r.probability is not None and r.ood_score > bundle.guard.threshold for r in rows)  # type: ignore[operator]
+
+
+def test_thumbnails_average_each_cell_of_any_square() -> None:
+    square = np.zeros((1, 40, 40), np.uint8)
+    square[0, :20, :20] = 255  # the top-left quarter white
+    thumb = thumbnails(square, grid=4).reshape(4, 4)
+    np.testing.assert_allclose(thumb[:2, :2], 1.0)
+    np.testing.assert_allclose(thumb[2:, :], 0.0)
+    assert thumbnails(np.zeros((3, 37, 50)), grid=16).shape == (3, 256)
+    with pytest.raises(ValueError, match="at least 16 px"):
+        thumbnails(np.zeros((1, 8, 8)))
+
+
+def layout_guard(threshold: float = 1.0) -> Guard:
+    """A guard in 2 features whose layout check flags squares brighter on top than below."""
+    top = np.r_[np.ones(128), -np.ones(128)].astype(np.float32)  # rows 0-7 of the 16 x 16
+    layout = Layout(np.zeros(256, np.float32), np.ones(256, np.float32), top, 0.0, 10.0)
+    return Guard(np.zeros(2, np.float32), np.eye(2, dtype=np.float32), np.zeros((1, 2)), threshold,
+                 layout)  # fmt: skip
+
+
+def test_the_layout_check_flags_what_it_says_and_leaves_the_rest_alone(tmp_path: Path) -> None:
+    guard = layout_guard()
+    upright = np.zeros((2, 32, 32), np.uint8)
+    upright[:, 16:] = 255  # bright below
+    flipped = upright[:, ::-1]  # bright on top: logit 128 - 0, over the layout's 10
+    features = np.array([[0.5, 0.5], [3.0, 0.0]], np.float32)
+    plain = Guard(guard.center, guard.projection, guard.means, guard.threshold).scores(features)
+    np.testing.assert_allclose(guard.scores(features, upright), plain)  # distances kept
+    flagged = guard.scores(features, flipped)
+    assert (flagged > guard.threshold).all() and not guard.in_distribution(flagged).any()
+    assert flagged[0] == pytest.approx(guard.threshold + 128 - 10)
+    with pytest.raises(ValueError, match="squares too"):
+        guard.scores(features)
+    back = load_guard(save_guard(guard, tmp_path / "g.safetensors"), 1.0, 10.0)
+    np.testing.assert_allclose(back.scores(features, flipped), flagged, rtol=1e-6)
+    plain_file = save_guard(Guard(guard.center, guard.projection, guard.means, 1.0), tmp_path / "p")
+    with pytest.raises(ValueError, match="does not hold"):
+        load_guard(plain_file, 1.0, 10.0)

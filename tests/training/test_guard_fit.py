@@ -34,6 +34,9 @@ def test_training_fits_the_guard_and_the_reference(tiny_run: TinyRun) -> None:
     assert guard.validation["images"] == n_val
     assert guard.validation["flagged"] <= cfg.max_flag_rate + 1e-9
     assert set(guard.validation["corpus_flagged"]) == set(KINDS)
+    assert guard.layout is not None  # the pixel check, within half the budget
+    assert guard.layout["validation_flagged"] <= cfg.max_flag_rate / 2 + 1e-9
+    assert guard.layout["fitted_on"]["views"] == n_train * (1 + cfg.augmented_views)
     ref = meta.reference
     assert len(ref["probability"]) == len(ref["ood_score"]) == n_val
     assert len(ref["brightness"]) == len(ref["contrast"]) == n_train and ref["inputs"] == "train"
@@ -100,3 +103,27 @@ def test_the_onnx_guard_answers_like_the_torch_one(exported: Path) -> None:
     on_torch = score_squares(load_bundle(folder, "torch"), squares)
     on_onnx = score_squares(load_bundle(folder, "onnx"), squares)
     np.testing.assert_allclose(on_onnx, on_torch, rtol=1e-3, atol=1e-4)
+
+
+def test_the_layout_check_tells_xrays_from_their_negatives_and_pieces() -> None:
+    from pneumonia.core.config import GuardConfig
+    from pneumonia.core.preprocess import Preprocessing
+    from pneumonia.data.ood_corpus import cropped, inverted
+    from pneumonia.data.synthetic import synthetic_xray
+    from pneumonia.inference.guard import thumbnails
+    from pneumonia.training.guard_fit import fit_layout
+
+    rng = np.random.default_rng(0)
+    contract = Preprocessing(image_size=48, resize="stretch")
+    xrays = [
+        contract.square(synthetic_xray(("NORMAL", "PNEUMONIA")[i % 2], 96, 120, rng))
+        for i in range(240)
+    ]
+    train, val, test = np.stack(xrays[:120]), np.stack(xrays[120:200]), xrays[200:]
+    cfg = GuardConfig(max_flag_rate=0.05)
+    layout, record = fit_layout(thumbnails(train), train, contract, val, cfg)
+    assert record["validation_flagged"] <= 0.025 + 1e-9
+    held_out = layout.logits(test) > layout.threshold
+    negatives = layout.logits([inverted(x, rng) for x in test]) > layout.threshold
+    pieces = layout.logits([contract.square(cropped(x, rng)) for x in test]) > layout.threshold
+    assert held_out.mean() <= 0.1 and negatives.mean() >= 0.9 and pieces.mean() >= 0.6

@@ -215,6 +215,11 @@ class GuardConfig(_Strict):
     max_flag_rate: float = Field(
         0.01, gt=0, lt=0.5, description="share of clean validation X-rays the threshold may flag"
     )
+    layout: bool = Field(
+        True,
+        description="also check the pixels: a whole frontal X-ray the right way round, not its "
+        "negative or a small piece of it (flags at most half of max_flag_rate of validation)",
+    )
 
 
 class TrackingConfig(_Strict):

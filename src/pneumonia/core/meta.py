@@ -86,6 +86,7 @@ class GuardRecord(_Strict):
     max_flag_rate: float
     fitted_on: dict[str, Any] = Field(default_factory=dict)  # images, views
     validation: dict[str, Any] = Field(default_factory=dict)  # flag rates measured at fit time
+    layout: dict[str, Any] | None = None  # the layout check: threshold, what it was fitted on
     score: str = (
         "mean squared whitened distance of the pooled features to the nearest class mean "
         "(about 1 for training-like X-rays); in distribution when score <= threshold"

@@ -95,7 +95,7 @@ def _scores(bundle: Bundle, squares: list[np.ndarray]) -> tuple[np.ndarray, np.n
     found, feats = network_scores(
         bundle.model, bundle.contract, squares, 32, features=bundle.guard is not None
     )
-    return to_probability(found, bundle.temperature), guard_scores(bundle, feats, len(squares))
+    return to_probability(found, bundle.temperature), guard_scores(bundle, feats, squares)
 
 
 def _rates(labels: np.ndarray, positive: np.ndarray) -> dict[str, float | None]:

@@ -28,7 +28,7 @@ from pneumonia.core.bundle import (
 from pneumonia.core.errors import BundleError
 from pneumonia.core.meta import BundleMeta
 from pneumonia.core.preprocess import Preprocessing
-from pneumonia.inference.guard import Guard, load_guard
+from pneumonia.inference.guard import GUARD, Guard, load_guard
 from pneumonia.inference.runtime import BACKENDS, OnnxModel, torch_available, torch_side
 
 log = logging.getLogger(__name__)
@@ -155,4 +155,9 @@ def _guard(folder: Path, meta: BundleMeta, model: Any) -> Guard | None:
             folder,
         )
         return None
-    return load_guard(verify_file(folder, meta, meta.guard.file), meta.guard.threshold)
+    layout = meta.guard.layout["threshold"] if meta.guard.layout else None
+    path = verify_file(folder, meta, meta.guard.file)
+    try:
+        return load_guard(path, meta.guard.threshold, layout)
+    except ValueError as exc:
+        raise BundleError(f"{exc}; restore the bundle's {META} and {GUARD}") from None

@@ -110,11 +110,14 @@ def batch_outputs(
     return found, feats
 
 
-def guard_scores(bundle: Bundle, features: np.ndarray | None, n: int) -> np.ndarray:
-    """The bundle guard's OOD scores for `features` (NaN for all `n` images without a guard)."""
+def guard_scores(
+    bundle: Bundle, features: np.ndarray | None, squares: list[np.ndarray]
+) -> np.ndarray:
+    """The bundle guard's OOD scores for the contract `squares` and their `features` (NaN for
+    all without a guard)."""
     if bundle.guard is None or features is None:
-        return np.full(n, np.nan)
-    return bundle.guard.scores(features)
+        return np.full(len(squares), np.nan)
+    return bundle.guard.scores(features, squares)
 
 
 def score_squares(bundle: Bundle, squares: list[np.ndarray]) -> np.ndarray:
@@ -125,7 +128,7 @@ def score_squares(bundle: Bundle, squares: list[np.ndarray]) -> np.ndarray:
         bundle.model, bundle.contract, squares, False, bundle.guard is not None
     )
     probs = to_probability(found[:, 0], bundle.temperature)
-    ood = guard_scores(bundle, feats, len(squares))
+    ood = guard_scores(bundle, feats, squares)
     return np.stack([probs, ood, subtype_probability(bundle, found)], axis=1)
 
 
@@ -207,15 +210,15 @@ def stream_logits(
         if batch:
             yield batch
 
-    def run(batch: list[tuple[int, np.ndarray]]) -> tuple[list[int], np.ndarray, np.ndarray | None]:
+    def run(batch: list[tuple[int, np.ndarray]]) -> tuple[list[int], np.ndarray, np.ndarray]:
         squares = [square for _, square in batch]
         found, feats = batch_outputs(bundle.model, bundle.contract, squares, scoring.tta, guarded)
-        return [i for i, _ in batch], found, feats
+        return [i for i, _ in batch], found, guard_scores(bundle, feats, squares)
 
     with progress_bar(disable=not scoring.show) as bar:
         task = bar.add_task("predicting", total=len(paths))
-        for rows, found, feats in lane_map(bundle.model, run, batches()):
-            raw[rows], ood[rows] = found[:, 0], guard_scores(bundle, feats, len(rows))
+        for rows, found, scores in lane_map(bundle.model, run, batches()):
+            raw[rows], ood[rows] = found[:, 0], scores
             viral[rows] = subtype_probability(bundle, found)
     return raw, ood, errors, viral
 

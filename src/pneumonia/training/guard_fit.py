@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,20 @@ from pneumonia.core.bundle import ONNX, file_record, read_meta, verify_file, wri
 from pneumonia.core.config import Config, GuardConfig
 from pneumonia.core.errors import PneumoniaError
 from pneumonia.core.meta import GuardRecord
-from pneumonia.core.preprocess import square_stats
-from pneumonia.data.ood_corpus import ood_corpus
+from pneumonia.core.preprocess import Preprocessing, square_stats
+from pneumonia.data.ood_corpus import cropped, ood_corpus
 from pneumonia.inference.guard import (
     GUARD,
+    LAYOUT_GRID,
     METHOD,
     Guard,
+    Layout,
     fit_guard,
     flag_rates,
     save_guard,
     set_threshold,
+    thumbnails,
+    top_threshold,
 )
 from pneumonia.inference.loading import Bundle, load_bundle
 from pneumonia.inference.predictions import network_scores, to_probability
@@ -42,12 +47,22 @@ from pneumonia.modeling.datamodule import CachedImages, XrayDataModule
 log = logging.getLogger(__name__)
 
 
-def dataset_outputs(model: Any, ds: CachedImages) -> tuple[np.ndarray, np.ndarray]:
+def dataset_outputs(
+    model: Any, ds: CachedImages, thumbs: list[np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(raw logits, pooled features) of `model` (PyTorch, or ONNX with a features output) for
     every item of a cached dataset: batches are loaded (and augmented) while the network runs
-    on the ones before, one call per lane."""
+    on the ones before, one call per lane. With `thumbs`, the layout check's thumbnails of
+    the inputs are appended to it, a batch at a time."""
     logits, features = [], []
-    batches = (x.numpy() for x, *_ in DataLoader(ds, batch_size=64))
+    c = ds.contract
+
+    def loaded(x: np.ndarray) -> np.ndarray:
+        if thumbs is not None:  # the input back on the 0..255 scale of the contract's squares
+            thumbs.append(thumbnails(np.clip((x[:, 0] * c.std + c.mean) * 255, 0, 255)))
+        return x
+
+    batches = (loaded(x.numpy()) for x, *_ in DataLoader(ds, batch_size=64))
     threads = torch.get_num_threads()
     if lanes(model) > 1:  # the lanes take the cores: augmenting on one thread, not fighting them
         torch.set_num_threads(1)  # (guard fit 67 s against 117 s, docs/benchmarks.md)
@@ -65,7 +80,11 @@ def dataset_outputs(model: Any, ds: CachedImages) -> tuple[np.ndarray, np.ndarra
 def image_outputs(bundle: Bundle, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(raw logits, pooled features) of the bundle's network for decoded 2-D uint8 images,
     each put through its contract, in batches of 64 (one per lane at once)."""
-    squares = [bundle.contract.square(img) for img in images]
+    return square_outputs(bundle, [bundle.contract.square(img) for img in images])
+
+
+def square_outputs(bundle: Bundle, squares: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(raw logits, pooled features) of the bundle's network for contract squares."""
     found, features = network_scores(bundle.model, bundle.contract, squares, 64, features=True)
     if features is None:
         raise ValueError("the network gives no features; export its ONNX model again")
@@ -75,7 +94,8 @@ def image_outputs(bundle: Bundle, images: list[np.ndarray]) -> tuple[np.ndarray,
 def corpus_detection(bundle: Bundle, guard: Guard, xrays: list[np.ndarray]) -> dict[str, Any]:
     """Share of each kind of the generated OOD corpus the guard flags (30 images a kind)."""
     corpus = ood_corpus(30, xrays, seed=0)
-    scores = guard.scores(image_outputs(bundle, [img for _, img in corpus])[1])
+    squares = [bundle.contract.square(img) for _, img in corpus]
+    scores = guard.scores(square_outputs(bundle, squares)[1], squares)
     kinds = np.array([k for k, _ in corpus])
     rates = flag_rates(guard, {str(k): scores[kinds == k] for k in dict.fromkeys(kinds)})
     return {k: round(float(r["flagged"]), 4) for k, r in rates.items()}
@@ -98,17 +118,29 @@ def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 
     model = bundle.model
     train = dm.dataset("train")
     labels = np.asarray(train.labels)
-    parts = [dataset_outputs(model, train)[1]]
+    thumbs: list[np.ndarray] = []
+    parts = [dataset_outputs(model, train, thumbs)[1]]
     torch.manual_seed(seed)
     views = rendered(dm) if cfg.rendered_views else dm
     for _ in range(cfg.augmented_views):
-        parts.append(dataset_outputs(model, views.dataset("train", augment=True))[1])
+        parts.append(dataset_outputs(model, views.dataset("train", augment=True), thumbs)[1])
     guard = fit_guard(np.concatenate(parts), np.tile(labels, len(parts)), cfg.components or 10**9)
     val = dm.dataset("val")
     val_logits, val_features = dataset_outputs(model, val)
-    val_scores = guard.scores(val_features)
-    guard = set_threshold(guard, val_scores, cfg.max_flag_rate)
     val_squares = np.stack([np.load(p) for p in val.paths])
+    layout_record = None
+    if cfg.layout:
+        squares = np.stack([np.load(p) for p in train.paths])
+        layout, layout_record = fit_layout(
+            np.concatenate(thumbs), squares, bundle.contract, val_squares, cfg, seed
+        )
+        guard = replace(guard, layout=layout)
+    in_frame = np.ones(len(val_squares), dtype=bool)  # not flagged by the layout check
+    if guard.layout is not None:
+        in_frame = guard.layout.logits(val_squares) <= guard.layout.threshold
+    distances = replace(guard, layout=None).scores(val_features[in_frame])
+    guard = set_threshold(guard, distances, cfg.max_flag_rate, int((~in_frame).sum()))
+    val_scores = guard.scores(val_features, list(val_squares))
     detection = corpus_detection(bundle, guard, list(val_squares[:60]))
     record = GuardRecord(
         method=METHOD,
@@ -127,6 +159,7 @@ def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 
             "flagged": round(float(np.mean(val_scores > guard.threshold)), 4),
             "corpus_flagged": detection,
         },
+        layout=layout_record,
     )
     path = save_guard(guard, bundle.path / GUARD)
     reference = {
@@ -153,6 +186,41 @@ def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 
         100 * record.validation["flagged"],
     )
     return record
+
+
+def fit_layout(
+    thumbs: np.ndarray,
+    squares: np.ndarray,
+    contract: Preprocessing,
+    val_squares: np.ndarray,
+    cfg: GuardConfig,
+    seed: int = 0,
+) -> tuple[Layout, dict[str, Any]]:
+    """The layout check and its record: a logistic regression telling the training inputs'
+    thumbnails (`thumbs`: clean and augmented views) from their negatives and from a small
+    piece of each training square (`ood_corpus.cropped`, put through the contract); its
+    threshold flags at most half of `max_flag_rate` of the validation squares."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    pieces = thumbnails([contract.square(cropped(sq, rng)) for sq in squares])
+    x = np.concatenate([thumbs, 1 - thumbs, pieces])  # a thumbnail's negative: 1 - thumbnail
+    y = np.repeat([0, 1, 1], [len(thumbs), len(thumbs), len(pieces)])
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    fitted = LogisticRegression(C=0.1, max_iter=2000).fit((x - mean) / scale, y)
+    layout = Layout(mean, scale, fitted.coef_[0].astype(np.float32), float(fitted.intercept_[0]), 0)
+    val_logits = layout.logits(val_squares)
+    allowed = int(np.floor(cfg.max_flag_rate / 2 * len(val_logits)))
+    layout = replace(layout, threshold=top_threshold(val_logits, allowed))
+    record = {
+        "method": f"logistic regression on {LAYOUT_GRID}x{LAYOUT_GRID} thumbnails of the "
+        "contract square: a whole frontal X-ray the right way round, or its negative or a "
+        "small piece of it",
+        "threshold": layout.threshold,
+        "fitted_on": {"views": len(thumbs), "negatives": len(thumbs), "pieces": len(pieces)},
+        "validation_flagged": round(float(np.mean(val_logits > layout.threshold)), 4),
+    }
+    return layout, record
 
 
 def training_stats(train: CachedImages, chunk: int = 512) -> dict[str, np.ndarray]:

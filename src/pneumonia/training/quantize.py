@@ -172,7 +172,7 @@ def view_outputs(bundle: Bundle, model: OnnxModel, views: np.ndarray) -> Outputs
         found, feats = network_scores(model, bundle.contract, list(squares), features=True)
         logits.append(found)
         if bundle.guard is not None and feats is not None:
-            scores.append(bundle.guard.scores(feats))
+            scores.append(bundle.guard.scores(feats, list(squares)))
     return np.stack(logits), np.stack(scores) if scores else None
 
 
