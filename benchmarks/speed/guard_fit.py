@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             seconds[backend] = time.perf_counter() - start
             fitted = load_bundle(folder, backend)
             assert fitted.guard is not None
-            scores[backend] = fitted.guard.scores(
-                dataset_outputs(fitted.model, dm.dataset("val"))[1]
-            )
+            val = dm.dataset("val")
+            squares = [np.load(p) for p in val.paths]
+            scores[backend] = fitted.guard.scores(dataset_outputs(fitted.model, val)[1], squares)
     print(f"{machine()}, {args.views} augmented views of each image")
     print("\n| backend | guard fit, s |\n| --- | ---: |")
     for backend, value in seconds.items():

@@ -17,6 +17,10 @@ def test_the_card_carries_the_bundles_own_numbers(tiny_run: TinyRun) -> None:
     assert f"| roc_auc | {meta.validation['roc_auc']:.4f} |" in card
     assert "Not a medical device" in card and NO_REAL_FILES in card
     assert (tiny_run.bundle / "MODEL_CARD.md").read_text() == card  # written beside it
+    assert meta.guard is not None and meta.guard.layout is not None
+    assert "a layout check on the pixels" in card
+    no_layout = meta.model_copy(update={"guard": meta.guard.model_copy(update={"layout": None})})
+    assert "layout check" not in model_card(no_layout)
 
 
 def test_a_render_step_a_recontract_and_real_files_appear(tiny_run: TinyRun) -> None:

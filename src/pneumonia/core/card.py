@@ -168,7 +168,18 @@ def _guard(meta: BundleMeta) -> str:
         f"images and {g.fitted_on.get('augmented_views')} augmented views of each{again}; "
         f"threshold {g.threshold:.4g} flags {100 * v.get('flagged', 0):.1f}% of {v.get('images')} "
         f"validation X-rays (budget {100 * g.max_flag_rate:.0f}%). Generated images "
-        f"flagged: {corpus}."
+        f"flagged: {corpus}.{_layout(g.layout)}"
+    )
+
+
+def _layout(layout: dict[str, Any] | None) -> str:
+    """The guard's layout check, as the card says it (nothing without one)."""
+    if not layout:
+        return ""
+    return (
+        " With it, a layout check on the pixels (a whole frontal X-ray the right way round, not "
+        "its negative or a small piece of it; negatives and pieces are kinds it was fitted to "
+        f"refuse) flags {100 * layout['validation_flagged']:.1f}% of validation of its own."
     )
 
 
