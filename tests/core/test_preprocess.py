@@ -114,9 +114,11 @@ def test_render_blur_evens_out_jpeg_noise_and_keeps_older_keys() -> None:
     assert soft.cache_key() != sharp.cache_key()
     assert sharp.cache_key() == sharp.model_copy(update={"render": Render(blur=0.0)}).cache_key()
     assert "Gaussian blur sigma 1 px" in str(soft.describe()["render"])
-    # the shipped bundle's weights carry a render step recorded before blur existed
+    # weights recorded with a render step before blur existed still match their metadata
     _, meta = read_meta(None)
-    assert meta.preprocessing.render is not None and meta.preprocessing.render.blur == 0
-    assert '"render": {"quality": 75, "side": 224}' in meta.contract_record()
+    sharp_meta = meta.model_copy(update={"preprocessing": sharp})
+    assert '"render": {"quality": 75, "side": 224}' in sharp_meta.contract_record()
+    soft_meta = meta.model_copy(update={"preprocessing": soft})
+    assert '"render": {"blur": 1.0, "quality": 75, "side": 224}' in soft_meta.contract_record()
     with pytest.raises(ValueError):
         Render(blur=-1)
