@@ -59,6 +59,17 @@ def test_default_bundle_runs_under_the_real_files_contract() -> None:
     real = meta.validation["real_files"]  # checked on originals, as its card says
     assert set(real["renderings"]) >= {"original", "dicom_m1_16", "dicom_m2_12", "png16"}
     assert meta.guard is not None and meta.guard.fitted_on["rendered_views"] is True
+    assert meta.preprocessing.render.blur > 0 and meta.guard.layout is not None  # C3L
+
+
+def test_default_bundle_card_is_made_from_its_record() -> None:
+    """The card beside the shipped weights says what its model.json says (it is written from
+    it; a card left from an earlier code or record would mislead)."""
+    from pneumonia.core.bundle import CARD, read_meta
+    from pneumonia.core.card import model_card
+
+    folder, meta = read_meta(None)
+    assert (folder / CARD).read_text(encoding="utf-8") == model_card(meta)
 
 
 def test_default_bundle_threshold_follows_the_default_rule() -> None:
