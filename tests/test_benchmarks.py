@@ -499,3 +499,14 @@ def test_answer_shift_counts_labels_that_change_between_two_bundles(
     )
     assert len(result["labels_changed"]) == round(called_normal) > 0
     assert "labels changed" in capsys.readouterr().out
+
+
+def test_shift_flags_reports_the_guard_per_shift(
+    tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--data", str(tiny_run.cfg.data.manifest), "--backend", "torch"]
+    result = load("shift_flags").main([f"tiny={tiny_run.bundle}", *args])
+    shares = result["tiny"]
+    assert "clean" in shares and "inverted" in shares and len(shares) > 10
+    assert all(0 <= flagged <= 1 and 0 <= layout <= flagged for flagged, layout in shares.values())
+    assert "| inverted |" in capsys.readouterr().out
