@@ -94,16 +94,10 @@ class Guard:
     def scores(
         self, features: np.ndarray, squares: np.ndarray | list[np.ndarray] | None = None
     ) -> np.ndarray:
-        """Mean squared whitened distance to the nearest class mean (about 1 in distribution).
-        In float32, as stored: the same numbers at fit time and at inference. On one BLAS
-        thread: OpenBLAS's threads spin after a call and took a quarter of the service's
-        throughput from ONNX Runtime (docs/monitoring.md). With a layout check (which needs
-        the `squares`), an image it flags scores at least the threshold plus its logit's
-        margin over the layout's threshold; the others keep their distance."""
-        with _BLAS_LOCK, _BLAS.limit(limits=1, user_api="blas"):
-            z = (np.asarray(features, dtype=np.float32) - self.center) @ self.projection
-        dist = ((z[:, None, :] - self.means[None, :, :]) ** 2).sum(-1, dtype=np.float64)
-        out = np.asarray(dist.min(axis=1) / self.projection.shape[1])
+        """The `distances`; with a layout check (which needs the `squares`), an image it flags
+        scores at least the threshold plus its logit's margin over the layout's threshold, and
+        the others keep their distance."""
+        out = self.distances(features)
         if self.layout is None:
             return out
         if squares is None:
@@ -112,6 +106,16 @@ class Guard:
         flagged = margin > 0
         out[flagged] = np.maximum(out[flagged], self.threshold + margin[flagged])
         return out
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """Mean squared whitened distance to the nearest class mean (about 1 in distribution).
+        In float32, as stored: the same numbers at fit time and at inference. On one BLAS
+        thread: OpenBLAS's threads spin after a call and took a quarter of the service's
+        throughput from ONNX Runtime (docs/monitoring.md)."""
+        with _BLAS_LOCK, _BLAS.limit(limits=1, user_api="blas"):
+            z = (np.asarray(features, dtype=np.float32) - self.center) @ self.projection
+        dist = ((z[:, None, :] - self.means[None, :, :]) ** 2).sum(-1, dtype=np.float64)
+        return np.asarray(dist.min(axis=1) / self.projection.shape[1])
 
     def in_distribution(self, scores: np.ndarray) -> np.ndarray:
         """True where a score is within the threshold (NaN: False)."""

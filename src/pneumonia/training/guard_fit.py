@@ -138,7 +138,7 @@ def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 
     in_frame = np.ones(len(val_squares), dtype=bool)  # not flagged by the layout check
     if guard.layout is not None:
         in_frame = guard.layout.logits(val_squares) <= guard.layout.threshold
-    distances = replace(guard, layout=None).scores(val_features[in_frame])
+    distances = guard.distances(val_features[in_frame])
     guard = set_threshold(guard, distances, cfg.max_flag_rate, int((~in_frame).sum()))
     val_scores = guard.scores(val_features, list(val_squares))
     detection = corpus_detection(bundle, guard, list(val_squares[:60]))
