@@ -110,7 +110,7 @@ def test_render_blur_evens_out_jpeg_noise_and_keeps_older_keys() -> None:
     assert detail[1] < 0.8 * detail[0]
     assert abs(float(soft.square(original).mean()) - float(sharp.square(original).mean())) < 1
     # a render step without blur keeps the cache key and weights record it had before blur
-    assert Render(blur=0).key() == {"side": 224, "quality": 75}
+    assert Render(blur=0).model_dump() == {"side": 224, "quality": 75}
     assert soft.cache_key() != sharp.cache_key()
     assert sharp.cache_key() == sharp.model_copy(update={"render": Render(blur=0.0)}).cache_key()
     assert "Gaussian blur sigma 1 px" in str(soft.describe()["render"])

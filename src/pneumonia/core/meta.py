@@ -146,10 +146,7 @@ class BundleMeta(_Strict):
                 del part["architecture"][key]
         contracts = [part["preprocessing"]]
         contracts += [m["preprocessing"] for m in part["architecture"].get("members") or []]
-        for contract in contracts:  # and contracts without a render step predate that key,
-            render = contract.get("render", 0)  # render steps without a blur the blur key
-            if render is None:
+        for contract in contracts:  # and contracts without a render step predate that key
+            if contract.get("render", 0) is None:
                 del contract["render"]
-            elif render and render.get("blur") == 0:
-                del render["blur"]
         return json.dumps(part, sort_keys=True)

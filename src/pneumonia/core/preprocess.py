@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageFilter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 CACHE_FORMAT = 1
 """Bump when the cached array layout changes, so old caches are rebuilt."""
@@ -45,10 +45,14 @@ class Render(BaseModel):
             out = np.asarray(blurred, dtype=np.uint8)
         return out
 
-    def key(self) -> dict[str, object]:
-        """The settings as plain data; without `blur` when it is 0, so that a render step
-        recorded before `blur` existed keeps its cache key."""
-        return self.model_dump(exclude={"blur"} if self.blur == 0 else None)
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Without `blur` when it is 0: a render step recorded before `blur` existed keeps
+        its cache key, its weights record and its model.json."""
+        data: dict[str, object] = handler(self)
+        if self.blur == 0:
+            data.pop("blur", None)
+        return data
 
     def describe(self) -> str:
         """One line for reports and cards."""
@@ -79,7 +83,7 @@ class Preprocessing(BaseModel):
             "v": CACHE_FORMAT, "size": self.image_size, "resize": self.resize
         }  # fmt: skip
         if self.render is not None:
-            payload["render"] = self.render.key()
+            payload["render"] = self.render.model_dump()
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return f"{self.image_size}-{self.resize}-{digest[:10]}"
 
