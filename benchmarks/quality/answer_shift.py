@@ -18,30 +18,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import machine
 
 from pneumonia.data.split import read_manifest
+from pneumonia.evaluation.metrics import binary_metrics
 from pneumonia.inference.loading import load_bundle
 from pneumonia.inference.predictions import predict_paths
 
 
-def answers(bundle: Path, paths: list[str], backend: str) -> tuple[np.ndarray, np.ndarray]:
-    """(P(PNEUMONIA), label is PNEUMONIA) of every path; NaN and False where unreadable."""
-    found = predict_paths(load_bundle(bundle, backend), paths, batch_size=32, show=False)
-    p = np.array([np.nan if r.probability is None else r.probability for r in found])
-    return p, np.array([r.label == "PNEUMONIA" for r in found])
+def answers(folder: Path, paths: list[str], backend: str) -> tuple[np.ndarray, float]:
+    """(P(PNEUMONIA) of every path, NaN where unreadable; the bundle's stored threshold)."""
+    bundle = load_bundle(folder, backend)
+    found = predict_paths(bundle, paths, batch_size=32, show=False)
+    return np.array([np.nan if r.probability is None else r.probability for r in found]), (
+        bundle.threshold
+    )
 
 
-def rates(y: np.ndarray, p: np.ndarray, positive: np.ndarray) -> dict[str, float]:
-    """ROC-AUC, and sensitivity and specificity of the labels given."""
-    return {
-        "roc_auc": float(roc_auc_score(y, p)),
-        "sensitivity": float(positive[y == 1].mean()),
-        "specificity": float(1 - positive[y == 0].mean()),
-    }
+def rates(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """ROC-AUC, and sensitivity and specificity at `threshold`."""
+    m = binary_metrics(y, p, threshold, report=False)
+    return {k: m[k] for k in ("roc_auc", "sensitivity", "specificity")}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -55,17 +54,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = [r for r in read_manifest(args.data) if r.split == args.split]
     paths, y = [r.path for r in rows], np.array([r.label == "PNEUMONIA" for r in rows], int)
     start = time.perf_counter()
-    (p0, l0), (p1, l1) = (answers(b, paths, args.backend) for b in (args.before, args.after))
+    (p0, t0), (p1, t1) = (answers(b, paths, args.backend) for b in (args.before, args.after))
     ok = ~(np.isnan(p0) | np.isnan(p1))
     dp = np.abs(p1 - p0)[ok]
-    changed = [Path(paths[i]).name for i in np.flatnonzero(ok & (l0 != l1))]
+    changed = [Path(paths[i]).name for i in np.flatnonzero(ok & ((p0 >= t0) != (p1 >= t1)))]
     result = {
         "images": int(ok.sum()),
         "mean_dp": float(dp.mean()),
         "max_dp": float(dp.max()),
         "labels_changed": changed,
-        "before": rates(y[ok], p0[ok], l0[ok]),
-        "after": rates(y[ok], p1[ok], l1[ok]),
+        "before": rates(y[ok], p0[ok], t0),
+        "after": rates(y[ok], p1[ok], t1),
     }
     print(f"{result['images']} images of split {args.split!r}; {machine()}, "
           f"{time.perf_counter() - start:.0f} s")  # fmt: skip

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import machine
 
+from pneumonia.core.progress import parallel_map
 from pneumonia.data.shifts import CLEAN, resolve, views_job
 from pneumonia.data.split import read_manifest
 from pneumonia.inference.loading import Bundle, load_bundle
@@ -35,9 +35,8 @@ def shares(bundle: Bundle, paths: list[str], names: list[str]) -> dict[str, tupl
     flags; NaN without one)."""
     if bundle.guard is None:
         raise SystemExit(f"{bundle.path}: has no guard to measure")
-    with Pool(2) as pool:
-        jobs = [(p, tuple(names), 0, bundle.contract) for p in paths]
-        loaded = pool.map(views_job, jobs, chunksize=8)
+    jobs = [(p, tuple(names), 0, bundle.contract) for p in paths]
+    loaded = parallel_map(views_job, jobs, "shifting images", show=False)
     views = np.stack([v for v in loaded if not isinstance(v, str)])  # unreadable: left out
     out = {}
     for k, name in enumerate([CLEAN, *names]):
