@@ -510,3 +510,24 @@ def test_shift_flags_reports_the_guard_per_shift(
     assert "clean" in shares and "inverted" in shares and len(shares) > 10
     assert all(0 <= flagged <= 1 and 0 <= layout <= flagged for flagged, layout in shares.values())
     assert "| inverted |" in capsys.readouterr().out
+
+
+def test_copy_gap_measures_each_rendering_against_its_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pneumonia.core.preprocess import Render
+    from pneumonia.data.synthetic import save_image, synthetic_xray
+
+    rng = np.random.default_rng(0)
+    for k in range(3):  # copies made exactly as the render step makes them
+        original = synthetic_xray("NORMAL", 120, 180, rng)
+        save_image(original, tmp_path / "o" / "NORMAL" / f"IM-{k:04d}-0001.png")
+        copy = Render(side=64, quality=75).apply(original, "stretch")
+        save_image(copy, tmp_path / "c" / "NORMAL" / f"IM-{k:04d}-0001.png")
+    args = ["--originals", str(tmp_path / "o"), "--copies", str(tmp_path / "c")]
+    result = load("copy_gap").main(args)
+    gaps = result["gaps"]
+    assert result["pairs"] == 3
+    assert gaps["render step (shipped contract)"] == 0  # an exact reproduction
+    assert gaps["nearest, then JPEG q75"] > 0.5
+    assert "| render step (shipped contract) | 0.000 |" in capsys.readouterr().out
