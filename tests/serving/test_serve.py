@@ -169,6 +169,7 @@ def test_answers_carry_the_guard_and_are_logged(tiny_run: TinyRun, tmp_path: Pat
         assert (
             body["guard"]["active"] is True and body["guard"]["threshold"] == bundle.guard.threshold
         )
+        assert "layout check" in body["guard"]["score"]  # training fits one: the reader is told
         good = body["results"][0]
         assert good["in_distribution"] == (good["ood_score"] <= bundle.guard.threshold)
         assert client.get("/status").json()["prediction_log"]["written"] == 1  # not the bad one

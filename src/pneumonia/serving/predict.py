@@ -63,12 +63,13 @@ def guard_summary(bundle: Bundle) -> dict[str, Any]:
     if bundle.guard is None or record is None:
         why = "the bundle has no guard" if record is None else "its model file lacks features"
         return {"active": False, "reason": f"{why}; in_distribution is null"}
-    return {
-        "active": True,
-        "method": record.method,
-        "threshold": record.threshold,
-        "score": record.score,
-    }
+    score = record.score
+    if record.layout:  # the guard's second part, on the pixels (inference/guard.py)
+        score += (
+            "; an image its layout check flags (an X-ray's negative or a small piece of one) "
+            "scores above the threshold whatever its distance"
+        )
+    return {"active": True, "method": record.method, "threshold": record.threshold, "score": score}
 
 
 def _safe_name(path: str, index: int) -> str:
