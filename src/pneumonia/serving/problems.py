@@ -10,10 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pneumonia.data.formats import ALLOWED
 from pneumonia.serving.batching import Overloaded
 from pneumonia.serving.uploads import Limits, UploadProblem
 
 log = logging.getLogger(__name__)
+FORMATS = f"{', '.join(ALLOWED[:-1])} or {ALLOWED[-1]}"  # what the door reads (data.formats)
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/json": {"example": {"error": text}}}}
     for code, text in (
@@ -21,7 +23,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (403, "a cross-site request (its Origin is not this service)"),
         (408, "the request body stalled"),
         (413, "a file, a request or an image over its limit"),
-        (415, "not a JPEG, PNG, DICOM, TIFF or BMP image, or an unreadable one"),
+        (415, f"not a {FORMATS} image, or an unreadable one"),
         (422, "a malformed request (no file, wrong field)"),
         (503, "too many requests waiting; retry after Retry-After seconds"),
     )
@@ -73,6 +75,6 @@ def api_description(limits: Limits) -> str:
         f"request (refused from Content-Length, before reading); {limits.max_bytes:,} bytes a "
         f"file; {limits.max_pixels:,} decoded pixels and {limits.max_decoded_bytes:,} decoded "
         f"bytes an image, judged from its header before decoding; {limits.decode_slots} "
-        "images decoded at once. Formats: JPEG, PNG, DICOM, TIFF (one page), BMP, recognised "
-        "by their first bytes; any other is 415."
+        f"images decoded at once. Formats: {FORMATS} (a TIFF of one page), recognised by "
+        "their first bytes; any other is 415."
     )
