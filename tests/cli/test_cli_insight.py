@@ -94,6 +94,7 @@ def test_pairs_command_prints_every_rendering_and_refuses_an_unknown_one(
     result = invoke("pairs", tiny_run.bundle, *args)
     assert result.exit_code == 0, result.output
     assert "6 originals (6 patients)" in result.output and "dicom_m1_16" in result.output
+    assert "borderline band:" in result.output and "of the 6 pairs" in result.output
     assert (out / "pairs.json").is_file() and (out / "pairs.csv").is_file()
     again = invoke("pairs", tiny_run.bundle, *args)
     assert again.exit_code == 1 and "--force" in again.output
@@ -103,10 +104,18 @@ def test_pairs_command_prints_every_rendering_and_refuses_an_unknown_one(
     assert recorded.exit_code == 0, recorded.output
     card = (copy / "MODEL_CARD.md").read_text()
     assert "## Real files" in card and "synthetic pairs" in card and "| dicom_m2_12 |" in card
-    record = json.loads((copy / "model.json").read_text())["validation"]["real_files"]
+    meta = json.loads((copy / "model.json").read_text())
+    record = meta["validation"]["real_files"]
     assert record["pairs"] == 6 and record["command"].startswith("pneumonia pairs")
+    band = meta["borderline"]
+    assert band["pairs"] == 6 and band["logit"] > 0 and "synthetic pairs" in band["measured_on"]
+    assert len(band["renderings"]) == 6 and 0 <= band["validation_share"] <= 1
+    assert "- Borderline: an answer with P in [" in card
     image = copies / "NORMAL" / "IM-0000-0001.png"
     assert invoke("predict", copy, image, "--out", tmp_path / "p").exit_code == 0
+    answer = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert answer["borderline"]["active"] and answer["borderline"]["low"] < answer["threshold"]
+    assert answer["predictions"][0]["borderline"] in (True, False)
     listed = tmp_path / "only.txt"
     listed.write_text("IM-0001-0001.png\nperson2_bacteria_2.png\n")
     some = invoke("pairs", tiny_run.bundle, *args, "--force", "--only", listed)

@@ -95,3 +95,25 @@ def test_only_and_renderings_narrow_the_run_and_a_bad_file_is_left_out(
     ]
     with pytest.raises(DataError, match="unknown rendering 'gif'"):
         pairs_report(bundle, originals, copies, tmp_path / "p", ["gif"], None, 1, False)
+
+
+def test_the_band_is_the_quantile_of_each_pairs_largest_logit_change() -> None:
+    from scipy.stats.mstats import hdquantiles
+
+    from pneumonia.evaluation.pairs import logit, rendering_band
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, 400)
+    change = np.linspace(0, 2, 400)  # known largest change per pair
+    sign = rng.choice([-1, 1], 400)
+    p_copy = 1 / (1 + np.exp(-z))
+    smaller = 1 / (1 + np.exp(-(z + 0.5 * sign * change)))  # never the largest
+    largest = 1 / (1 + np.exp(-(z + sign * change)))
+    got = rendering_band(p_copy, [smaller, largest])
+    assert got["logit"] == pytest.approx(float(hdquantiles(change, prob=[0.95])[0]), abs=1e-6)
+    assert got["logit"] == pytest.approx(1.9, abs=0.01)
+    assert got["pairs"] == 400 and got["at_or_above"] == pytest.approx(20, abs=1)
+    assert rendering_band(p_copy, [largest], 0.5)["logit"] == pytest.approx(1.0, abs=0.02)
+    assert np.isfinite(logit(np.array([0.0, 1.0]))).all()  # saturated answers stay finite
+    with pytest.raises(DataError, match="at least two pairs"):
+        rendering_band(p_copy[:1], [largest[:1]])

@@ -43,6 +43,12 @@ def test_retune_writes_a_new_bundle_that_evaluate_agrees_with(
 
 def test_retune_in_place_and_refusals(tiny_run: TinyRun, tmp_path: Path) -> None:
     copy = Path(shutil.copytree(tiny_run.bundle, tmp_path / "copy"))
+    banded = json.loads((copy / "model.json").read_text())
+    banded["borderline"] = {
+        "logit": 1.0, "quantile": 0.95, "pairs": 9, "renderings": ["original"],
+        "measured_on": "test",
+    }  # fmt: skip
+    (copy / "model.json").write_text(json.dumps(banded))
     bundle = load_bundle(copy)
     manifest = tiny_run.cfg.data.manifest
     cfg = OperatingConfig(rule="fixed", fixed=0.3, calibrate=False)
@@ -53,6 +59,7 @@ def test_retune_in_place_and_refusals(tiny_run: TinyRun, tmp_path: Path) -> None
     retune(bundle, manifest, "val", cfg, in_place=True, scoring=Scoring(workers=1, show=False))
     meta = json.loads((copy / "model.json").read_text())
     assert meta["threshold"]["value"] == 0.3 and meta["calibration"] is None
+    assert meta["borderline"] is None  # measured at the old calibration: to be measured again
     assert "rule fixed" in (copy / "MODEL_CARD.md").read_text()
 
 

@@ -146,3 +146,31 @@ def test_a_bundle_without_validation_results_is_named(
     (folder / "model.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match=r"threshold: Field required"):
         load_bundle(folder)  # never a silent 0.5
+
+
+def test_an_answer_in_the_bundles_band_is_borderline_and_none_without_one(
+    tiny_run: TinyRun, mixed: Path, tmp_path: Path
+) -> None:
+    import json
+    import math
+    import shutil
+
+    folder = tmp_path / "b"
+    shutil.copytree(tiny_run.bundle, folder)
+    bundle = load_bundle(folder)
+    paths = [str(mixed / "img0.jpg"), str(mixed / "corrupt.jpeg")]
+    plain = predict_paths(bundle, paths, workers=1, show=False)
+    assert [r.borderline for r in plain] == [None, None]
+    p = plain[0].probability
+    assert p is not None
+    gap = abs(math.log(p / (1 - p)) - math.log(bundle.threshold / (1 - bundle.threshold)))
+    meta = json.loads((folder / "model.json").read_text())
+    for width, expected in ((gap + 0.01, True), (gap * 0.5, False)):
+        meta["borderline"] = {
+            "logit": width, "quantile": 0.95, "pairs": 10, "renderings": ["original"],
+            "measured_on": "test",
+        }  # fmt: skip
+        (folder / "model.json").write_text(json.dumps(meta))
+        rows = predict_paths(load_bundle(folder), paths, workers=1, show=False)
+        assert rows[0].borderline is expected and rows[0].label == plain[0].label
+        assert rows[1].borderline is None and rows[1].error is not None

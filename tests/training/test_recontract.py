@@ -1,6 +1,7 @@
 """`pneumonia recontract`: the same weights under another contract, everything else fitted again."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,13 @@ def test_recontract_keeps_the_network_and_fits_the_rest_again(
 ) -> None:
     manifest = tiny_run.cfg.data.manifest
     out = tmp_path / "rendered"
+    exported = Path(shutil.copytree(exported, tmp_path / "banded"))
+    banded = json.loads((exported / "model.json").read_text())
+    banded["borderline"] = {
+        "logit": 1.0, "quantile": 0.95, "pairs": 9, "renderings": ["original"],
+        "measured_on": "test",
+    }  # fmt: skip
+    (exported / "model.json").write_text(json.dumps(banded))
     result = invoke(
         "recontract",
         exported,
@@ -47,6 +55,7 @@ def test_recontract_keeps_the_network_and_fits_the_rest_again(
     assert after["threshold"]["detail"]["previous"]["value"] == before["threshold"]["value"]
     assert after["training"]["recontracted"]["previous_preprocessing"]["render"] is None
     assert "recontract" in after["training"]["recontracted"]["command"]
+    assert after["borderline"] is None  # measured under the old contract
     assert (after["guard"] is None) == (before["guard"] is None)
     if after["guard"] is not None:
         assert after["files"]["guard.safetensors"] != before["files"]["guard.safetensors"]

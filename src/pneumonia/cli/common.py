@@ -262,3 +262,19 @@ def say_guard(bundle: Any, predictions: list[Any]) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+def say_borderline(bundle: Any, predictions: list[Any]) -> None:
+    """A line about borderline answers, where the bundle records a band."""
+    band = bundle.meta.borderline
+    count = sum(bool(p.borderline) for p in predictions)
+    if band is None or not count:
+        return
+    low, high = band.limits(bundle.threshold)
+    err.print(
+        f"[yellow]{count} answer(s) are borderline[/] (P in [{low:.3g}, {high:.3g})): another "
+        "file of the same X-ray (its original, a DICOM export, a copy) could change the label; "
+        "review them",
+        highlight=False,
+        soft_wrap=True,
+    )

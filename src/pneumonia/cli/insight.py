@@ -286,6 +286,12 @@ def pairs_command(
     out_dir = fresh_dir(out, force)
     result = pairs_report(loaded, originals, copies, out_dir, rendering, names, workers)
     console.print(pairs_table(result))
+    band = result["borderline"]
+    console.print(
+        f"borderline band: {band['logit']:.2f} in logit either side of the threshold; "
+        f"{band['quantile']:.0%} of the {band['pairs']} pairs moved less under every rendering "
+        f"({band['at_or_above']} at or above it)"
+    )
     print_list("Originals without one copy of the same name", result["unmatched"])
     print_list(
         "Unreadable, excluded", [f"{u['path']}: {u['reason']}" for u in result["unreadable"]]

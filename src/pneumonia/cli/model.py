@@ -26,6 +26,7 @@ from pneumonia.cli.common import (
     print_list,
     resolve_config,
     say_backend,
+    say_borderline,
     say_guard,
     scoring_options,
     split_bundle,
@@ -209,13 +210,16 @@ def predict_command(
         table.add_column("subtype (P viral)")
     for p in predictions:
         prob = "-" if p.probability is None else f"{p.probability:.3f}"
-        cells = [p.path, prob, p.label or f"[red]error: {p.error}[/]", guard_cell(p)]
+        label = p.label or f"[red]error: {p.error}[/]"
+        cells = [p.path, prob, f"{label} [yellow](borderline)[/]" if p.borderline else label]
+        cells.append(guard_cell(p))
         if subtype:
             viral = p.subtype_probability
             cells.append("-" if viral is None else f"{p.subtype or '-'} ({viral:.3f})")
         table.add_row(*cells)
     console.print(table)
     say_guard(bundle, predictions)
+    say_borderline(bundle, predictions)
     csv_path, _ = write_tables(predictions, bundle, out_dir)
     if show:
         shown = annotate_all(predictions, bundle.threshold, out_dir / "images")

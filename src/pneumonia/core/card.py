@@ -286,6 +286,26 @@ def _subtype(meta: BundleMeta) -> list[str]:
     return lines
 
 
+def _borderline(meta: BundleMeta) -> list[str]:
+    """The band around the threshold where the file could decide the label, if recorded."""
+    band = meta.borderline
+    if band is None:
+        return []
+    low, high = band.limits(meta.threshold.value)
+    share = (
+        ""
+        if band.validation_share is None
+        else (f"; {band.validation_share:.1%} of validation images fall in it")
+    )
+    return [
+        f"- Borderline: an answer with P in [{low:.3g}, {high:.3g}) is marked borderline "
+        f"(within {band.logit:.2f} in logit of the threshold): another file of the same X-ray "
+        f"could change its label. {band.quantile:.0%} of {band.pairs} held-out pairs moved less "
+        f"than that under every rendering ({', '.join(band.renderings)}){share}. Measured on "
+        f"{band.measured_on}."
+    ]
+
+
 def _real_files(validation: dict[str, Any]) -> list[str]:
     """Originals and their renderings against their copies (`pneumonia pairs --record`)."""
     r = validation.get("real_files")
@@ -338,6 +358,7 @@ def model_card(meta: BundleMeta) -> str:
         *_recontracted(t),
         f"- Threshold: {meta.threshold.value:.4g} ({_rule(meta)}).",
         *_site(meta),
+        *_borderline(meta),
         f"- Calibration: {_calibration(meta)}.",
         _guard(meta),
         "",

@@ -5,6 +5,7 @@ decides, how it was checked. Pure data (pydantic models), read and written by
 from __future__ import annotations
 
 import json
+import math
 import platform
 from datetime import UTC, datetime
 from importlib import metadata
@@ -108,6 +109,30 @@ class SubtypeRecord(_Strict):
     validation: dict[str, Any] = Field(default_factory=dict)
 
 
+class Borderline(_Strict):
+    """Answers near the threshold that the file could decide: a calibrated logit within
+    `logit` of the threshold's. Measured by `pneumonia pairs --record`: of held-out pairs, a
+    share `quantile` moved by less than `logit` between the copy and any rendering of its
+    original (the original, DICOM and PNG exports, a downscale, a recompression)."""
+
+    logit: float = Field(gt=0)
+    quantile: float = Field(gt=0, lt=1)
+    pairs: int = Field(ge=1)
+    renderings: list[str]
+    measured_on: str  # which pairs, and the command that scored them
+    validation_share: float | None = None  # validation images within the band, when recorded
+
+    def limits(self, threshold: float) -> tuple[float, float]:
+        """(low, high): an answer P with low <= P < high is borderline at `threshold`."""
+        z = math.log(threshold / (1 - threshold))
+        return 1 / (1 + math.exp(self.logit - z)), 1 / (1 + math.exp(-self.logit - z))
+
+    def contains(self, probability: float, threshold: float) -> bool:
+        """True when `probability` lies within the band around `threshold`."""
+        low, high = self.limits(threshold)
+        return low <= probability < high
+
+
 class FileRecord(_Strict):
     sha256: str
     bytes: int
@@ -136,6 +161,7 @@ class BundleMeta(_Strict):
     exports: dict[str, Any] = Field(default_factory=dict)  # e.g. onnx: file, opset, parity
     guard: GuardRecord | None = None  # absent: bundles made before the guard, or without one
     subtype: SubtypeRecord | None = None  # absent: one output, no subtype head
+    borderline: Borderline | None = None  # absent: no pairs recorded (`pneumonia pairs --record`)
     reference: dict[str, Any] = Field(default_factory=dict)  # what `monitor` compares against
 
     def contract_record(self) -> str:

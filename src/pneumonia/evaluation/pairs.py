@@ -6,8 +6,9 @@ originals' names). Each original is scored as it is and as the other files a cli
 input door and the bundle's own contract, exactly as a user's file; each copy is scored once.
 Per rendering, against the copies: mean, 95th percentile and largest |dp|, label flips at the
 stored threshold (which images), guard verdict changes, the guard's flag rate on both, and
-sensitivity and specificity at the stored threshold on both. Writes `pairs.json` and
-`pairs.csv` (one row per pair and rendering).
+sensitivity and specificity at the stored threshold on both; and the borderline band: how
+far from the threshold (in calibrated logits) an answer must be for its file not to decide its
+label. Writes `pairs.json` and `pairs.csv` (one row per pair and rendering).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats.mstats import hdquantiles
 
 from pneumonia.core.errors import DataError, ImageError
 from pneumonia.core.preprocess import Preprocessing
@@ -34,6 +36,8 @@ from pneumonia.inference.predictions import guard_scores, network_scores, to_pro
 log = logging.getLogger(__name__)
 COPY = "copy"
 CHUNK = 128  # pairs decoded and rendered at a time (bounds memory)
+BAND_QUANTILE = 0.95  # share of pairs whose every rendering moved less than the band
+CLIP = 1e-12  # probabilities are clipped to [CLIP, 1 - CLIP] before their logits are taken
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,30 @@ def score_pairs(
     }
 
 
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), with p clipped to [CLIP, 1 - CLIP] (saturated answers stay finite)."""
+    q = np.clip(np.asarray(p, dtype=np.float64), CLIP, 1 - CLIP)
+    return np.log(q / (1 - q))
+
+
+def rendering_band(
+    p_copy: np.ndarray, p_views: Sequence[np.ndarray], quantile: float = BAND_QUANTILE
+) -> dict[str, Any]:
+    """The borderline band's half-width: the Harrell-Davis `quantile`, over the pairs, of each
+    pair's largest |logit change| between its copy and any of its renderings, and how many
+    pairs it rests on (those whose largest change is at or above it)."""
+    change = np.max([np.abs(logit(p) - logit(p_copy)) for p in p_views], axis=0)
+    if len(change) < 2:
+        raise DataError("the borderline band needs at least two pairs")
+    width = float(np.asarray(hdquantiles(change, prob=[quantile]))[0])
+    return {
+        "logit": width,
+        "quantile": quantile,
+        "pairs": len(change),
+        "at_or_above": int((change >= width).sum()),
+    }
+
+
 def pairs_report(
     bundle: Bundle,
     originals: Path,
@@ -236,6 +264,9 @@ def pairs_report(
             n: {"description": RENDERINGS[n].description, **a}
             for n, a in scored["agreement"].items()
         },
+        "borderline": rendering_band(
+            scored["scores"][COPY][0], [scored["scores"][n][0] for n in scored["agreement"]]
+        ),
         "unmatched": unmatched,
         "unreadable": scored["unreadable"],
     }
@@ -272,8 +303,11 @@ def _write_rows(scored: dict[str, Any], path: Path) -> None:
 
 def record_pairs(folder: Path, result: dict[str, Any], which: str, command: str) -> Path:
     """Keep a pairs result in a bundle's `model.json` (`validation.real_files`, which its card
-    shows): per rendering the |dp| summary, flips, guard flags and rates, and what was run."""
+    shows): per rendering the |dp| summary, flips, guard flags and rates, and what was run;
+    and its band as the bundle's `borderline`, with the share of the bundle's validation
+    answers (its `reference`) that fall within it."""
     from pneumonia.core.bundle import read_meta, write_meta
+    from pneumonia.core.meta import Borderline
 
     folder, meta = read_meta(folder)
     keep = ("mean_dp", "p95_dp", "max_dp", "flips", "flagged", "flagged_copy", "rendering", "copy")
@@ -287,4 +321,18 @@ def record_pairs(folder: Path, result: dict[str, Any], which: str, command: str)
         "renderings": {n: {k: a[k] for k in keep} for n, a in result["renderings"].items()},
     }
     validation = {**meta.validation, "real_files": record}
-    return write_meta(meta.model_copy(update={"validation": validation}), folder)
+    band = result["borderline"]
+    borderline = Borderline(
+        logit=band["logit"],
+        quantile=band["quantile"],
+        pairs=band["pairs"],
+        renderings=list(result["renderings"]),
+        measured_on=f"{which}: {command}",
+    )
+    reference = np.asarray(meta.reference.get("probability", []), dtype=np.float64)
+    if len(reference):
+        low, high = borderline.limits(meta.threshold.value)
+        share = float(((reference >= low) & (reference < high)).mean())
+        borderline = borderline.model_copy(update={"validation_share": share})
+    update = {"validation": validation, "borderline": borderline}
+    return write_meta(meta.model_copy(update=update), folder)

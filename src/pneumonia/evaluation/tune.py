@@ -114,9 +114,11 @@ def _refitted(
     record = {k: v for k, v in earlier.items() if k == "training"} | left_out
     if record:
         data_record["left_out"] = record
+    # the borderline band was measured on the answers before this calibration: dropped
+    # (`pneumonia pairs --record` measures it again)
     update = {"threshold": threshold, "calibration": calibration, "validation": validation,
               "output": BundleMeta.model_fields["output"].default, "reference": reference,
-              "data": data_record}  # fmt: skip
+              "data": data_record, "borderline": None}  # fmt: skip
     return meta.model_copy(update=update)
 
 

@@ -44,6 +44,8 @@ class Prediction:
     ood_score: float | None = None
     subtype: str | None = None  # bacterial or viral where the label is PNEUMONIA and the
     subtype_probability: float | None = None  # bundle has the head: P(viral | pneumonia)
+    borderline: bool | None = None  # within the bundle's band, where the file could decide
+    # the label (None: the bundle records no band)
 
 
 def load_square(job: tuple[str, Preprocessing]) -> np.ndarray | str:
@@ -298,9 +300,12 @@ def prediction(
     bundle: Bundle, name: str, probability: float, ood_score: float, viral: float = np.nan
 ) -> Prediction:
     """The label at the bundle's threshold, the guard's verdict and, with a subtype head, the
-    subtype (named where the label is PNEUMONIA) and P(viral | pneumonia) for one image."""
+    subtype (named where the label is PNEUMONIA) and P(viral | pneumonia) for one image, and
+    whether the answer is borderline where the bundle records a band."""
     label = LABELS[1] if probability >= bundle.threshold else LABELS[0]
     extra: dict[str, Any] = {}
+    if bundle.meta.borderline is not None:
+        extra["borderline"] = bundle.meta.borderline.contains(probability, bundle.threshold)
     if bundle.meta.subtype is not None and not np.isnan(viral):
         extra["subtype_probability"] = viral
         if label == LABELS[1]:

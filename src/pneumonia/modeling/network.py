@@ -36,6 +36,7 @@ def save_bundle(model: nn.Module, meta: BundleMeta, folder: Path) -> Path:
     save_file(state, str(weights), metadata={"pneumonia": meta.contract_record()})
     plain_mode(weights)
     update = {"files": {WEIGHTS: file_record(weights)}, "guard": None, "reference": {}}
+    update["borderline"] = None  # a band measured on other weights does not hold for these
     meta = meta.model_copy(update={**update, "exports": {}})
     write_meta(meta, folder)
     log.info("bundle written: %s", folder)

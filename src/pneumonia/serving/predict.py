@@ -27,6 +27,7 @@ FIELDS = (
     "error",
     "subtype",
     "subtype_probability",
+    "borderline",
 )
 
 
@@ -50,6 +51,7 @@ def write_tables(predictions: list[Prediction], bundle: Bundle, out: Path) -> tu
         "threshold": bundle.threshold,
         "threshold_rule": bundle.meta.threshold.rule,
         "guard": guard_summary(bundle),
+        "borderline": borderline_summary(bundle),
         "subtype": None if bundle.meta.subtype is None else bundle.meta.subtype.output,
         "predictions": [asdict(p) for p in predictions],
     }
@@ -72,6 +74,26 @@ def guard_summary(bundle: Bundle) -> dict[str, Any]:
     return {"active": True, "method": record.method, "threshold": record.threshold, "score": score}
 
 
+def borderline_summary(bundle: Bundle) -> dict[str, Any]:
+    """What a client needs to read `borderline`: the band around the threshold and how it was
+    measured, or its absence."""
+    band = bundle.meta.borderline
+    if band is None:
+        return {"active": False, "reason": "the bundle records no band; borderline is null"}
+    low, high = band.limits(bundle.threshold)
+    return {
+        "active": True,
+        "low": low,
+        "high": high,
+        "meaning": (
+            f"P in [{low:.3g}, {high:.3g}): the label could change with the file the image comes "
+            f"from (an original, a DICOM or PNG export, a copy); {band.quantile:.0%} of "
+            f"{band.pairs} held-out pairs moved less than this band's half-width, "
+            f"{band.logit:.2f} in logit"
+        ),
+    }
+
+
 def _safe_name(path: str, index: int) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem)[:80] or "image"
     return f"{index:04d}-{stem}.png"
@@ -92,6 +114,8 @@ def annotate(prediction: Prediction, threshold: float, target: Path, max_side: i
         img = img.resize((512, round(img.height * scale)), Image.Resampling.BILINEAR)
     text = f"{prediction.label}  P(PNEUMONIA)={prediction.probability:.3f}"
     text += f"  (threshold {threshold:.3g})"
+    if prediction.borderline:
+        text += "  borderline"
     if prediction.in_distribution is False:
         text = f"NOT LIKE A CHEST X-RAY - do not trust: {text}"
     size = img.width // 20

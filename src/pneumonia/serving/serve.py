@@ -56,7 +56,7 @@ from pneumonia.inference.predictions import (
 from pneumonia.inference.runtime import lanes, torch_available
 from pneumonia.monitoring.predlog import PredictionLog, Record, now
 from pneumonia.serving.batching import Batching, MicroBatcher
-from pneumonia.serving.predict import guard_summary
+from pneumonia.serving.predict import borderline_summary, guard_summary
 from pneumonia.serving.problems import ERRORS, add_handlers, api_description, error
 from pneumonia.serving.security import Door, Guarded
 from pneumonia.serving.uploads import Decoder, Limits, UploadProblem
@@ -168,6 +168,7 @@ def _predict(service: Service, uploads: list[UploadFile], token: str | None) -> 
         results[u.index].update(
             probability=a.probability, label=a.label, in_distribution=a.in_distribution,
             ood_score=a.ood_score, subtype=a.subtype, subtype_probability=a.subtype_probability,
+            borderline=a.borderline,
         )  # fmt: skip
     service.record(good, answers, started, token)
     bundle = service.bundle
@@ -177,6 +178,7 @@ def _predict(service: Service, uploads: list[UploadFile], token: str | None) -> 
             "threshold": bundle.threshold,
             "threshold_rule": bundle.meta.threshold.rule,
             "guard": guard_summary(bundle),
+            "borderline": borderline_summary(bundle),
             "results": results,
         }
     )
@@ -215,6 +217,7 @@ class Explainer:
             "X-Label": str(answer.label),
             "X-In-Distribution": str(answer.in_distribution).lower(),
             "X-OOD-Score": "" if answer.ood_score is None else f"{answer.ood_score:.4f}",
+            "X-Borderline": "" if answer.borderline is None else str(answer.borderline).lower(),
             "X-Model-Version": model_version(service.bundle),
         }
         png = overlay_png(expl, service.bundle.threshold)

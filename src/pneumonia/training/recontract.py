@@ -107,6 +107,7 @@ def recontract(
             "exports": {k: v for k, v in meta.exports.items() if k == "onnx"},
             "guard": None,
             "reference": {},
+            "borderline": None,  # measured under the old contract
             "training": {**meta.training, "recontracted": record},
         }
     )

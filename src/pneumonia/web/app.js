@@ -50,6 +50,11 @@ async function analyse(file) {
     "P(viral | pneumonia) " + viral.toFixed(3);
   $("threshold").textContent = "label at the stored threshold " + body.threshold.toPrecision(3) +
     " (rule " + body.threshold_rule + "), model " + body.model_version;
+  if (result.borderline) {
+    $("threshold").textContent += "; borderline: P within [" + body.borderline.low.toPrecision(3) +
+      ", " + body.borderline.high.toPrecision(3) + "), where the file the image comes from " +
+      "could change the label";
+  }
   const flagged = result.in_distribution === false;
   $("ood").hidden = !flagged;
   $("result").classList.toggle("untrusted", flagged);
