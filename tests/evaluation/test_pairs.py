@@ -117,3 +117,21 @@ def test_the_band_is_the_quantile_of_each_pairs_largest_logit_change() -> None:
     assert np.isfinite(logit(np.array([0.0, 1.0]))).all()  # saturated answers stay finite
     with pytest.raises(DataError, match="at least two pairs"):
         rendering_band(p_copy[:1], [largest[:1]])
+
+
+def test_pairs_that_never_move_record_no_band(tiny_run: TinyRun, tmp_path: Path) -> None:
+    import shutil
+
+    from pneumonia.evaluation.pairs import record_pairs
+
+    originals, copies = make_pairs(tmp_path, 2)  # originals identical to their copies
+    bundle = load_bundle(tiny_run.bundle)
+    lossless = ["original", "png16"]
+    result = pairs_report(
+        bundle, originals, copies, tmp_path / "o", lossless, workers=1, show=False
+    )
+    assert result["borderline"]["logit"] == 0
+    folder = shutil.copytree(tiny_run.bundle, tmp_path / "b")
+    record_pairs(folder, result, "identical", "pneumonia pairs")
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["borderline"] is None and meta["validation"]["real_files"]["pairs"] == 4

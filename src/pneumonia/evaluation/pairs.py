@@ -322,6 +322,8 @@ def record_pairs(folder: Path, result: dict[str, Any], which: str, command: str)
     }
     validation = {**meta.validation, "real_files": record}
     band = result["borderline"]
+    if band["logit"] <= 0:  # no rendering moved an answer: nothing is borderline
+        return write_meta(meta.model_copy(update={"validation": validation}), folder)
     borderline = Borderline(
         logit=band["logit"],
         quantile=band["quantile"],
