@@ -11,6 +11,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.secret_files import read_secret_file
 
 POSTGRES = ("postgresql", "postgres", "postgresql+psycopg")
 PASSWORD_FILE_ENV = "PNEUMONIA_LOG_PASSWORD_FILE"
@@ -33,7 +34,7 @@ def log_url(target: str | Path) -> URL:
         url = url.set(drivername="postgresql+psycopg")
         secret = os.environ.get(PASSWORD_FILE_ENV)
         if secret and url.password is None and "password" not in url.query:
-            url = url.set(password=_read_secret(Path(secret)))
+            url = url.set(password=read_secret_file(Path(secret), "log's password file").strip())
         return url
     if url.drivername == "sqlite" and url.database:
         return url
@@ -41,15 +42,6 @@ def log_url(target: str | Path) -> URL:
         f"{url.render_as_string(hide_password=True)}: a prediction log is a SQLite file path "
         "or a postgresql://user:password@host/db URL"
     )
-
-
-def _read_secret(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise PneumoniaError(
-            f"{path}: cannot read the log's password file ({exc.strerror})"
-        ) from None
 
 
 def describe(url: URL) -> str:

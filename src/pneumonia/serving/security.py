@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.secret_files import read_secret_file
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -78,13 +79,7 @@ class Tokens:
         raw = os.environ.get(TOKEN_ENV, "") if env is None else env
         found += [(TOKEN_ENV, t.strip()) for t in raw.split(",") if t.strip()]
         if token_file is not None:
-            try:
-                lines = token_file.read_text(encoding="utf-8").splitlines()
-            except OSError as exc:
-                reason = exc.strerror or type(exc).__name__
-                raise PneumoniaError(
-                    f"{token_file}: cannot read the token file ({reason})"
-                ) from None
+            lines = read_secret_file(token_file, "token file").splitlines()
             found += [
                 (str(token_file), s.strip()) for s in lines if s.strip() and not s.startswith("#")
             ]
