@@ -143,6 +143,18 @@ def unguarded_copy(bundle: Path, folder: Path) -> Path:
     return folder
 
 
+def band(folder: Path, logit: float = 1.0) -> Path:
+    """`folder`'s bundle given a borderline band of `logit` (as `pneumonia pairs --record`
+    would record one), in place."""
+    meta = json.loads((folder / "model.json").read_text())
+    meta["borderline"] = {
+        "logit": logit, "quantile": 0.95, "pairs": 9, "renderings": ["original"],
+        "measured_on": "test",
+    }  # fmt: skip
+    (folder / "model.json").write_text(json.dumps(meta))
+    return folder
+
+
 def _postgres_bin() -> Path | None:
     """The folder of Debian's PostgreSQL server programs (initdb, pg_ctl), if installed."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TinyRun
+from conftest import TinyRun, band
 from pneumonia.core.config import OperatingConfig
 from pneumonia.core.errors import DataError, PneumoniaError
 from pneumonia.core.options import Scoring
@@ -42,13 +42,7 @@ def test_retune_writes_a_new_bundle_that_evaluate_agrees_with(
 
 
 def test_retune_in_place_and_refusals(tiny_run: TinyRun, tmp_path: Path) -> None:
-    copy = Path(shutil.copytree(tiny_run.bundle, tmp_path / "copy"))
-    banded = json.loads((copy / "model.json").read_text())
-    banded["borderline"] = {
-        "logit": 1.0, "quantile": 0.95, "pairs": 9, "renderings": ["original"],
-        "measured_on": "test",
-    }  # fmt: skip
-    (copy / "model.json").write_text(json.dumps(banded))
+    copy = band(Path(shutil.copytree(tiny_run.bundle, tmp_path / "copy")))
     bundle = load_bundle(copy)
     manifest = tiny_run.cfg.data.manifest
     cfg = OperatingConfig(rule="fixed", fixed=0.3, calibrate=False)

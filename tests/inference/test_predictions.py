@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TinyRun
+from conftest import TinyRun, band
 from pneumonia.core.errors import DataError
 from pneumonia.core.preprocess import Preprocessing, fit_to_square, to_array
 from pneumonia.data.synthetic import save_image, synthetic_xray
@@ -151,7 +151,6 @@ def test_a_bundle_without_validation_results_is_named(
 def test_an_answer_in_the_bundles_band_is_borderline_and_none_without_one(
     tiny_run: TinyRun, mixed: Path, tmp_path: Path
 ) -> None:
-    import json
     import math
     import shutil
 
@@ -164,13 +163,7 @@ def test_an_answer_in_the_bundles_band_is_borderline_and_none_without_one(
     p = plain[0].probability
     assert p is not None
     gap = abs(math.log(p / (1 - p)) - math.log(bundle.threshold / (1 - bundle.threshold)))
-    meta = json.loads((folder / "model.json").read_text())
     for width, expected in ((gap + 0.01, True), (gap * 0.5, False)):
-        meta["borderline"] = {
-            "logit": width, "quantile": 0.95, "pairs": 10, "renderings": ["original"],
-            "measured_on": "test",
-        }  # fmt: skip
-        (folder / "model.json").write_text(json.dumps(meta))
-        rows = predict_paths(load_bundle(folder), paths, workers=1, show=False)
+        rows = predict_paths(load_bundle(band(folder, width)), paths, workers=1, show=False)
         assert rows[0].borderline is expected and rows[0].label == plain[0].label
         assert rows[1].borderline is None and rows[1].error is not None

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy.exc import OperationalError
 
-from conftest import TinyRun, unguarded_copy
+from conftest import TinyRun, band, unguarded_copy
 from pneumonia.data.synthetic import oversized_png, save_dicom, synthetic_xray
 from pneumonia.inference.loading import load_bundle
 from pneumonia.monitoring.predlog import read_log
@@ -255,22 +255,15 @@ def test_a_bundle_without_a_guard_says_so(tiny_run: TinyRun, tmp_path: Path) -> 
 def test_answers_say_borderline_where_the_bundle_records_a_band(
     client: TestClient, tiny_run: TinyRun, tmp_path: Path
 ) -> None:
-    import json
     import math
     import shutil
 
     files = {"files": ("x.png", png_bytes(), "image/png")}
     plain = client.post("/predict", files=files).json()
     assert plain["borderline"]["active"] is False and plain["results"][0]["borderline"] is None
-    folder = shutil.copytree(tiny_run.bundle, tmp_path / "banded")
-    meta = json.loads((folder / "model.json").read_text())
     p, t = plain["results"][0]["probability"], plain["threshold"]
     gap = abs(math.log(p / (1 - p)) - math.log(t / (1 - t)))
-    meta["borderline"] = {
-        "logit": gap + 0.01, "quantile": 0.95, "pairs": 9, "renderings": ["original"],
-        "measured_on": "test",
-    }  # fmt: skip
-    (folder / "model.json").write_text(json.dumps(meta))
+    folder = band(shutil.copytree(tiny_run.bundle, tmp_path / "banded"), gap + 0.01)
     with TestClient(create_app(load_bundle(folder))) as banded:
         body = banded.post("/predict", files=files).json()
         cam = banded.post("/explain", files={"file": ("x.png", png_bytes(), "image/png")})

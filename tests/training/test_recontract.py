@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TinyRun
+from conftest import TinyRun, band
 from pneumonia.cli import app
 from pneumonia.core.bundle import WEIGHTS
 from pneumonia.core.errors import PneumoniaError
@@ -28,13 +28,7 @@ def test_recontract_keeps_the_network_and_fits_the_rest_again(
 ) -> None:
     manifest = tiny_run.cfg.data.manifest
     out = tmp_path / "rendered"
-    exported = Path(shutil.copytree(exported, tmp_path / "banded"))
-    banded = json.loads((exported / "model.json").read_text())
-    banded["borderline"] = {
-        "logit": 1.0, "quantile": 0.95, "pairs": 9, "renderings": ["original"],
-        "measured_on": "test",
-    }  # fmt: skip
-    (exported / "model.json").write_text(json.dumps(banded))
+    exported = band(Path(shutil.copytree(exported, tmp_path / "banded")))
     result = invoke(
         "recontract",
         exported,
