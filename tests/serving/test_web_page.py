@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from conftest import TinyRun
+from conftest import TinyRun, band
 from pneumonia.data.ood_corpus import MAKERS
 from pneumonia.data.synthetic import save_image, synthetic_xray
 from pneumonia.inference.loading import Bundle, load_bundle
@@ -116,6 +116,23 @@ def test_upload_shows_probability_label_and_overlay(
         expect(page.locator("#error")).to_contain_text("not an image", timeout=30_000)
         browser.close()
     assert all(url.startswith(service) or url.startswith("blob:") for url in requests)
+
+
+def test_the_page_says_when_an_answer_is_borderline(tiny_run: TinyRun, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    wide = band(Path(shutil.copytree(tiny_run.bundle, tmp_path / "b")), 30.0)  # every answer
+    xray = save_image(
+        synthetic_xray("NORMAL", 90, 120, np.random.default_rng(4)), tmp_path / "x.png"
+    )
+    for url in running(load_bundle(wide)):
+        with sync_playwright() as p:
+            browser, page = upload(p, url, xray)
+            expect(page.locator("#threshold")).to_contain_text(
+                "borderline: P within [", timeout=30_000
+            )
+            expect(page.locator("#threshold")).to_contain_text("could change the label")
+            browser.close()
 
 
 def upload(playwright: Any, url: str, image: Path) -> tuple[Any, Any]:
