@@ -10,7 +10,8 @@
 #    again on the patient-grouped split;
 # 3. `pneumonia subtype`: the subtype head fitted again on the features under that contract;
 # 4. `pneumonia pairs --record`: the originals of training patients never trained on as
-#    originals (half B), against their copies, kept in the card.
+#    originals (half B), against their copies, kept in the card, and the borderline band
+#    measured on them kept in model.json (`borderline`).
 # RENDER=224:75 (SIDE:QUALITY[:BLUR]) puts the weights under C2's contract instead (C2 was shipped
 # before C3L; with the layout check the guard now fits, that is the study's C2L; see
 # configs/experiments/real_files/README.md).
