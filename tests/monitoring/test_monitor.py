@@ -18,7 +18,12 @@ from pneumonia.cli import app
 from pneumonia.core.bundle import DEFAULT_BUNDLE, model_version, read_meta
 from pneumonia.core.errors import PneumoniaError
 from pneumonia.core.meta import SubtypeRecord
-from pneumonia.monitoring.monitor import _subtype_section, monitor, parse_when
+from pneumonia.monitoring.monitor import (
+    _borderline_section,
+    _subtype_section,
+    monitor,
+    parse_when,
+)
 from pneumonia.monitoring.predlog import PredictionLog, Record
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -222,3 +227,27 @@ def test_the_subtype_answers_are_reported_when_logged(tmp_path: Path) -> None:
         update={"subtype": SubtypeRecord(validation={"three_class": {"matrix": matrix}})}
     )
     assert _subtype_section(rows, headed)["validation_viral_share"] == pytest.approx(3 / 7)
+
+
+def test_the_borderline_answers_are_counted_in_the_shipped_band(tmp_path: Path) -> None:
+    _, meta = read_meta(DEFAULT_BUNDLE)
+    assert meta.borderline is not None  # the shipped bundle records its band
+    low, high = meta.borderline.limits(meta.threshold.value)
+    probabilities = [low, (low + high) / 2, high - 1e-6, high, low / 2, 0.9]  # 3 inside
+    version, rows = model_version(meta), []
+    for i, p in enumerate([*probabilities, (low + high) / 2]):
+        when = (START + timedelta(minutes=i)).isoformat(timespec="milliseconds")
+        flagged = i == len(probabilities)  # the last: flagged by the guard, not counted
+        rows.append(Record(when, f"{i:064x}", 900, 800, 0.5, 0.2, version, "onnx", p,
+                           "PNEUMONIA" if p >= meta.threshold.value else "NORMAL",
+                           not flagged, 9.0 if flagged else 1.0, 20.0))  # fmt: skip
+    log = PredictionLog(tmp_path / "b.sqlite")
+    log.write(rows)
+    log.close()
+    found = monitor(tmp_path / "b.sqlite", None, tmp_path / "b")["borderline"]
+    assert (found["answered"], found["borderline"]) == (6, 3)
+    assert found["share"] == pytest.approx(0.5)
+    assert found["validation_share"] == meta.borderline.validation_share
+    assert "3 of 6 answers (50.0%) lie in the band" in (tmp_path / "b" / "monitor.html").read_text()
+    unbanded = meta.model_copy(update={"borderline": None})
+    assert _borderline_section(np.array(probabilities), unbanded) == {"active": False}

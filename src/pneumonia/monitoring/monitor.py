@@ -154,6 +154,25 @@ def _subtype_section(rows: list[Record], meta: BundleMeta) -> dict[str, Any]:
     return section
 
 
+def _borderline_section(probability: np.ndarray, meta: BundleMeta) -> dict[str, Any]:
+    """The window's answers (those the guard did not flag) within the bundle's borderline
+    band, beside validation's share. Descriptive: no alert rule reads it."""
+    band = meta.borderline
+    if band is None or not len(probability):
+        return {"active": False}
+    low, high = band.limits(meta.threshold.value)
+    count = int(((probability >= low) & (probability < high)).sum())
+    return {
+        "active": True,
+        "answered": len(probability),
+        "borderline": count,
+        "share": count / len(probability),
+        "low": low,
+        "high": high,
+        "validation_share": band.validation_share,
+    }
+
+
 def _distribution(
     name: str, reference: list[float], current: np.ndarray
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -305,6 +324,7 @@ def monitor(
         "distributions": distributions,
         "prior": prior,
         "subtype": _subtype_section(rows, meta),
+        "borderline": _borderline_section(values["probability"], meta),
         "alerts": [r for r in rules if r["tripped"]],
         "rules": rules,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
