@@ -155,6 +155,23 @@ def _train_process(cfg_file: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
+def _first_epoch_recorded(run: Path) -> bool:
+    """The first checkpoint is written and the first epoch's last metric is in the log.
+
+    Lightning writes the checkpoint of an epoch a moment before that epoch's metrics reach
+    the CSV log; a kill in between loses the epoch's row of `metrics.csv` (docs/monitoring.md,
+    "Faults"), so the kill waits for both."""
+    from pneumonia.evaluation.plots import read_epoch_metrics
+
+    logs = sorted((run / "logs").glob("part*/metrics.csv"))
+    if not (run / "checkpoints" / "last.ckpt").is_file() or not logs:
+        return False
+    try:
+        return any(e == 0 for e, _ in read_epoch_metrics(logs).get("train_acc", []))
+    except (OSError, ValueError, KeyError):  # the log is being written
+        return False
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
     """A real kill (SIGKILL: no handler runs) after the first checkpoint, then `--resume`:
@@ -171,13 +188,13 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> N
     killed = tmp_path / "runs" / "killed"
     process = _train_process(files["killed"])
     deadline = time.monotonic() + 240
-    while not (killed / "checkpoints" / "last.ckpt").is_file():
+    while not _first_epoch_recorded(killed):
         assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    # killed before the run finished, whenever the kill lands after the first checkpoint
+    # killed before the run finished, whenever the kill lands after the first epoch's record
     assert process.returncode == -signal.SIGKILL and not (killed / "bundle").exists()
     assert not (killed / "summary.json").exists()
     for proc in (
@@ -203,10 +220,7 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> N
         for n in ("killed", "whole")
     ]
     assert [r["epoch"] for r in tables[0]] == [r["epoch"] for r in tables[1]]
-    for killed_row, whole_row in zip(*tables, strict=True):  # flushed every step: rows survive;
-        for key, value in killed_row.items():  # but Lightning logs an epoch's training means
-            assert value in ("", whole_row[key]), key  # after its checkpoint: a kill in
-        assert killed_row["val_auc"] == whole_row["val_auc"]  # between loses just those
+    assert tables[0] == tables[1]  # every epoch's row, the killed one's from its first log
 
 
 @pytest.mark.slow
