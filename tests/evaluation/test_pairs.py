@@ -100,7 +100,8 @@ def test_only_and_renderings_narrow_the_run_and_a_bad_file_is_left_out(
 def test_the_band_is_the_quantile_of_each_pairs_largest_logit_change() -> None:
     from scipy.stats.mstats import hdquantiles
 
-    from pneumonia.evaluation.pairs import logit, rendering_band
+    from pneumonia.evaluation.calibration import logit
+    from pneumonia.evaluation.pairs import CLIP, rendering_band
 
     rng = np.random.default_rng(0)
     z = rng.normal(0, 3, 400)
@@ -114,7 +115,7 @@ def test_the_band_is_the_quantile_of_each_pairs_largest_logit_change() -> None:
     assert got["logit"] == pytest.approx(1.9, abs=0.01)
     assert got["pairs"] == 400 and got["at_or_above"] == pytest.approx(20, abs=1)
     assert rendering_band(p_copy, [largest], 0.5)["logit"] == pytest.approx(1.0, abs=0.02)
-    assert np.isfinite(logit(np.array([0.0, 1.0]))).all()  # saturated answers stay finite
+    assert np.isfinite(logit(np.array([0.0, 1.0]), CLIP)).all()  # saturated stay finite
     with pytest.raises(DataError, match="at least two pairs"):
         rendering_band(p_copy[:1], [largest[:1]])
 

@@ -17,9 +17,9 @@ from sklearn.metrics import brier_score_loss, log_loss
 from pneumonia.core.errors import PneumoniaError
 
 
-def logit(probs: np.ndarray) -> np.ndarray:
-    """Inverse sigmoid, clipped away from 0 and 1."""
-    p = np.clip(np.asarray(probs, dtype=float), 1e-7, 1 - 1e-7)
+def logit(probs: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Inverse sigmoid, the probabilities clipped to [eps, 1 - eps]."""
+    p = np.clip(np.asarray(probs, dtype=float), eps, 1 - eps)
     return np.log(p / (1 - p))
 
 

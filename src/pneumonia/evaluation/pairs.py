@@ -30,6 +30,7 @@ from pneumonia.core.progress import parallel_map
 from pneumonia.data.discover import discover
 from pneumonia.data.image_io import decode_image, read_image
 from pneumonia.data.renderings import RENDERINGS, chosen, render
+from pneumonia.evaluation.calibration import logit
 from pneumonia.inference.loading import Bundle
 from pneumonia.inference.predictions import guard_scores, network_scores, to_probability
 
@@ -206,19 +207,14 @@ def score_pairs(
     }
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    """log(p / (1 - p)), with p clipped to [CLIP, 1 - CLIP] (saturated answers stay finite)."""
-    q = np.clip(np.asarray(p, dtype=np.float64), CLIP, 1 - CLIP)
-    return np.log(q / (1 - q))
-
-
 def rendering_band(
     p_copy: np.ndarray, p_views: Sequence[np.ndarray], quantile: float = BAND_QUANTILE
 ) -> dict[str, Any]:
     """The borderline band's half-width: the Harrell-Davis `quantile`, over the pairs, of each
     pair's largest |logit change| between its copy and any of its renderings, and how many
     pairs it rests on (those whose largest change is at or above it)."""
-    change = np.max([np.abs(logit(p) - logit(p_copy)) for p in p_views], axis=0)
+    copy = logit(p_copy, CLIP)
+    change = np.max([np.abs(logit(p, CLIP) - copy) for p in p_views], axis=0)
     if len(change) < 2:
         raise DataError("the borderline band needs at least two pairs")
     width = float(np.asarray(hdquantiles(change, prob=[quantile]))[0])
@@ -333,8 +329,7 @@ def record_pairs(folder: Path, result: dict[str, Any], which: str, command: str)
     )
     reference = np.asarray(meta.reference.get("probability", []), dtype=np.float64)
     if len(reference):
-        low, high = borderline.limits(meta.threshold.value)
-        share = float(((reference >= low) & (reference < high)).mean())
+        share = float(borderline.contains(reference, meta.threshold.value).mean())
         borderline = borderline.model_copy(update={"validation_share": share})
     update = {"validation": validation, "borderline": borderline}
     return write_meta(meta.model_copy(update=update), folder)
