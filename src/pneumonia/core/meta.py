@@ -9,7 +9,7 @@ import math
 import platform
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,7 @@ from pneumonia.core import LABELS, SUBTYPES, __version__
 from pneumonia.core.preprocess import Preprocessing
 
 FORMAT_VERSION = 1
+P = TypeVar("P")  # a probability, or an array of them
 
 
 def package_versions() -> dict[str, str]:
@@ -127,10 +128,11 @@ class Borderline(_Strict):
         z = math.log(threshold / (1 - threshold))
         return 1 / (1 + math.exp(self.logit - z)), 1 / (1 + math.exp(-self.logit - z))
 
-    def contains(self, probability: float, threshold: float) -> bool:
-        """True when `probability` lies within the band around `threshold`."""
+    def contains(self, probability: P, threshold: float) -> P:
+        """Whether `probability` (a number, or an array of them elementwise) lies within the
+        band around `threshold`."""
         low, high = self.limits(threshold)
-        return low <= probability < high
+        return (low <= probability) & (probability < high)  # type: ignore[operator,return-value]
 
 
 class FileRecord(_Strict):

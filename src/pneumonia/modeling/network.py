@@ -35,9 +35,14 @@ def save_bundle(model: nn.Module, meta: BundleMeta, folder: Path) -> Path:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights), metadata={"pneumonia": meta.contract_record()})
     plain_mode(weights)
-    update = {"files": {WEIGHTS: file_record(weights)}, "guard": None, "reference": {}}
-    update["borderline"] = None  # a band measured on other weights does not hold for these
-    meta = meta.model_copy(update={**update, "exports": {}})
+    update = {
+        "files": {WEIGHTS: file_record(weights)},
+        "guard": None,
+        "reference": {},
+        "borderline": None,
+        "exports": {},
+    }  # fmt: skip (a band of other weights: dropped)
+    meta = meta.model_copy(update=update)
     write_meta(meta, folder)
     log.info("bundle written: %s", folder)
     return folder

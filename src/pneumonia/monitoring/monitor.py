@@ -161,7 +161,7 @@ def _borderline_section(probability: np.ndarray, meta: BundleMeta) -> dict[str, 
     if band is None or not len(probability):
         return {"active": False}
     low, high = band.limits(meta.threshold.value)
-    count = int(((probability >= low) & (probability < high)).sum())
+    count = int(band.contains(probability, meta.threshold.value).sum())
     return {
         "active": True,
         "answered": len(probability),
