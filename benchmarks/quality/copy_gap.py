@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import COPIES, ORIGINALS, machine
+from common import COPIES, ORIGINALS, machine, print_table
 
 from pneumonia.core.preprocess import Render, jpeg_round_trip
 from pneumonia.data.image_io import read_image
@@ -79,10 +79,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{args.copies}: no square copies whose side 8 divides")
     means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     print(f"{len(rows)} pairs; {machine()}, {time.perf_counter() - started:.0f} s")
-    print("| rendering of the original | mean \\|difference\\| from the copy, grey levels |")
-    print("|---|---:|")
-    for name, value in means.items():
-        print(f"| {name} | {value:.3f} |")
+    header = "mean \\|difference\\| from the copy, grey levels"
+    print_table(["rendering of the original", header], [[n, f"{v:.3f}"] for n, v in means.items()])
     return {"pairs": len(rows), "gaps": means}
 
 

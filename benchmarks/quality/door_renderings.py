@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import ORIGINALS, REPO, machine
+from common import ORIGINALS, REPO, machine, print_table
 
 from pneumonia.data.image_io import decode_image
 from pneumonia.data.renderings import render
@@ -83,10 +83,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         differ = count(files, doors)
     seconds = time.perf_counter() - started
     print(f"{len(files)} originals, renderings {', '.join(LOSSLESS)}; {machine()}, {seconds:.0f} s")
-    print("| door | originals whose renderings decode to other pixels |")
-    print("|---|---:|")
-    for which, n in differ.items():
-        print(f"| {which} | {n} of {len(files)} |")
+    rows = [[which, f"{n} of {len(files)}"] for which, n in differ.items()]
+    print_table(["door", "originals whose renderings decode to other pixels"], rows)
     return {"originals": len(files), "differ": differ}
 
 
