@@ -111,6 +111,9 @@ def test_pairs_command_prints_every_rendering_and_refuses_an_unknown_one(
     assert band["pairs"] == 6 and band["logit"] > 0 and "synthetic pairs" in band["measured_on"]
     assert len(band["renderings"]) == 6 and 0 <= band["validation_share"] <= 1
     assert "- Borderline: an answer with P in [" in card
+    again = invoke("pairs", copy, *args, "--force")  # now against the band it recorded
+    assert again.exit_code == 0 and "the bundle's own band" in again.output
+    assert "of 6 pairs moved less" in again.output.replace("\n", " ")
     image = copies / "NORMAL" / "IM-0000-0001.png"
     assert invoke("predict", copy, image, "--out", tmp_path / "p").exit_code == 0
     answer = json.loads((tmp_path / "p" / "predictions.json").read_text())

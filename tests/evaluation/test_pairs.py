@@ -136,3 +136,15 @@ def test_pairs_that_never_move_record_no_band(tiny_run: TinyRun, tmp_path: Path)
     record_pairs(folder, result, "identical", "pneumonia pairs")
     meta = json.loads((folder / "model.json").read_text())
     assert meta["borderline"] is None and meta["validation"]["real_files"]["pairs"] == 4
+
+
+def test_pairs_against_a_recorded_band_count_what_it_covers_and_which_flips_it_holds() -> None:
+    from pneumonia.core.meta import Borderline
+    from pneumonia.evaluation.pairs import against_band
+
+    band = Borderline(logit=1.0, quantile=0.95, pairs=9, renderings=["a"], measured_on="test")
+    p_copy = np.array([0.5, 0.5, 0.9, 0.01])  # band at 0.5: P in [0.269, 0.731)
+    near = np.array([0.55, 0.3, 0.9, 0.01])  # pair 1 changes label, both answers in the band
+    far = np.array([0.5, 0.5, 0.2, 0.01])  # pair 2 changes label from outside it (3.6 logit)
+    got = against_band(p_copy, [near, far], band, threshold=0.5)
+    assert got == {"logit": 1.0, "pairs": 4, "covered": 3, "flips": 2, "flips_within": 1}

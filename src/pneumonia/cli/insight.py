@@ -292,6 +292,12 @@ def pairs_command(
         f"{band['quantile']:.0%} of the {band['pairs']} pairs moved less under every rendering "
         f"({band['at_or_above']} at or above it)"
     )
+    if (kept := result["recorded_band"]) is not None:
+        console.print(
+            f"the bundle's own band ({kept['logit']:.2f}): {kept['covered']} of {kept['pairs']} "
+            f"pairs moved less under every rendering; {kept['flips_within']} of the "
+            f"{kept['flips']} label changes had both answers within it"
+        )
     print_list("Originals without one copy of the same name", result["unmatched"])
     print_list(
         "Unreadable, excluded", [f"{u['path']}: {u['reason']}" for u in result["unreadable"]]

@@ -25,6 +25,7 @@ import numpy as np
 from scipy.stats.mstats import hdquantiles
 
 from pneumonia.core.errors import DataError, ImageError
+from pneumonia.core.meta import Borderline
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.core.progress import parallel_map
 from pneumonia.data.discover import discover
@@ -207,14 +208,40 @@ def score_pairs(
     }
 
 
+def largest_changes(p_copy: np.ndarray, p_views: Sequence[np.ndarray]) -> np.ndarray:
+    """Each pair's largest |logit change| between its copy and any of its renderings."""
+    copy = logit(p_copy, CLIP)
+    return np.asarray(np.max([np.abs(logit(p, CLIP) - copy) for p in p_views], axis=0))
+
+
+def against_band(
+    p_copy: np.ndarray, p_views: Sequence[np.ndarray], band: Borderline, threshold: float
+) -> dict[str, Any]:
+    """These pairs against a band a bundle already records: how many moved less than it under
+    every rendering, and of the renderings whose label changed, how many have both answers
+    (copy and rendering) within it."""
+    covered = largest_changes(p_copy, p_views) < band.logit
+    flips = inside = 0
+    for p in p_views:
+        flipped = (p >= threshold) != (p_copy >= threshold)
+        both = band.contains(p, threshold) & band.contains(p_copy, threshold)
+        flips, inside = flips + int(flipped.sum()), inside + int((flipped & both).sum())
+    return {
+        "logit": band.logit,
+        "pairs": len(covered),
+        "covered": int(covered.sum()),
+        "flips": flips,
+        "flips_within": inside,
+    }
+
+
 def rendering_band(
     p_copy: np.ndarray, p_views: Sequence[np.ndarray], quantile: float = BAND_QUANTILE
 ) -> dict[str, Any]:
     """The borderline band's half-width: the Harrell-Davis `quantile`, over the pairs, of each
     pair's largest |logit change| between its copy and any of its renderings, and how many
     pairs it rests on (those whose largest change is at or above it)."""
-    copy = logit(p_copy, CLIP)
-    change = np.max([np.abs(logit(p, CLIP) - copy) for p in p_views], axis=0)
+    change = largest_changes(p_copy, p_views)
     if len(change) < 2:
         raise DataError("the borderline band needs at least two pairs")
     width = float(np.asarray(hdquantiles(change, prob=[quantile]))[0])
@@ -244,6 +271,8 @@ def pairs_report(
         if not pairs:
             raise DataError(f"none of the {len(only)} images asked for is among the pairs")
     scored = score_pairs(bundle, pairs, renderings, workers, show)
+    p_copy = scored["scores"][COPY][0]
+    p_views = [scored["scores"][n][0] for n in scored["agreement"]]
     result = {
         "bundle": str(bundle.path),
         "backend": bundle.backend,
@@ -260,9 +289,10 @@ def pairs_report(
             n: {"description": RENDERINGS[n].description, **a}
             for n, a in scored["agreement"].items()
         },
-        "borderline": rendering_band(
-            scored["scores"][COPY][0], [scored["scores"][n][0] for n in scored["agreement"]]
-        ),
+        "borderline": rendering_band(p_copy, p_views),
+        "recorded_band": None
+        if bundle.meta.borderline is None
+        else against_band(p_copy, p_views, bundle.meta.borderline, bundle.threshold),
         "unmatched": unmatched,
         "unreadable": scored["unreadable"],
     }
@@ -303,7 +333,6 @@ def record_pairs(folder: Path, result: dict[str, Any], which: str, command: str)
     and its band as the bundle's `borderline`, with the share of the bundle's validation
     answers (its `reference`) that fall within it."""
     from pneumonia.core.bundle import read_meta, write_meta
-    from pneumonia.core.meta import Borderline
 
     folder, meta = read_meta(folder)
     keep = ("mean_dp", "p95_dp", "max_dp", "flips", "flagged", "flagged_copy", "rendering", "copy")
