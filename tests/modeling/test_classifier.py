@@ -108,3 +108,46 @@ def test_progressive_sizes_cannot_exceed_the_image_size(tmp_path: Path) -> None:
     message = r"configuration: train\.progressive_sizes \[16, 64\]: each side must be at most"
     with pytest.raises(ConfigError, match=message):
         tiny_config(tmp_path, "train.progressive_sizes=[16, 64]")
+
+
+def test_the_consistency_term_pulls_only_the_other_rendering() -> None:
+    cfg = tiny_config(Path("unused"), "train.channels_last=false")
+    torch.manual_seed(0)
+    module = XrayClassifier(create_model("cnn_small"), cfg.train, pos_weight=None).eval()
+    torch.nn.init.normal_(module.model.get_classifier().weight, std=1.0)  # logits away from 0
+    copy = torch.randn(3, 1, 32, 32, requires_grad=True)
+    other = (copy.detach() + 0.5 * torch.randn(3, 1, 32, 32)).requires_grad_(True)
+    term = module.consistency_term((copy, other, torch.zeros(3)))
+    expected = (module(other) - module(copy)).pow(2).mean()
+    assert term.item() == pytest.approx(expected.item(), rel=1e-4) and term.item() > 1e-3
+    term.backward()
+    assert copy.grad is not None and not copy.grad.any()  # the copy's answer is held fixed
+    assert other.grad is not None and other.grad.abs().sum() > 0
+    same = module.consistency_term((copy, copy.detach().clone(), torch.zeros(3)))
+    assert same.item() == pytest.approx(0, abs=1e-9)
+
+
+def test_training_steps_with_pairs_bring_their_answers_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch.manual_seed(0)
+    x, y, s = torch.rand(8, 1, 32, 32), torch.tensor([0, 1] * 4), torch.full((8,), -1)
+    copy = torch.rand(6, 1, 32, 32)
+    pairs = (copy, copy.pow(0.3), torch.tensor([0, 1] * 3))  # a brighter rendering of each
+    start = create_model("cnn_small").state_dict()
+    gaps = []
+    for weight in (0.0, 1.0):
+        cfg = tiny_config(Path("unused"), "train.channels_last=false")
+        module = XrayClassifier(create_model("cnn_small"), cfg.train, pos_weight=None)
+        module.model.load_state_dict(start)
+        module.cfg = cfg.train.model_copy(update={"consistency": weight})
+        monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+        opt = torch.optim.Adam(module.parameters(), lr=3e-3)
+        for _ in range(30):
+            opt.zero_grad()
+            module.training_step({"images": (x, y, s), "pairs": pairs}, 0).backward()
+            opt.step()
+        with torch.inference_mode():
+            module.eval()
+            gaps.append(float((module(pairs[1]) - module(pairs[0])).abs().mean()))
+    assert gaps[1] < 0.5 * gaps[0]

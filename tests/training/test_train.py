@@ -272,3 +272,21 @@ def test_a_failed_export_keeps_the_trained_bundle(
     assert not summary["onnx"] and load_bundle(Path(summary["bundle"])).backend == "torch"
     assert "exporter crashed" in caplog.text and "pneumonia export" in caplog.text
     assert summary["guard"] is not None and "on the torch backend" in caplog.text
+
+
+def test_a_run_with_pairs_logs_their_consistency(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parents[1] / "modeling"))
+    from test_paired import paired_config, write_originals
+
+    from pneumonia.data.split import read_manifest
+
+    cfg = paired_config(tmp_path)
+    prepare_tiny(tmp_path, cfg)
+    rows = [r for r in read_manifest(cfg.data.manifest) if r.split == "train"]
+    write_originals(rows[:8], tmp_path / "originals")
+    summary = train(cfg)
+    with (Path(summary["run_dir"]) / "metrics.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 2 and all(float(r["train_consistency"]) > 0 for r in table)
+    meta = load_bundle(summary["bundle"]).meta
+    assert meta.training["config"]["train"]["consistency"] == 1.0

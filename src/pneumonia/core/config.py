@@ -60,6 +60,19 @@ class AugmentConfig(_Strict):
     render_jpeg_min: int = Field(40, ge=1, le=95, description="lowest JPEG quality drawn")
 
 
+class PairsConfig(_Strict):
+    """Other renderings of training images (originals), paired by file name with their
+    copies, for the consistency term (`train.consistency`)."""
+
+    originals: Path | None = Field(
+        None, description="a folder of files named as training images (NORMAL/, PNEUMONIA/)"
+    )
+    only: Path | None = Field(
+        None, description="a text file of the file names to pair, one per line; null: all"
+    )
+    batch_size: int = Field(8, ge=1, description="pairs added to every training step")
+
+
 class DataConfig(_Strict):
     """Where the data is, how validation is carved, how batches are drawn."""
 
@@ -92,6 +105,7 @@ class DataConfig(_Strict):
         return 0 if cores <= 2 else min(8, cores - 2)
 
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
 
 
 class ModelConfig(_Strict):
@@ -129,6 +143,12 @@ class TrainConfig(_Strict):
     early_stopping_patience: int = Field(4, ge=1, description="epochs without val AUC gain")
     label_smoothing: float = Field(
         0.0, ge=0, lt=0.5, description="training targets 0/1 become eps/2 and 1-eps/2"
+    )
+    consistency: float = Field(
+        0.0,
+        ge=0,
+        description="weight of mean((z_other - z_copy)^2) over data.pairs' batches, the "
+        "copy's logit held fixed: another rendering of a film gets its copy's answer",
     )
     subtype_weight: float = Field(
         0.5,
@@ -251,6 +271,16 @@ class Config(_Strict):
             raise ValueError(
                 f"train.progressive_sizes {self.train.progressive_sizes}: each side must be at "
                 f"most preprocess.image_size ({side}); the batches are downsampled, not enlarged"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pairs_used(self) -> Config:
+        has_pairs = self.data.pairs.originals is not None
+        if has_pairs != (self.train.consistency > 0):
+            raise ValueError(
+                "data.pairs.originals and train.consistency go together: set both (a folder "
+                "of other renderings and a weight > 0) or neither"
             )
         return self
 

@@ -4,8 +4,10 @@ whose subtype is known (the others are masked out of that loss).
 
 Two-stage fine-tuning: for `freeze_epochs` epochs only the classifier head trains (the
 backbone is frozen, its batch-norm statistics too); then everything trains, the backbone at
-`lr * backbone_lr_scale`. Validation gathers every probability (across processes under DDP)
-and scores ROC-AUC with scikit-learn, the number checkpoints and early stopping follow.
+`lr * backbone_lr_scale`. With `consistency` (and `data.pairs`), each step also pulls the
+logits of other renderings of training images (originals) onto their copies'. Validation
+gathers every probability (across processes under DDP) and scores ROC-AUC with
+scikit-learn, the number checkpoints and early stopping follow.
 Progressive resizing (`progressive_sizes`): early epochs train on batches downsampled
 (antialiased) to a smaller side, cheaper steps; later epochs and validation use the full size.
 """
@@ -154,21 +156,42 @@ class XrayClassifier(LightningModule):
                 if stage1 or (weight is not None and id(weight) in self.always_frozen):
                     m.eval()
 
-    def training_step(self, batch: tuple[torch.Tensor, ...], idx: int) -> torch.Tensor:
-        x, y, s = batch
+    def sized(self, x: torch.Tensor) -> torch.Tensor:
+        """A training batch at this epoch's side (progressive resizing: smaller, antialiased)."""
         size = self.train_size()
-        if size is not None and size != x.shape[-1]:  # progressive resizing: a smaller batch
-            x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        out = self.outputs(x)
+        if size is None or size == x.shape[-1]:
+            return x
+        return nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+
+    def consistency_term(self, pairs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """mean((z_other - z_copy)^2) over a batch of pairs, the copy's logit held fixed: the
+        other rendering is pulled onto the answer its copy gets."""
+        copy, other = self.sized(pairs[0]), self.sized(pairs[1])
+        z = self(torch.cat([copy, other]))
+        z_copy, z_other = z[: len(copy)].detach(), z[len(copy) :]
+        return (z_other - z_copy).pow(2).mean()
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, ...] | dict[str, tuple[torch.Tensor, ...]], idx: int
+    ) -> torch.Tensor:
+        pairs = batch.get("pairs") if isinstance(batch, dict) else None
+        images = batch["images"] if isinstance(batch, dict) else batch  # dict: with data.pairs
+        x, y, s = images
+        out = self.outputs(self.sized(x))
         logits = out[:, 0]
         eps = self.cfg.label_smoothing
         loss = self.loss(logits, y.float() * (1 - eps) + eps / 2)
         subtype = self.subtype_term(out, s)
         if subtype is not None:
             loss = loss + self.cfg.subtype_weight * subtype
+        if pairs is not None:
+            consistency = self.consistency_term(pairs)
+            n = len(pairs[0])
+            self.log("train_consistency", consistency, on_step=False, on_epoch=True, batch_size=n)
+            loss = loss + self.cfg.consistency * consistency
         self._train_correct += int(((logits > 0).long() == y).sum())
         self._train_seen += len(y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -177,7 +200,7 @@ class XrayClassifier(LightningModule):
         head_lr = self.trainer.optimizers[0].param_groups[1]["lr"]
         self.log("lr", head_lr, sync_dist=True)
         m = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
-        keys = ("train_loss", "train_acc", "val_loss", "val_acc", "val_auc")
+        keys = ("train_loss", "train_consistency", "train_acc", "val_loss", "val_acc", "val_auc")
         shown = "  ".join(f"{k} {m[k]:.4f}" for k in keys if k in m)
         took = time.perf_counter() - self._epoch_started
         if self.trainer.is_global_zero:  # once, not once per DDP process

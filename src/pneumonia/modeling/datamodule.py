@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning import LightningDataModule
+from lightning.pytorch.utilities import CombinedLoader
 from sklearn.utils.class_weight import compute_class_weight
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
@@ -25,6 +26,7 @@ from pneumonia.data.cache import cache_dir_for, cached_array_path, read_failed
 from pneumonia.data.discover import subtype_of
 from pneumonia.data.split import Row, read_manifest
 from pneumonia.modeling.augment import build_augment
+from pneumonia.modeling.paired import PairedImages, paired_squares
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ class XrayDataModule(LightningDataModule):
         self.generator = torch.Generator().manual_seed(data.seed)
         self.cache_dir = cache_dir_for(data.cache_dir, contract)
         self.rows: dict[str, list[Row]] = {}
+        self._pairs: PairedImages | None = None
 
     def setup(self, stage: str | None = None) -> None:
         """Read the manifest, keep the rows the cache holds, drop (and log) failed images."""
@@ -169,8 +172,30 @@ class XrayDataModule(LightningDataModule):
             **kwargs,  # type: ignore[arg-type]
         )
 
-    def train_dataloader(self) -> DataLoader:
-        """Augmented training batches, balanced as `data.balance` says."""
+    def pairs(self) -> PairedImages:
+        """The training copies paired with their other renderings (`data.pairs`), augmented
+        alike; read once."""
+        if self._pairs is None:
+            copies, others, labels = paired_squares(
+                self.rows["train"], self.cfg.pairs, self.contract, self.cache_dir
+            )
+            aug = build_augment(self.cfg.augment, self.contract.resize)
+            self._pairs = PairedImages(copies, others, labels, self.contract, aug)
+        return self._pairs
+
+    def train_dataloader(self) -> DataLoader | CombinedLoader:
+        """Augmented training batches, balanced as `data.balance` says; with `data.pairs`, a
+        {"images", "pairs"} batch each step, the pairs cycled as often as needed."""
+        images = self._images_loader()
+        if self.cfg.pairs.originals is None:
+            return images
+        generator = torch.Generator().manual_seed(self.cfg.seed + 1)
+        pairs = DataLoader(
+            self.pairs(), batch_size=self.cfg.pairs.batch_size, shuffle=True, generator=generator
+        )
+        return CombinedLoader({"images": images, "pairs": pairs}, mode="max_size_cycle")
+
+    def _images_loader(self) -> DataLoader:
         ds = self.dataset("train", augment=True)
         generator = self.generator.manual_seed(self.cfg.seed)
         if self.cfg.balance == "sampler":

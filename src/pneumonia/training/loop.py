@@ -21,8 +21,8 @@ from pneumonia.modeling.datamodule import XrayDataModule
 
 log = logging.getLogger(__name__)
 EPOCH_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "lr")
-OPTIONAL_COLUMNS = ("val_subtype_auc",)
-"""Columns of `metrics.csv` only for runs that log them (the subtype head)."""
+OPTIONAL_COLUMNS = ("val_subtype_auc", "train_consistency")
+"""Columns of `metrics.csv` only for runs that log them (the subtype head, data.pairs)."""
 
 
 def training_logger(handle: RunHandle | None) -> MLFlowLogger | None:
