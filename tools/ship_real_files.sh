@@ -19,6 +19,8 @@
 # data prepare`), the label audit (`pneumonia data audit`) and ../shared/data/originals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ -x .venv/bin/pneumonia ] && PATH="$PWD/.venv/bin:$PATH"   # the README's set-up, activated or not
+command -v pneumonia >/dev/null || { echo "pneumonia not found: run the README's set-up first" >&2; exit 1; }
 out=${1:-runs/shipped-real-files}
 render=${RENDER:-224:75:1}    # the render step's SIDE:QUALITY[:BLUR] (RENDER=... to try another)
 v1=$out-v1 canon=$out-canon   # the steps' bundles, kept beside it
