@@ -100,13 +100,21 @@ def test_pairs_command_prints_every_rendering_and_refuses_an_unknown_one(
     assert again.exit_code == 1 and "--force" in again.output
     assert "Not checked on originals" in (tiny_run.bundle / "MODEL_CARD.md").read_text()
     copy = shutil.copytree(tiny_run.bundle, tmp_path / "bundle")
-    recorded = invoke("pairs", copy, *args, "--force", "--record", "synthetic pairs")
+    too_few = invoke("pairs", copy, *args, "--force", "--record", "synthetic pairs")
+    assert too_few.exit_code == 0, too_few.output
+    assert "no borderline band kept: 6 pairs are fewer than 100" in too_few.output
+    assert json.loads((copy / "model.json").read_text())["borderline"] is None
+    recorded = invoke(
+        "pairs", copy, *args, "--force", "--record", "synthetic pairs", "--band-min-pairs", 6
+    )
     assert recorded.exit_code == 0, recorded.output
+    assert "no borderline band kept" not in recorded.output
     card = (copy / "MODEL_CARD.md").read_text()
     assert "## Real files" in card and "synthetic pairs" in card and "| dicom_m2_12 |" in card
     meta = json.loads((copy / "model.json").read_text())
     record = meta["validation"]["real_files"]
     assert record["pairs"] == 6 and record["command"].startswith("pneumonia pairs")
+    assert record["command"].endswith("--band-min-pairs 6")  # the command that kept it
     band = meta["borderline"]
     assert band["pairs"] == 6 and band["logit"] > 0 and "synthetic pairs" in band["measured_on"]
     assert len(band["renderings"]) == 6 and 0 <= band["validation_share"] <= 1
@@ -125,6 +133,7 @@ def test_pairs_command_prints_every_rendering_and_refuses_an_unknown_one(
     assert some.exit_code == 0 and "2 originals (2 patients)" in some.output
     missing = invoke("pairs", tiny_run.bundle, *args, "--force", "--only", tmp_path / "none.txt")
     assert missing.exit_code == 1 and "none.txt: no such file" in missing.output
+    assert "Traceback" not in missing.output
     args[args.index(out)] = tmp_path / "never"
     bad = invoke("pairs", tiny_run.bundle, *args, "--rendering", "gif")
     assert bad.exit_code == 1 and "unknown rendering 'gif'" in bad.output

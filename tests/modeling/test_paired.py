@@ -82,7 +82,7 @@ def test_no_pair_is_an_error_naming_the_folder(tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     listed = paired_config(tmp_path, f"data.pairs.only={empty}").data.pairs
-    with pytest.raises(DataError, match=r"empty\.txt: lists no file names to pair"):
+    with pytest.raises(DataError, match=r"empty\.txt: lists no file names"):
         paired_squares(dm.rows["train"], listed, cfg.preprocess, dm.cache_dir)
 
 

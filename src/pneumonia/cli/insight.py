@@ -27,6 +27,7 @@ from pneumonia.cli.common import (
     split_bundle,
     user_errors,
 )
+from pneumonia.core.meta import MIN_BAND_PAIRS
 from pneumonia.core.options import Scoring
 
 
@@ -264,23 +265,27 @@ def pairs_command(
             "these are (e.g. 'training patients, never trained on as originals').",
         ),
     ] = None,
+    band_min_pairs: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            help="With --record, keep the borderline band only when it rests on at least "
+            f"this many pairs (at {MIN_BAND_PAIRS}, its 0.95 quantile rests on 5 images or more).",
+        ),
+    ] = MIN_BAND_PAIRS,
     backend: BackendOpt = "auto",
     workers: WorkersOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Originals against their copies: does the answer move with the file (DICOM, PNG, ...)?"""
-    from pneumonia.core.errors import DataError
     from pneumonia.core.outputs import fresh_dir
+    from pneumonia.data.discover import name_list
     from pneumonia.data.renderings import chosen
     from pneumonia.evaluation.pairs import pairs_report
     from pneumonia.inference.loading import load_bundle
 
     chosen(rendering)  # an unknown name is refused before the output folder is made
-    names = None
-    if only is not None:
-        if not only.is_file():
-            raise DataError(f"{only}: no such file (--only names the originals, one a line)")
-        names = {line.strip() for line in only.read_text().splitlines() if line.strip()}
+    names = name_list(only) if only is not None else None
     loaded = load_bundle(bundle, backend)
     say_backend(loaded)
     out_dir = fresh_dir(out, force)
@@ -304,12 +309,15 @@ def pairs_command(
     )
     console.print(f"report: {out_dir / 'pairs.json'} (pairs.csv: one row per pair and rendering)")
     if which is not None:
-        from pneumonia.evaluation.pairs import record_pairs
+        from pneumonia.evaluation.pairs import band_left_out, record_pairs
 
         args = ["pairs", loaded.path, "--originals", originals, "--copies", copies]
         args += [] if only is None else ["--only", only]
-        written = record_pairs(loaded.path, result, which, command_line(*args))
+        args += [] if band_min_pairs == MIN_BAND_PAIRS else ["--band-min-pairs", band_min_pairs]
+        written = record_pairs(loaded.path, result, which, command_line(*args), band_min_pairs)
         console.print(f"recorded in {written} and its model card")
+        if (why := band_left_out(result, band_min_pairs)) is not None:
+            console.print(f"no borderline band kept: {why}")
 
 
 COMMANDS: dict[str, Callable[..., None]] = {

@@ -110,6 +110,10 @@ class SubtypeRecord(_Strict):
     validation: dict[str, Any] = Field(default_factory=dict)
 
 
+MIN_BAND_PAIRS = 100
+"""Fewest pairs a recorded band may rest on: its 0.95 quantile then rests on 5 images or more."""
+
+
 class Borderline(_Strict):
     """Answers near the threshold that the file could decide: a calibrated logit within
     `logit` of the threshold's. Measured by `pneumonia pairs --record`: of held-out pairs, a

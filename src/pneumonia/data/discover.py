@@ -242,6 +242,22 @@ def _discover_csv(path: Path) -> Discovery:
     return out
 
 
+def name_list(path: Path) -> set[str]:
+    """The file names a list file holds, one per line (blank lines skipped), such as
+    `pairs --only` and `data.pairs.only` read. Missing, unreadable or empty is an error."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (a list of file names, one a line)")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise DataError(f"{path}: cannot read the list of file names ({reason})") from None
+    names = {line.strip() for line in lines if line.strip()}
+    if not names:
+        raise DataError(f"{path}: lists no file names (one a line)")
+    return names
+
+
 def discover(root: str | Path) -> Discovery:
     """Find every labelled image under `root` (folder, `.npz` or `.csv`) and what is wrong."""
     root = Path(root)

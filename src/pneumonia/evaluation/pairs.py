@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats.mstats import hdquantiles
 
 from pneumonia.core.errors import DataError, ImageError
-from pneumonia.core.meta import Borderline
+from pneumonia.core.meta import MIN_BAND_PAIRS, Borderline
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.core.progress import parallel_map
 from pneumonia.data.discover import discover
@@ -327,11 +327,30 @@ def _write_rows(scored: dict[str, Any], path: Path) -> None:
                 )
 
 
-def record_pairs(folder: Path, result: dict[str, Any], which: str, command: str) -> Path:
+def band_left_out(result: dict[str, Any], min_pairs: int = MIN_BAND_PAIRS) -> str | None:
+    """Why a pairs result's band would not be kept in a bundle; None when it would be."""
+    band = result["borderline"]
+    if band["logit"] <= 0:
+        return "no rendering moved any answer, so no answer is borderline"
+    if band["pairs"] < min_pairs:
+        return (
+            f"{band['pairs']} pairs are fewer than {min_pairs}: its {band['quantile']:.2f} "
+            f"quantile rests on {band['at_or_above']} images (--band-min-pairs to accept fewer)"
+        )
+    return None
+
+
+def record_pairs(
+    folder: Path,
+    result: dict[str, Any],
+    which: str,
+    command: str,
+    min_band_pairs: int = MIN_BAND_PAIRS,
+) -> Path:
     """Keep a pairs result in a bundle's `model.json` (`validation.real_files`, which its card
     shows): per rendering the |dp| summary, flips, guard flags and rates, and what was run;
-    and its band as the bundle's `borderline`, with the share of the bundle's validation
-    answers (its `reference`) that fall within it."""
+    and its band as the bundle's `borderline` (unless `band_left_out` says why not), with the
+    share of the bundle's validation answers (its `reference`) that fall within it."""
     from pneumonia.core.bundle import read_meta, write_meta
 
     folder, meta = read_meta(folder)
@@ -347,7 +366,7 @@ def record_pairs(folder: Path, result: dict[str, Any], which: str, command: str)
     }
     validation = {**meta.validation, "real_files": record}
     band = result["borderline"]
-    if band["logit"] <= 0:  # no rendering moved an answer: nothing is borderline
+    if band_left_out(result, min_band_pairs) is not None:
         return write_meta(meta.model_copy(update={"validation": validation}), folder)
     borderline = Borderline(
         logit=band["logit"],

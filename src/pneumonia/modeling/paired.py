@@ -21,29 +21,17 @@ from pneumonia.core.config import PairsConfig
 from pneumonia.core.errors import DataError, ImageError
 from pneumonia.core.preprocess import Preprocessing
 from pneumonia.data.cache import cached_array_path
-from pneumonia.data.discover import Sample, discover
+from pneumonia.data.discover import Sample, discover, name_list
 from pneumonia.data.image_io import load_gray
 from pneumonia.data.split import Row
 
 log = logging.getLogger(__name__)
 
 
-def listed_names(path: Path) -> set[str]:
-    """The file names a `data.pairs.only` file lists, one per line (blank lines skipped)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the list of names to pair ({exc})") from None
-    names = {line.strip() for line in lines if line.strip()}
-    if not names:
-        raise DataError(f"{path}: lists no file names to pair")
-    return names
-
-
 def _others_by_name(cfg: PairsConfig) -> dict[str, Sample]:
     """The other renderings by file name; a name found twice pairs with neither (logged)."""
     assert cfg.originals is not None
-    wanted = listed_names(cfg.only) if cfg.only is not None else None
+    wanted = name_list(cfg.only) if cfg.only is not None else None
     by_name: dict[str, list[Sample]] = {}
     for s in discover(cfg.originals).samples:
         name = Path(s.path).name
