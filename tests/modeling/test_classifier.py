@@ -151,3 +151,18 @@ def test_training_steps_with_pairs_bring_their_answers_together(
             module.eval()
             gaps.append(float((module(pairs[1]) - module(pairs[0])).abs().mean()))
     assert gaps[1] < 0.5 * gaps[0]
+
+
+def test_freeze_batchnorm_keeps_the_loaded_statistics_while_everything_trains(
+    tmp_path: Path,
+) -> None:
+    prepare_tiny(tmp_path, tiny_config(tmp_path))
+    for frozen in (True, False):
+        cfg = tiny_config(tmp_path, f"train.freeze_batchnorm={frozen}").train
+        model = create_model("cnn_deep")
+        backbone, _ = split_parameters(model)
+        bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        stats, before = bn.running_mean.clone(), _snapshot(backbone)  # type: ignore[union-attr]
+        _fit(tmp_path, XrayClassifier(model, cfg, pos_weight=None), epochs=1)
+        assert all(_changed(before, backbone))
+        assert torch.equal(stats, bn.running_mean) == frozen  # type: ignore[arg-type]

@@ -135,6 +135,11 @@ class TrainConfig(_Strict):
     frozen_stages: int = Field(
         0, ge=0, description="the first N stages (stem first) stay frozen through the whole run"
     )
+    freeze_batchnorm: bool = Field(
+        False,
+        description="batch-norm statistics stay as loaded all along (fine-tuning a trained "
+        "network: train-mode batches of augmented copies re-estimate them badly)",
+    )
     progressive_sizes: list[Annotated[int, Field(ge=16)]] = Field(
         default_factory=list,
         description="side of each epoch's training batches (epoch 0 first), downsampled from "

@@ -149,11 +149,11 @@ class XrayClassifier(LightningModule):
         self._epoch_started = time.perf_counter()
 
     def on_train_batch_start(self, batch: Any, idx: int) -> None:
-        stage1 = self.backbone_frozen()
+        every = self.backbone_frozen() or self.cfg.freeze_batchnorm
         for m in self.model.modules():  # frozen layers keep their batch-norm statistics
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 weight = getattr(m, "weight", None)
-                if stage1 or (weight is not None and id(weight) in self.always_frozen):
+                if every or (weight is not None and id(weight) in self.always_frozen):
                     m.eval()
 
     def sized(self, x: torch.Tensor) -> torch.Tensor:
