@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import TinyRun, prepare_tiny, tiny_config
+from conftest import TinyRun, band, prepare_tiny, tiny_config
 from pneumonia.cli import app
 from pneumonia.core import bundle as bundle_module
 from pneumonia.data.ood_corpus import MAKERS
@@ -87,6 +87,12 @@ def test_train_then_evaluate(tmp_path: Path) -> None:
     result = invoke("evaluate", bundle, *args)
     saved = json.loads((out / "metrics.json").read_text())
     assert "MLflow run" not in result.output and saved["tta"] is True
+    assert "borderline" not in result.output  # no band recorded
+    band(bundle, logit=50.0)  # every answer within it
+    result = invoke("evaluate", bundle, *args)
+    near = json.loads((out / "metrics.json").read_text())["borderline"]
+    assert near["answers"] == 16 and near["missed_within"] == near["missed"]
+    assert "borderline (P in [" in result.output and "16 answers (100.0%)" in result.output
 
     manifest = tmp_path / "manifest.csv"
     args = ["--data", manifest, "--rule", "youden", "--out", tmp_path / "b2", "--workers", 1]

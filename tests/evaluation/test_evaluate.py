@@ -75,3 +75,30 @@ def test_a_folder_with_only_test(tiny_run: TinyRun, tmp_path: Path) -> None:
 def test_missing_split_names_the_ones_present(tiny_run: TinyRun) -> None:
     with pytest.raises(DataError, match=r"no 'val' images \(splits present: test, train\)"):
         select_items(tiny_run.data, "val")
+
+
+def test_borderline_answers_and_the_errors_among_them(tiny_run: TinyRun, tmp_path: Path) -> None:
+    from conftest import band
+
+    plain = evaluate(
+        load_bundle(tiny_run.bundle), tiny_run.data, "test", tmp_path / "a", Scoring(1, False, 0)
+    )
+    assert plain["borderline"] is None
+    with (tmp_path / "a" / "predictions.csv").open() as fh:
+        assert {r["borderline"] for r in csv.DictReader(fh)} == {""}
+    folder = band(shutil.copytree(tiny_run.bundle, tmp_path / "b"), logit=3.0)
+    bundle = load_bundle(folder)
+    scoring = Scoring(1, False, 0)
+    near = evaluate(bundle, tiny_run.data, "test", tmp_path / "o", scoring)["borderline"]
+    with (tmp_path / "o" / "predictions.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    p = np.array([float(r["probability"]) for r in rows])
+    sick = np.array([r["label"] == "PNEUMONIA" for r in rows])
+    z, z_t = np.log(p / (1 - p)), np.log(bundle.threshold / (1 - bundle.threshold))
+    inside = np.abs(z - z_t) < 3.0  # the band, in logits either side of the threshold's
+    assert [r["borderline"] == "True" for r in rows] == inside.tolist()
+    assert near is not None and near["answers"] == inside.sum() > 0
+    assert near["low"] < bundle.threshold < near["high"]
+    missed, alarms = sick & (p < bundle.threshold), ~sick & (p >= bundle.threshold)
+    assert (near["missed"], near["missed_within"]) == (missed.sum(), (missed & inside).sum())
+    assert near["false_alarms_within"] == (alarms & inside).sum() <= near["false_alarms"]

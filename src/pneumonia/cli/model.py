@@ -161,6 +161,14 @@ def evaluate_command(
         from pneumonia.evaluation.subtype import headline_line
 
         console.print(f"subtype (bacterial vs viral): {headline_line(result['subtype'])}")
+    if (near := result["borderline"]) is not None:
+        console.print(
+            f"borderline (P in [{near['low']:.3g}, {near['high']:.3g})): {near['answers']} "
+            f"answers ({near['share']:.1%}); of them {near['missed_within']} of the "
+            f"{near['missed']} missed pneumonias and {near['false_alarms_within']} of the "
+            f"{near['false_alarms']} false alarms",
+            highlight=False,
+        )
     print_list(
         "Unreadable, excluded", [f"{u['path']}: {u['reason']}" for u in result["unreadable"]]
     )

@@ -22,6 +22,7 @@ class EvaluationResult(TypedDict):
     calibration: dict[str, float]  # ECE and Brier
     guard: dict[str, Any]  # how many images the guard flagged ({"active": False}: no guard)
     subtype: dict[str, Any] | None  # the subtype output's figures (None: no head)
+    borderline: dict[str, Any] | None  # answers within the bundle's band (None: no band)
     unreadable: list[dict[str, str]]  # path and reason of every image left out
     mlflow_run: str | None
 

@@ -181,6 +181,7 @@ def _evaluate(
         "calibration": _calibration(labels, probs),
         "guard": _guard_result(bundle, scored),
         "subtype": subtype_result(bundle, scored, probs, n_boot),
+        "borderline": borderline_result(bundle, labels, probs),
         "unreadable": scored.unreadable,
         "mlflow_run": tracked[1] if tracked else None,
     }
@@ -217,6 +218,31 @@ def subtype_result(
     return subtype_section(scored.labels, codes, probs, scored.viral, thresholds, patients, n_boot)
 
 
+def borderline_result(
+    bundle: Bundle, labels: np.ndarray, probs: np.ndarray
+) -> dict[str, Any] | None:
+    """How many answers fall within the bundle's borderline band, and how many of the errors
+    at the threshold (missed pneumonias, false alarms) are among them (None without a band)."""
+    band = bundle.meta.borderline
+    if band is None:
+        return None
+    low, high = band.limits(bundle.threshold)
+    inside = np.asarray(band.contains(probs, bundle.threshold), dtype=bool)
+    positive = probs >= bundle.threshold
+    missed, false_alarm = (labels == 1) & ~positive, (labels == 0) & positive
+    return {
+        "low": low,
+        "high": high,
+        "logit": band.logit,
+        "answers": int(inside.sum()),
+        "share": float(inside.mean()) if len(inside) else float("nan"),
+        "missed": int(missed.sum()),
+        "missed_within": int((missed & inside).sum()),
+        "false_alarms": int(false_alarm.sum()),
+        "false_alarms_within": int((false_alarm & inside).sum()),
+    }
+
+
 def _intervals(
     labels: np.ndarray, probs: np.ndarray, threshold: float, patients: list[str], n_boot: int
 ) -> dict[str, Any]:
@@ -249,20 +275,23 @@ def _guard_result(bundle: Bundle, scored: Scored) -> dict[str, Any]:
 
 
 def _write_predictions(path: Path, scored: Scored, probs: np.ndarray, bundle: Bundle) -> None:
-    """One row per readable image; with a subtype head, P(viral | pneumonia) and the subtype
-    the name gives and the one the model answers (where it answers PNEUMONIA)."""
+    """One row per readable image (`borderline` empty without a band); with a subtype head,
+    P(viral | pneumonia) and the subtype the name gives and the one the model answers (where
+    it answers PNEUMONIA)."""
     ood = scored.ood if scored.ood is not None else np.full(len(probs), np.nan)
     inside = bundle.guard.in_distribution(ood) if bundle.guard is not None else None
     head = bundle.meta.subtype
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        header = ["path", "patient", "label", "probability", "predicted"]
+        header = ["path", "patient", "label", "probability", "predicted", "borderline"]
         extra = ["subtype", "subtype_probability", "predicted_subtype"] if head else []
         writer.writerow([*header, "in_distribution", "ood_score", *extra])
+        band = bundle.meta.borderline
         for i, (it, prob) in enumerate(zip(scored.items, probs, strict=True)):
             predicted = LABELS[int(prob >= bundle.threshold)]
+            near = "" if band is None else str(bool(band.contains(prob, bundle.threshold)))
             verdict = ["", ""] if inside is None else [str(bool(inside[i])), f"{ood[i]:.4f}"]
-            row = [it.path, it.patient, it.label, f"{prob:.6f}", predicted, *verdict]
+            row = [it.path, it.patient, it.label, f"{prob:.6f}", predicted, near, *verdict]
             if head is not None and scored.viral is not None:
                 from pneumonia.data.discover import subtype_of
 
