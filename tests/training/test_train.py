@@ -64,6 +64,17 @@ def test_unknown_model_fails_before_writing(tmp_path: Path) -> None:
     assert not cfg.train.out_dir.exists()
 
 
+def test_missing_pairs_fail_before_writing(tmp_path: Path) -> None:
+    pairs = ["train.consistency=1.0", f"data.pairs.originals={tmp_path / 'none'}"]
+    with pytest.raises(DataError, match=r"none: no such folder \(data\.pairs\.originals"):
+        train(tiny_config(tmp_path, *pairs))
+    (tmp_path / "none").mkdir()
+    listed = f"data.pairs.only={tmp_path / 'names.txt'}"
+    with pytest.raises(DataError, match=r"names\.txt: no such file"):
+        train(tiny_config(tmp_path, *pairs, listed))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_one_class_validation_is_refused(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path)
     prepare_tiny(tmp_path, cfg)

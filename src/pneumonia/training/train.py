@@ -37,6 +37,7 @@ from pneumonia.core.meta import Architecture, BundleMeta, Calibration, Threshold
 from pneumonia.core.outputs import fresh_dir
 from pneumonia.core.results import TrainingResult
 from pneumonia.core.tracking import RunHandle, end_run, log_outputs, start_run
+from pneumonia.data.discover import name_list
 from pneumonia.data.shifts import check_views
 from pneumonia.data.split import manifest_digest, summarize
 from pneumonia.evaluation.audit import unflagged
@@ -174,6 +175,18 @@ def _bundle_meta(
     )
 
 
+def _check_pairs(cfg: Config) -> None:
+    """`data.pairs`' folder and name list exist (they are read when training starts)."""
+    pairs = cfg.data.pairs
+    if pairs.originals is not None and not pairs.originals.is_dir():
+        raise DataError(
+            f"{pairs.originals}: no such folder (data.pairs.originals: NORMAL/ and PNEUMONIA/ "
+            "folders of other files named as the training images)"
+        )
+    if pairs.only is not None:
+        name_list(pairs.only)
+
+
 RUN_ENV = "PNEUMONIA_RUN_DIR"  # the run folder, for DDP's worker processes
 
 
@@ -192,6 +205,7 @@ def _start(cfg: Config, resume: Path | None, force: bool) -> tuple[Config, Path,
             from pneumonia.evaluation.audit import require_audit
 
             require_audit(cfg.audit.file)
+        _check_pairs(cfg)  # and missing paired renderings
         run = fresh_dir(run_folder(cfg), force)
         dump_config(cfg, run / "config.yaml")
         return cfg, run, None
