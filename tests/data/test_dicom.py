@@ -61,8 +61,10 @@ def test_without_the_preamble_marker_a_dcm_suffix_still_reads(tmp_path: Path) ->
             "colour DICOM (RGB)",
         ),
         (lambda p: save_dicom(ramp(), p, with_pixels=False), "no pixel data"),
+        (lambda p: p.write_bytes(b"oops") and p, "not a DICOM file (no DICOM header"),
+        (lambda p: p.write_text("notes\n" * 9) and p, "not a DICOM file (no DICOM header"),
     ],
-    ids=["multi-frame", "colour", "no-pixels"],
+    ids=["multi-frame", "colour", "no-pixels", "four-bytes", "text"],
 )
 def test_refused_dicom_names_the_problem_and_not_the_patient(
     tmp_path: Path, make: object, reason: str, caplog: pytest.LogCaptureFixture

@@ -69,6 +69,7 @@ def test_many_images_with_alpha_and_a_bad_one(client: TestClient) -> None:
         ("large.png", "LARGE", 413, "8000x8000 = 64,000,000 pixels, over the 25,000,000 limit"),
         ("big.png", b"\x00" * 200_001, 413, "200,000-byte limit"),
         ("report.dcm", "DICOM_NO_PIXELS", 415, "no pixel data"),
+        ("junk.dcm", b"oops", 415, "not a DICOM file"),
     ],
 )
 def test_bad_uploads_get_json_errors_and_the_service_stays_up(

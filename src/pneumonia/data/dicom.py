@@ -132,6 +132,8 @@ def decode_dicom(data: bytes, path: str | Path, budget: Budget | None = None) ->
     check_inflated(data, path, budget.inflated(HEADER_SLACK))
     ds = _dataset(data, path)
     if "PixelData" not in ds:
+        if "SOPClassUID" not in ds and "Modality" not in ds:  # nothing a DICOM file names
+            raise ImageError(path, "not a DICOM file (no DICOM header could be read)")
         raise ImageError(path, "DICOM file has no pixel data (a report or structured document?)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
