@@ -189,6 +189,18 @@ def test_threshold_unlabelled_refuses_too_few_images(tiny_run: TinyRun, tmp_path
     assert no_out.exit_code != 0 and "--out" in no_out.output
 
 
+def test_threshold_without_a_bundle_adapts_the_shipped_one_and_never_rewrites_it(
+    tmp_path: Path,
+) -> None:
+    site = _site_folder(tmp_path / "site", 20)
+    args = ["threshold", "--unlabelled", str(site), "--out", str(tmp_path / "site-bundle")]
+    result = CliRunner().invoke(app, args)
+    # the shipped model read them, and its guard knows drawn X-rays are not real ones
+    assert result.exit_code == 1 and "the guard flags 20 of 20" in result.output
+    in_place = CliRunner().invoke(app, ["threshold", "--data", str(site), "--in-place"])
+    assert in_place.exit_code == 2 and "the shipped one is not" in in_place.output
+
+
 def test_threshold_audit_leaves_flagged_validation_images_out(
     tiny_run: TinyRun, tmp_path: Path
 ) -> None:

@@ -11,21 +11,22 @@ import typer
 from rich.table import Table
 
 from pneumonia.cli.common import (
+    DefaultBundleArg,
     WorkersOpt,
     command_line,
     console,
     scoring_options,
     user_errors,
 )
-from pneumonia.cli.model import BundleArg, metrics_table
+from pneumonia.cli.model import metrics_table
 from pneumonia.core.options import Scoring
 
 
 @user_errors
 @scoring_options(track=False)
 def threshold_command(
-    bundle: BundleArg,
     scoring: Scoring,
+    bundle: DefaultBundleArg = None,
     data: Annotated[
         Path | None,
         typer.Option("--data", "-d", help="Labelled validation data: manifest, folder, .npz, CSV."),
@@ -76,6 +77,8 @@ def threshold_command(
 
     if (data is None) == (not unlabelled):
         raise typer.BadParameter("give labelled --data or a site's --unlabelled images (one)")
+    if in_place and bundle is None:
+        raise typer.BadParameter("--in-place rewrites a bundle you name; the shipped one is not")
     if unlabelled:
         if out is None:
             raise typer.BadParameter("--unlabelled writes a new site bundle: add --out FOLDER")
