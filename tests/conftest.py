@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 # CLI output is read by the tests: a wide console, so temporary paths of any length are never
@@ -19,7 +20,7 @@ os.environ["COLUMNS"] = "240"
 
 from pneumonia.core.config import Config, load_config
 from pneumonia.data.cache import prepare_cache
-from pneumonia.data.split import make_manifest, write_manifest
+from pneumonia.data.split import Row, make_manifest, write_manifest
 from pneumonia.data.synthetic import make_dataset
 from pneumonia.inference.loading import load_bundle
 from pneumonia.training.train import train
@@ -75,6 +76,33 @@ def tiny_config(tmp: Path, *overrides: str) -> Config:
             *overrides,
         ],
     )
+
+
+def paired_config(tmp: Path, *overrides: str) -> Config:
+    """`tiny_config` with `data.pairs` (other renderings in `tmp/originals`, see
+    `write_originals`) and the consistency term on."""
+    return tiny_config(
+        tmp,
+        f"data.pairs.originals={tmp / 'originals'}",
+        "data.pairs.batch_size=4",
+        "train.consistency=1.0",
+        *overrides,
+    )
+
+
+def write_originals(rows: list[Row], folder: Path, change: float = 0.5) -> list[Row]:
+    """Each row's image, twice as large and at another gamma, under its label and name: the
+    other rendering `data.pairs` pairs with the cached copy."""
+    from PIL import Image
+
+    for r in rows:
+        with Image.open(r.path) as img:
+            gray = np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+        big = Image.fromarray((255 * gray**change).round().astype(np.uint8))
+        big = big.resize((2 * big.width, 2 * big.height), Image.Resampling.BICUBIC)
+        (folder / r.label).mkdir(parents=True, exist_ok=True)
+        big.save(folder / r.label / Path(r.path).name, quality=95)
+    return rows
 
 
 def prepare_tiny(tmp: Path, cfg: Config, seed: int = 0, subtypes: bool = False) -> Path:

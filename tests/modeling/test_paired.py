@@ -8,35 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import prepare_tiny, tiny_config
+from conftest import paired_config, prepare_tiny, tiny_config, write_originals
 from pneumonia.core.config import Config
 from pneumonia.core.errors import ConfigError, DataError
-from pneumonia.data.split import Row
 from pneumonia.modeling.augment import build_augment
 from pneumonia.modeling.datamodule import XrayDataModule
 from pneumonia.modeling.paired import PairedImages, paired_squares
-
-
-def write_originals(rows: list[Row], folder: Path, change: float = 0.5) -> list[Row]:
-    """Each row's image, twice as large and at another gamma, under its label and name."""
-    for r in rows:
-        with Image.open(r.path) as img:
-            gray = np.asarray(img.convert("L"), dtype=np.float64) / 255.0
-        big = Image.fromarray((255 * gray**change).round().astype(np.uint8))
-        big = big.resize((2 * big.width, 2 * big.height), Image.Resampling.BICUBIC)
-        (folder / r.label).mkdir(parents=True, exist_ok=True)
-        big.save(folder / r.label / Path(r.path).name, quality=95)
-    return rows
-
-
-def paired_config(tmp_path: Path, *overrides: str) -> Config:
-    return tiny_config(
-        tmp_path,
-        f"data.pairs.originals={tmp_path / 'originals'}",
-        "data.pairs.batch_size=4",
-        "train.consistency=1.0",
-        *overrides,
-    )
 
 
 def _module(tmp_path: Path, cfg: Config) -> XrayDataModule:

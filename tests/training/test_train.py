@@ -15,7 +15,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
-from conftest import TinyRun, prepare_tiny, tiny_config
+from conftest import TinyRun, paired_config, prepare_tiny, tiny_config, write_originals
 from pneumonia.core.config import Config, dump_config
 from pneumonia.core.errors import DataError, PneumoniaError
 from pneumonia.evaluation.operating import OperatingPointError
@@ -286,9 +286,6 @@ def test_a_failed_export_keeps_the_trained_bundle(
 
 
 def test_a_run_with_pairs_logs_their_consistency(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).parents[1] / "modeling"))
-    from test_paired import paired_config, write_originals
-
     from pneumonia.data.split import read_manifest
 
     cfg = paired_config(tmp_path)
