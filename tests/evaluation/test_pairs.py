@@ -39,6 +39,8 @@ def test_agreement_counts_against_known_answers() -> None:
     view = (np.array([0.9, 0.05, 0.1, 0.4]), np.array([1.0, 5.0, 1.0, 1.0]))
     a = agreement(["a", "b", "c", "d"], labels, copy, view, threshold=0.15, guard_threshold=2.0)
     assert a["mean_dp"] == pytest.approx((0 + 0.15 + 0 + 0.2) / 4)
+    z = {q: np.log(q / (1 - q)) for q in (0.05, 0.2, 0.4, 0.6)}
+    assert a["mean_dlogit"] == pytest.approx((abs(z[0.05] - z[0.2]) + abs(z[0.4] - z[0.6])) / 4)
     assert a["max_dp"] == pytest.approx(0.2)
     assert a["flips"] == 1 and a["flipped"] == ["b"]  # 0.2 -> 0.05 crosses 0.15; 0.6 -> 0.4 not
     assert a["guard_changes"] == 2 and a["flagged"] == 1 and a["flagged_copy"] == 1

@@ -112,6 +112,11 @@ def _rates(labels: np.ndarray, positive: np.ndarray) -> dict[str, float | None]:
     }
 
 
+def logit_changes(p_copy: np.ndarray, p_view: np.ndarray) -> np.ndarray:
+    """Each pair's |logit change| between its copy and one rendering."""
+    return np.abs(logit(p_view, CLIP) - logit(p_copy, CLIP))
+
+
 def agreement(
     names: Sequence[str],
     labels: np.ndarray,
@@ -122,13 +127,15 @@ def agreement(
 ) -> dict[str, Any]:
     """How a rendering's answers (probabilities, guard scores) differ from the copies' on the
     same images: |dp| summary, label flips at `threshold` (with the names), guard verdict
-    changes and flag rates (None without a guard), sens/spec at `threshold` on both."""
+    changes and flag rates (None without a guard), sens/spec at `threshold` on both; and the
+    mean |logit change|, which does not depend on where the probabilities sit."""
     (p_copy, ood_copy), (p_view, ood_view) = copy, view
     dp = np.abs(p_view - p_copy)
     flipped = (p_view >= threshold) != (p_copy >= threshold)
     row: dict[str, Any] = {
         "n": len(dp),
         "mean_dp": float(dp.mean()),
+        "mean_dlogit": float(logit_changes(p_copy, p_view).mean()),
         "p95_dp": float(np.quantile(dp, 0.95)),
         "max_dp": float(dp.max()),
         "flips": int(flipped.sum()),
@@ -210,8 +217,7 @@ def score_pairs(
 
 def largest_changes(p_copy: np.ndarray, p_views: Sequence[np.ndarray]) -> np.ndarray:
     """Each pair's largest |logit change| between its copy and any of its renderings."""
-    copy = logit(p_copy, CLIP)
-    return np.asarray(np.max([np.abs(logit(p, CLIP) - copy) for p in p_views], axis=0))
+    return np.asarray(np.max([logit_changes(p_copy, p) for p in p_views], axis=0))
 
 
 def against_band(
