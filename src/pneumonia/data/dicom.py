@@ -2,7 +2,9 @@
 
 pydicom reads the file: modality LUT, then the header's linear window mapped onto 0..255 as a
 display shows it (a VOI LUT, a sigmoid window or none: the result's own range), MONOCHROME1
-inverted so bone is bright. Multi-frame and colour DICOM are refused. Before pydicom decodes
+inverted so bone is bright. Compressed pixel data (JPEG, JPEG-LS, JPEG 2000, RLE: every syntax
+an archive holds for CR and DX) is decoded by `pneumonia.data.dicom_codecs`; a syntax it does
+not know is refused by name. Multi-frame and colour DICOM are refused. Before pydicom decodes
 anything, the size is checked: a deflated file (the Deflated Explicit VR Little Endian transfer
 syntax, whose whole dataset is compressed) is inflated under a cap, and the pixel data's
 decoded size (rows x columns x samples x bits allocated) is checked from the header. Nothing
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from pneumonia.core.errors import ImageError, ImageTooLargeError
+from pneumonia.data.dicom_codecs import decode_pixels
 from pneumonia.data.formats import Budget, DecodedImage
 from pneumonia.data.levels import to_uint8_range
 
@@ -126,11 +129,17 @@ def _pixel_bytes(ds: Any) -> int:
 def decode_dicom(data: bytes, path: str | Path, budget: Budget | None = None) -> DecodedImage:
     """A single-frame grayscale DICOM -> 8-bit pixels, windowed as its header says; sizes
     checked before anything is inflated or decoded (see the module's doc)."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
     budget = budget or Budget()
     check_inflated(data, path, budget.inflated(HEADER_SLACK))
-    ds = _dataset(data, path)
+    return decode_dataset(_dataset(data, path), path, budget)
+
+
+def decode_dataset(ds: Any, path: str | Path, budget: Budget | None = None) -> DecodedImage:
+    """A parsed dataset (from a file, or received by the DICOM node) -> 8-bit grayscale
+    pixels, windowed as its header says; its size checked from the header first. Every
+    transfer syntax of `dicom_codecs.SUPPORTED` is decoded; any other is refused by name."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     if "PixelData" not in ds:
         if "SOPClassUID" not in ds and "Modality" not in ds:  # nothing a DICOM file names
             raise ImageError(path, "not a DICOM file (no DICOM header could be read)")
@@ -142,16 +151,19 @@ def decode_dicom(data: bytes, path: str | Path, budget: Budget | None = None) ->
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageError(path, f"colour DICOM ({photometric or 'unknown'}); X-rays are grayscale")
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    budget.check(path, cols, rows, _pixel_bytes(ds))
+    (budget or Budget()).check(path, cols, rows, _pixel_bytes(ds))
     try:
-        arr = apply_modality_lut(ds.pixel_array, ds)
+        stored = decode_pixels(ds)
+    except ValueError as exc:
+        raise ImageError(path, f"cannot decode DICOM pixels: {exc}") from None
+    try:
+        arr = apply_modality_lut(stored, ds)
         pixels = _linear_window(arr, ds)
         if pixels is None:
             pixels = to_uint8_range(apply_voi_lut(arr, ds))
-    except Exception as exc:
-        syntax = getattr(ds.file_meta, "TransferSyntaxUID", None) if "file_meta" in ds else None
-        name = getattr(syntax, "name", "unknown transfer syntax")
-        raise ImageError(path, f"cannot decode DICOM pixels ({name}: {exc})") from None
+    except Exception as exc:  # a broken LUT or window in the header
+        reason = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+        raise ImageError(path, f"cannot apply the DICOM header's LUT or window ({reason[0]})") from None
     if photometric == "MONOCHROME1":
         pixels = 255 - pixels
     if pixels.ndim != 2 or pixels.size == 0:
