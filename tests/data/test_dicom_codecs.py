@@ -101,8 +101,15 @@ def dcmtk(tool: str, *args: str) -> None:
         ("dcmconv", ["+tb"], "1.2.840.10008.1.2.2", 0),  # big endian
         ("dcmconv", ["+td"], "1.2.840.10008.1.2.1.99", 0),  # deflate
     ],
-    ids=["jpeg-lossless-sv1", "jpeg-lossless-sv6", "jpeg-ls", "jpeg-ls-near", "rle", "big-endian",
-         "deflate"],  # fmt: skip
+    ids=[
+        "jpeg-lossless-sv1",
+        "jpeg-lossless-sv6",
+        "jpeg-ls",
+        "jpeg-ls-near",
+        "rle",
+        "big-endian",
+        "deflate",
+    ],
 )
 def test_dcmtk_encoded_syntaxes_decode_to_the_source(
     source: tuple[Path, np.ndarray],
@@ -123,9 +130,7 @@ def test_dcmtk_encoded_syntaxes_decode_to_the_source(
 
 @needs_dcmtk
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
-def test_jpeg_extended_12_bit_decodes_as_dcmtk_decodes_it(
-    tmp_path: Path, photometric: str
-) -> None:
+def test_jpeg_extended_12_bit_decodes_as_dcmtk_decodes_it(tmp_path: Path, photometric: str) -> None:
     pixels = film(seed=1)
     path = tmp_path / "source.dcm"
     path.write_bytes(dicom_bytes(pixels, photometric, 12))

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
-from pneumonia.cli import insight, model, operating, service
+from pneumonia.cli import insight, model, operating, pacs, service
 from pneumonia.cli.common import console, err
 from pneumonia.cli.data import data_app
 from pneumonia.core import __version__
@@ -27,6 +27,7 @@ for _name, _command in {
     **operating.COMMANDS,
     **insight.COMMANDS,
     **service.COMMANDS,
+    **pacs.COMMANDS,
 }.items():
     app.command(_name)(_command)
 

@@ -194,20 +194,32 @@ def predict_command(
     workers: WorkersOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """P(PNEUMONIA) and label for images; without a BUNDLE the shipped default model."""
+    """P(PNEUMONIA) and label for images; without a BUNDLE the shipped default model. A
+    DICOMweb study or series URL (http://host/dicom-web/studies/UID[/series/UID]) is read
+    from the archive, its instances chosen by the DICOM node's header rules."""
     from pneumonia.core.outputs import fresh_dir
+    from pneumonia.data.dicomweb import instances, is_dicomweb, parse
     from pneumonia.inference.loading import load_bundle
-    from pneumonia.inference.predictions import expand_inputs, predict_paths
+    from pneumonia.inference.predictions import expand_inputs, predict_datasets, predict_paths
     from pneumonia.serving.predict import annotate_all, write_tables
 
     bundle_path, patterns = split_bundle(inputs)
     if not patterns:
         raise typer.BadParameter("give at least one image, folder or glob after the bundle")
+    urls = [p for p in patterns if is_dicomweb(p)]
+    for url in urls:
+        parse(url)  # a malformed URL fails before the model loads
     bundle = load_bundle(bundle_path, backend)
     say_backend(bundle)
-    paths = expand_inputs(patterns)
+    paths = (
+        expand_inputs([p for p in patterns if not is_dicomweb(p)])
+        if len(urls) < len(patterns)
+        else []
+    )
     out_dir = fresh_dir(out, force)
-    predictions = predict_paths(bundle, paths, batch_size, workers, tta=tta)
+    predictions = predict_paths(bundle, paths, batch_size, workers, tta=tta) if paths else []
+    for url in urls:
+        predictions += predict_datasets(bundle, instances(url), batch_size, tta)
     table = Table(title=f"{bundle.meta.architecture.name}, threshold {bundle.threshold:.3g}")
     table.add_column("image", overflow="fold")
     table.add_column("P(PNEUMONIA)", justify="right")
@@ -229,8 +241,8 @@ def predict_command(
     say_guard(bundle, predictions)
     say_borderline(bundle, predictions)
     csv_path, _ = write_tables(predictions, bundle, out_dir)
-    if show:
-        shown = annotate_all(predictions, bundle.threshold, out_dir / "images")
+    if show:  # files only: an archive's instances are not kept
+        shown = annotate_all(predictions[: len(paths)], bundle.threshold, out_dir / "images")
         console.print(f"images with predictions: {out_dir / 'images'} ({len(shown)})")
     console.print(f"predictions: {csv_path} and predictions.json")
     if all(p.probability is None for p in predictions):

@@ -163,7 +163,9 @@ def decode_dataset(ds: Any, path: str | Path, budget: Budget | None = None) -> D
             pixels = to_uint8_range(apply_voi_lut(arr, ds))
     except Exception as exc:  # a broken LUT or window in the header
         reason = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
-        raise ImageError(path, f"cannot apply the DICOM header's LUT or window ({reason[0]})") from None
+        raise ImageError(
+            path, f"cannot apply the DICOM header's LUT or window ({reason[0]})"
+        ) from None
     if photometric == "MONOCHROME1":
         pixels = 255 - pixels
     if pixels.ndim != 2 or pixels.size == 0:

@@ -24,6 +24,7 @@ from pneumonia.core.errors import DataError, ImageError
 from pneumonia.core.options import Scoring
 from pneumonia.core.preprocess import Preprocessing, to_array
 from pneumonia.core.progress import default_workers, parallel_map, progress_bar
+from pneumonia.data.dicom import decode_dataset
 from pneumonia.data.image_io import IMAGE_SUFFIXES, read_image
 from pneumonia.inference.loading import Bundle
 from pneumonia.inference.runtime import lane_map, network_heads, run_network
@@ -293,6 +294,46 @@ def predict_paths(
             results.append(Prediction(path, None, None, error))
         else:
             results.append(prediction(bundle, path, float(prob), float(score), float(p_viral)))
+    return results
+
+
+def predict_datasets(
+    bundle: Bundle, items: Iterable[tuple[str, Any, str | None]], batch_size: int = 4,
+    tta: bool = False,
+) -> list[Prediction]:  # fmt: skip
+    """Predict parsed DICOM datasets as they arrive ((name, dataset or None, why not or
+    None), as `data.dicomweb.instances` yields them): decoded through the door, scored a
+    batch at a time, each dataset dropped once its square is made."""
+    check_tta(bundle, tta)
+    results: list[Prediction] = []
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        squares = [sq for _, sq in pending]
+        found, feats = batch_outputs(bundle.model, bundle.contract, squares, tta,
+                                     bundle.guard is not None)  # fmt: skip
+        probs = to_probability(found[:, 0], bundle.temperature)
+        ood, viral = guard_scores(bundle, feats, squares), subtype_probability(bundle, found)
+        for k, (row, _) in enumerate(pending):
+            name = results[row].path
+            results[row] = prediction(bundle, name, float(probs[k]), float(ood[k]), float(viral[k]))
+        pending.clear()
+
+    for name, ds, why in items:
+        if ds is not None:
+            try:
+                pending.append(
+                    (len(results), bundle.contract.square(decode_dataset(ds, name).pixels))
+                )
+            except ImageError as exc:
+                why = exc.reason
+        if why is not None:
+            log.warning("%s: %s", name, why)
+        results.append(Prediction(name, None, None, why))
+        if len(pending) >= batch_size:
+            flush()
+    if pending:
+        flush()
     return results
 
 

@@ -114,7 +114,7 @@ def one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(cause).__name__
 
 
-def _while_locked(call: Callable[[], T]) -> T:
+def while_locked(call: Callable[[], T]) -> T:
     """`call()`, tried again for up to 5 s while SQLite answers "database is locked": some
     locks (switching a new file to WAL, say) are not waited for, and several replicas may
     open one new log at once."""
@@ -131,7 +131,7 @@ def _while_locked(call: Callable[[], T]) -> T:
 def _sqlite_pragmas(connection: Any, _: Any) -> None:
     """WAL mode and its usual durability."""
     cursor = connection.cursor()
-    _while_locked(lambda: cursor.execute("PRAGMA journal_mode=WAL"))
+    while_locked(lambda: cursor.execute("PRAGMA journal_mode=WAL"))
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -229,7 +229,7 @@ class PredictionLog:
         if self._ready:
             return
         if self.url.get_backend_name() == "sqlite":
-            _while_locked(lambda: create_schema(self._engine))
+            while_locked(lambda: create_schema(self._engine))
         else:
             create_schema(self._engine)  # PostgreSQL: under its advisory lock
         self._ready = True
