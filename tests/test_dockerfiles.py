@@ -166,8 +166,9 @@ def test_the_compose_file_runs_two_replicas_on_one_postgresql_log(
     there and answer only with the token."""
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    replicas = [name for name, s in services.items() if "command" in s]
-    assert replicas == ["api1", "api2"] and set(services) == {"db", "api1", "api2"}
+    replicas = [name for name, s in services.items() if s.get("command", [""])[0] == "serve"]
+    assert replicas == ["api1", "api2"]
+    assert set(services) == {"db", "api1", "api2", "orthanc", "node"}
     ports = [services[r]["ports"][0] for r in replicas]
     assert all(p.startswith("127.0.0.1:") for p in ports) and len(set(ports)) == 2
     db = services["db"]
@@ -211,3 +212,24 @@ def test_the_compose_file_runs_two_replicas_on_one_postgresql_log(
     assert log["prediction_log"]["error"] is None
     assert log["prediction_log"]["path"].startswith("postgresql")
     assert env["PNEUMONIA_LOG"].startswith("postgresql://pneumonia@db")
+
+
+def test_the_compose_files_orthanc_routes_to_its_dicom_node() -> None:
+    """compose.yaml's PACS side: Orthanc built from deploy/orthanc, whose config names the
+    `node` service as the modality its Lua route sends CR/DX to, and the node sending its
+    results back to Orthanc's DICOM port, accepting Orthanc alone (tests/pacs runs this
+    Orthanc configuration against a real node)."""
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    config = json.loads((ROOT / "deploy" / "orthanc" / "orthanc.json").read_text())
+    command = [str(c) for c in services["node"]["command"]]
+    assert services["orthanc"]["build"]["context"] == "deploy/orthanc"
+    assert all(p.startswith("127.0.0.1:") for p in services["orthanc"]["ports"])
+    aet, host, port = config["DicomModalities"]["pneumonia"]
+    assert (host, str(port)) == ("node", command[command.index("--port") + 1])
+    assert command[command.index("--ae-title") + 1] == aet
+    assert command[command.index("--allow") + 1] == config["DicomAet"]
+    assert (
+        command[command.index("--store-to") + 1]
+        == f"{config['DicomAet']}@orthanc:{config['DicomPort']}"
+    )
+    assert "/modalities/pneumonia/store" in (ROOT / "deploy" / "orthanc" / "route.lua").read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 import signal
@@ -195,3 +196,37 @@ def test_a_node_killed_after_acknowledging_delivers_after_restart(tmp_path: Path
     assert {read_report(ds)["source"] for ds in later.received} == {
         dcmread(f).SOPInstanceUID for f in films
     }
+
+
+def test_orthanc_as_compose_configures_it_routes_films_to_the_node(tmp_path: Path) -> None:
+    """deploy/orthanc (compose.yaml's Orthanc): a CR stored into Orthanc goes to the node by
+    its Lua route, and the node's report comes back into the film's study; a CT stays put."""
+    from pacs.conftest import DICOMWEB_PLUGIN, ORTHANC, start_orthanc
+
+    if not Path(ORTHANC).exists() or not DICOMWEB_PLUGIN.exists():
+        pytest.skip("Orthanc is not installed: apt-get install orthanc orthanc-dicomweb")
+    deploy = Path(__file__).parents[2] / "deploy" / "orthanc"
+    config = json.loads((deploy / "orthanc.json").read_text())
+    port = free_port()
+    config["DicomModalities"]["pneumonia"] = ["PNEUMONIA", "127.0.0.1", port]  # "node" in compose
+    config["LuaScripts"] = [str(deploy / "route.lua")]
+    for key in ("StorageDirectory", "IndexDirectory", "HttpPort", "DicomPort", "Plugins",
+                "RemoteAccessAllowed"):  # fmt: skip
+        config.pop(key)  # the fixture's own: loopback, free ports, a temporary folder
+    orthanc, process = start_orthanc(tmp_path / "orthanc", config)
+    try:
+        args = ["--allow", "ORTHANC", "--store-to", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}",
+                "--spool", str(tmp_path / "spool"), "--no-capture"]  # fmt: skip
+        film, ct = chest_film(tmp_path / "cr.dcm"), chest_film(tmp_path / "ct.dcm", Modality="CT")
+        with node_process(*args, port=port):
+            command = ["storescu", "-aet", "MODALITY", "-aec", "ORTHANC", "127.0.0.1"]
+            subprocess.run(
+                [*command, str(orthanc.dicom_port), str(film), str(ct)], check=True, timeout=60
+            )
+            wait_until(lambda: len(srs(orthanc)) == 1, 60)
+        (report,) = srs(orthanc)
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert read_report(report)["source"] == dcmread(film).SOPInstanceUID
+    assert report.StudyInstanceUID == dcmread(film).StudyInstanceUID

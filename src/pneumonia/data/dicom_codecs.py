@@ -118,6 +118,25 @@ def register() -> None:
     _registered = True
 
 
+PLUGIN_MODULES = (
+    "pydicom.pixels", *(f"pydicom.pixels.decoders.{m}" for m in ("gdcm", "pillow", "pyjpegls",
+    "pylibjpeg", "rle")), "gdcm", "jpeg_ls", "pylibjpeg", "openjpeg", "rle", "PIL.JpegImagePlugin",
+)  # fmt: skip
+
+
+def preload() -> None:
+    """Import every decoder now, in this thread: a server decoding in many threads at once
+    must not race to import them first (an import cut short there fails that image)."""
+    import importlib
+
+    for name in PLUGIN_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            log.debug("pixel plugin module %s is not installed", name)
+    register()
+
+
 def decode_pixels(ds: Any) -> np.ndarray:
     """The stored pixel values of one single-frame dataset, decoded by the first of its
     syntax's plugins that succeeds. Raises ValueError naming the syntax when it is not

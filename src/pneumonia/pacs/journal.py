@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pneumonia.core.errors import PneumoniaError
 from pneumonia.monitoring.log_target import describe, log_url
-from pneumonia.monitoring.predlog import while_locked, now, one_line, open_engine
+from pneumonia.monitoring.predlog import now, one_line, open_engine, while_locked
 
 ANSWERED, NOT_ANALYSED, FAILED = "answered", "not analysed", "failed"
 QUEUED, DELIVERED = "queued", "delivered"

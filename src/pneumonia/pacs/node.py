@@ -33,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 
 from pneumonia.core.bundle import model_version
 from pneumonia.core.errors import ImageError, PneumoniaError
 from pneumonia.core.preprocess import square_stats
 from pneumonia.data.dicom import decode_dataset
-from pneumonia.data.dicom_codecs import syntax_name
+from pneumonia.data.dicom_codecs import preload, syntax_name
 from pneumonia.data.dicom_rules import AgeRange, refusal
 from pneumonia.inference.loading import Bundle, load_bundle
 from pneumonia.inference.predictions import Prediction, prediction, score_squares
@@ -79,8 +81,6 @@ class NodeOptions:
 
 def status(code: int, comment: str | None = None) -> Any:
     """A C-STORE response status, with an error comment (64 characters at most)."""
-    from pydicom.dataset import Dataset
-
     answer = Dataset()
     answer.Status = code
     if comment:
@@ -98,6 +98,7 @@ class Node:
                 "pass --no-capture to send the report alone"
             )
         self.bundle, self.options = bundle, options
+        preload()
         options.spool.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(options.log or options.spool / "journal.sqlite")
         self.predlog = PredictionLog(options.log) if options.log else None
@@ -106,7 +107,11 @@ class Node:
         self.batcher = MicroBatcher(
             lambda s: score_squares(bundle, s), Batching(), lanes(bundle.model)
         )
-        self._network = load_bundle(bundle.path, "torch") if options.capture else None
+        self._network = None
+        if options.capture:  # PyTorch and the CAM, loaded here, not first in a handler thread
+            import pneumonia.serving.explain  # noqa: F401
+
+            self._network = load_bundle(bundle.path, "torch")
         self._cam_lock, self._claims_lock = threading.Lock(), threading.Lock()
         self._claims: dict[str, list[Any]] = {}  # key -> [lock, users]
         self._server: Any = None
@@ -128,8 +133,6 @@ class Node:
 
     def start(self, block: bool = False) -> None:
         """Listen on the options' host and port (blocking with `block`)."""
-        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
-
         ae = AE(ae_title=self.options.ae_title)
         ae.require_called_aet = True
         ae.require_calling_aet = list(self.options.allow)
@@ -195,7 +198,7 @@ class Node:
         return status(0x0000)
 
     def _overlay(self, gray: np.ndarray, answer: Prediction) -> Any:
-        from pneumonia.serving.explain import explain_gray, overlay_image
+        from pneumonia.serving.explain import explain_gray, overlay_image  # loaded by __init__
 
         with self._cam_lock:  # one PyTorch network, one CAM at a time
             expl = explain_gray(self._network or self.bundle, gray, answer.path, "gradcam", answer)

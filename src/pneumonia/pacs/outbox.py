@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dicomweb_client.api import DICOMwebClient
+from pydicom import dcmread
+from pynetdicom import AE
+
 from pneumonia.core.errors import PneumoniaError
 from pneumonia.pacs.journal import Journal
 
@@ -81,9 +85,6 @@ def encode(ds: Any) -> bytes:
 
 def send_dimse(dest: Destination, calling_ae: str, files: list[Path], timeout: float) -> None:
     """C-STORE every file to `dest` in one association; raises with the reason on failure."""
-    from pydicom import dcmread
-    from pynetdicom import AE
-
     datasets = [dcmread(f) for f in files]
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
@@ -108,9 +109,6 @@ def send_dimse(dest: Destination, calling_ae: str, files: list[Path], timeout: f
 
 def send_stow(dest: Destination, files: list[Path], timeout: float) -> None:
     """STOW-RS every file to the DICOMweb service at `dest.url`."""
-    from dicomweb_client.api import DICOMwebClient
-    from pydicom import dcmread
-
     client = DICOMwebClient(url=dest.url)
     client.set_http_retry_params(retry=False)
     client.store_instances([dcmread(f) for f in files])

@@ -29,8 +29,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import highdicom as hd
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import JPEGBaseline8Bit, generate_uid
 
 from pneumonia.core import __version__
 from pneumonia.core.bundle import model_version
@@ -52,23 +57,17 @@ COPIED = (
 
 
 def _code(value: str, meaning: str, scheme: str = SCHEME) -> Any:
-    from pydicom.sr.coding import Code
-
     return Code(value, scheme, meaning)
 
 
 def _uid(source: Any, bundle: Bundle, what: str) -> str:
     """A UID that is the same for the same source instance, model and object."""
-    from pydicom.uid import generate_uid
-
     return str(
         generate_uid(entropy_srcs=[str(source.SOPInstanceUID), model_version(bundle.meta), what])
     )
 
 
 def _series_uid(source: Any, bundle: Bundle, what: str) -> str:
-    from pydicom.uid import generate_uid
-
     study = str(source.StudyInstanceUID)
     return str(generate_uid(entropy_srcs=[study, model_version(bundle.meta), what]))
 
@@ -77,8 +76,6 @@ def reference(source: Any) -> Any:
     """The source's identifying modules alone (patient, study, its series and instance), with
     DICOM's required-but-may-be-empty attributes empty where the source lacks them: what the
     results copy from it, and no more."""
-    from pydicom.dataset import Dataset
-
     ref = Dataset()
     for keyword in COPIED:
         if keyword in source:
@@ -92,8 +89,6 @@ def reference(source: Any) -> Any:
 
 
 def _evaluations(answer: Prediction) -> list[Any]:
-    import highdicom as hd
-
     yes, no = _code("373066001", "Yes", "SCT"), _code("373067005", "No", "SCT")
     found = [hd.sr.QualitativeEvaluation(
         _code("screening-result", "Screening result"), _code(str(answer.label), str(answer.label))
@@ -119,8 +114,6 @@ def _evaluations(answer: Prediction) -> list[Any]:
 
 
 def _measurements(answer: Prediction, threshold: float) -> list[Any]:
-    import highdicom as hd
-
     unit = _code("1", "no units", "UCUM")
     values = [
         ("p-pneumonia", "P(PNEUMONIA)", answer.probability),
@@ -139,9 +132,6 @@ def _measurements(answer: Prediction, threshold: float) -> list[Any]:
 
 def structured_report(source: Any, answer: Prediction, bundle: Bundle) -> Any:
     """The TID 1500 report of `answer` on the `source` dataset (see the module's doc)."""
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
     algorithm = hd.sr.AlgorithmIdentification(
         name="pneumonia " + bundle.meta.architecture.name,
         family=codes.cid7162.ArtificialIntelligence,
@@ -203,9 +193,6 @@ def _burn_in(overlay: Image.Image) -> np.ndarray:
 def secondary_capture(source: Any, overlay: Image.Image, bundle: Bundle) -> Any:
     """The Grad-CAM overlay (its caveat and the intended use burned in) as a Secondary
     Capture image in the source's study, JPEG baseline compressed."""
-    import highdicom as hd
-    from pydicom.uid import JPEGBaseline8Bit
-
     capture = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source, pixel_array=_burn_in(overlay),
         photometric_interpretation=hd.PhotometricInterpretationValues.YBR_FULL_422,
