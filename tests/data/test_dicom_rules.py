@@ -67,6 +67,20 @@ def test_an_sr_is_refused_by_its_modality() -> None:
     assert "not an image" in str(refusal(ds))
 
 
+def test_a_lateral_named_by_its_view_code_is_refused() -> None:
+    ds = header(ViewPosition="")
+    view = Dataset()
+    view.CodeValue, view.CodingSchemeDesignator, view.CodeMeaning = (
+        "399198007",
+        "SCT",
+        "right lateral",
+    )
+    ds.ViewCodeSequence = [view]
+    assert "right lateral" in str(refusal(ds))
+    view.CodeValue, view.CodeMeaning = "399348003", "postero-anterior"
+    assert refusal(ds) is None
+
+
 def test_the_age_range_can_be_widened() -> None:
     teen = header(PatientAge="014Y")
     assert refusal(teen) is not None

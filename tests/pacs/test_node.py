@@ -44,6 +44,10 @@ def test_each_film_gets_one_report_with_the_cli_answer(
         assert said[uid]["P(PNEUMONIA)"] == pytest.approx(p.probability, abs=0.002)
     rows = read_log(log)
     assert len(rows) == 4 and {r.sha256 for r in rows} == {instance_key(u) for u in expected}
+    logged = {r.sha256: r for r in rows}
+    for uid, p in expected.items():
+        row = logged[instance_key(uid)]
+        assert (row.label, row.borderline, row.backend) == (p.label, p.borderline, shipped.backend)
 
 
 @pytest.mark.parametrize(

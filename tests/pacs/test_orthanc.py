@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.uid import generate_uid
 
 from conftest import wait_until
 from pacs.conftest import Destination, Orthanc, chest_film, echo, free_port, running_node, send
@@ -39,6 +40,9 @@ SYNTAXES = {  # file suffix -> (DCMTK encoder, its options; storescu's proposal 
     "sv1": ("dcmcjpeg", ["+e1", "+ua"], ["-xs"]),
     "jls": ("dcmcjpls", ["+ua"], ["-xt"]),
     "rle": ("dcmcrle", ["+ua"], ["-xr"]),
+    "ext12": ("dcmcjpeg", ["+ee", "+ua"], ["-xx"]),  # JPEG extended, 12-bit samples
+    "deflate": ("dcmconv", ["+td"], ["-xd"]),
+    "big": ("dcmconv", ["+tb"], ["-xb"]),
 }
 LABELS = ("PNEUMONIA", "NORMAL")
 STUDY = "1.2.826.0.1.3680043.10.1.77"
@@ -46,7 +50,7 @@ STUDY = "1.2.826.0.1.3680043.10.1.77"
 
 def archive_films(folder: Path) -> dict[str, list[Path]]:
     """Films as a PACS holds them: 12-bit MONOCHROME2 and 1, each also JPEG Lossless SV1,
-    JPEG-LS and RLE (a new SOP instance each, as DCMTK makes it with +ua)."""
+    JPEG-LS, RLE, 12-bit JPEG extended, deflated and big endian (a new SOP instance each)."""
     folder.mkdir()
     films: dict[str, list[Path]] = {tag: [] for tag in SYNTAXES}
     for k, photometric in enumerate(["MONOCHROME2", "MONOCHROME1"] * 2):
@@ -61,6 +65,10 @@ def archive_films(folder: Path) -> dict[str, list[Path]]:
             if tool:
                 out = folder / f"{k}-{tag}.dcm"
                 subprocess.run([tool, *options, str(raw), str(out)], check=True, timeout=60)
+                if "+ua" not in options:  # dcmconv keeps the UID: make it another instance
+                    ds = dcmread(out)
+                    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+                    ds.save_as(out)
                 films[tag].append(out)
     return films
 

@@ -183,6 +183,7 @@ def test_answers_carry_the_guard_and_are_logged(tiny_run: TinyRun, tmp_path: Pat
     assert row.model == model_version(bundle) and row.backend == "torch" and row.latency_ms > 0
     assert 0 < row.brightness < 1 and 0 < row.contrast < 1
     assert row.subtype is None and row.subtype_probability is None  # no subtype head
+    assert row.borderline is None  # the bundle records no band
 
 
 def test_a_dicom_header_never_reaches_the_log(tiny_run: TinyRun, tmp_path: Path) -> None:
@@ -265,9 +266,11 @@ def test_answers_say_borderline_where_the_bundle_records_a_band(
     p, t = plain["results"][0]["probability"], plain["threshold"]
     gap = abs(math.log(p / (1 - p)) - math.log(t / (1 - t)))
     folder = band(shutil.copytree(tiny_run.bundle, tmp_path / "banded"), gap + 0.01)
-    with TestClient(create_app(load_bundle(folder))) as banded:
+    with TestClient(create_app(load_bundle(folder), log_path=tmp_path / "log.sqlite")) as banded:
         body = banded.post("/predict", files=files).json()
         cam = banded.post("/explain", files={"file": ("x.png", png_bytes(), "image/png")})
+    [row] = read_log(tmp_path / "log.sqlite")  # the log keeps the verdict, and the backend
+    assert row.borderline is True and row.backend == "torch"
     assert (
         body["results"][0]["borderline"] is True
         and body["results"][0]["label"] == (plain["results"][0]["label"])

@@ -7,7 +7,8 @@ is analysed only when every rule holds:
 - an image: it has pixel data, and its SOP class is not a report, a presentation state or a
   "for processing" (raw detector) image;
 - Modality CR or DX;
-- a frontal view: ViewPosition PA or AP, or absent (a lateral, LL/RL, is refused);
+- a frontal view: ViewPosition PA or AP, or absent (a lateral, LL/RL, is refused), and no
+  lateral or oblique view in the ViewCodeSequence;
 - BodyPartExamined CHEST (or THORAX, LUNG), or absent;
 - a child of the ages the model learned from: the Kermany data are children aged one to five
   (the dataset's own description), so PatientAge, or else the age at StudyDate from
@@ -99,6 +100,9 @@ def refusal(ds: Any, ages: AgeRange | None = None) -> str | None:
     view = _upper(ds, "ViewPosition")
     if view and view not in FRONTAL:
         return f"view position {view}; only frontal (PA or AP) films are analysed"
+    coded = " ".join(str(c.get("CodeMeaning", "")) for c in ds.get("ViewCodeSequence", []))
+    if "LATERAL" in coded.upper() or "OBLIQUE" in coded.upper():
+        return f"view {coded.strip()[:40]}; only frontal (PA or AP) films are analysed"
     part = _upper(ds, "BodyPartExamined")
     if part and part not in CHEST:
         return f"body part {part}; only chest films are analysed"

@@ -86,9 +86,10 @@ class Record:
     subtype: str | None = None  # bacterial or viral; None: no subtype head, or NORMAL
     subtype_probability: float | None = None  # P(viral | pneumonia); None without the head
     token_id: str | None = None  # which API token asked (its sha256 prefix); None: anonymous
+    borderline: bool | None = None  # within the bundle's band; None: the bundle records none
 
 
-ADDED = ("subtype", "subtype_probability", "token_id")
+ADDED = ("subtype", "subtype_probability", "token_id", "borderline")
 """Columns added after the first logs were written: `create_schema` adds them to an older
 log, and reading one without them gives None."""
 SQL_TYPES = {"str": Text, "int": Integer, "bool": Boolean, "float": Float}

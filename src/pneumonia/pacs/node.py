@@ -215,7 +215,7 @@ class Node:
             now(), key, gray.shape[1], gray.shape[0], round(float(stats["brightness"][0]), 6),
             round(float(stats["contrast"][0]), 6), model_version(self.bundle.meta),
             self.bundle.backend, float(a.probability or 0.0), str(a.label), a.in_distribution,
-            a.ood_score, latency, a.subtype, a.subtype_probability, None,
+            a.ood_score, latency, a.subtype, a.subtype_probability, None, a.borderline,
         )])  # fmt: skip
 
     def stop(self) -> None:

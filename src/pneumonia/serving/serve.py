@@ -124,7 +124,7 @@ class Service:
                     when, u.sha256, u.width, u.height, round(float(stats["brightness"][k]), 6),
                     round(float(stats["contrast"][k]), 6), version, self.bundle.backend,
                     float(a.probability or 0.0), str(a.label), a.in_distribution, a.ood_score,
-                    latency, a.subtype, a.subtype_probability, token,
+                    latency, a.subtype, a.subtype_probability, token, a.borderline,
                 )
             )  # fmt: skip
         self.log.append(rows)
