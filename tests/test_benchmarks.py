@@ -531,3 +531,21 @@ def test_copy_gap_measures_each_rendering_against_its_copy(
     assert gaps["render step (shipped contract)"] == 0  # an exact reproduction
     assert gaps["nearest, then JPEG q75"] > 0.5
     assert "| render step (shipped contract) | 0.000 |" in capsys.readouterr().out
+
+
+def test_backend_agreement_judges_each_backend_by_the_per_image_rule(
+    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import sys
+
+    out = tmp_path / "agreement.json"
+    argv = ["backend_agreement", "--data", str(tiny_run.cfg.data.manifest), "--out", str(out)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", argv)
+        load("backend_agreement").main()
+    found = json.loads(out.read_text())
+    torch_row = found["judged"]["torch"]
+    assert torch_row["passed"] and torch_row["label_changes"] == 0 and torch_row["views"] == 9
+    assert set(found["images_per_s"]) == {"onnx", "torch"}
+    assert "| torch |" in capsys.readouterr().out

@@ -95,7 +95,7 @@ def test_api_image_serves_the_shipped_model(
     client = TestClient(calls[0][0])  # type: ignore[arg-type]
     health = client.get("/health").json()
     assert health["model_version"].startswith("efficientnet_lite0@")
-    assert health["backend"] == "int8"  # its passed int8 copy; the lean image has no PyTorch
+    assert health["backend"] == "onnx"  # the float model (no int8 copy passed); no PyTorch
     assert calls[0][1:] == ("0.0.0.0", 8000)
     assert client.get("/status").status_code == 401
     status = client.get("/status", headers={"Authorization": f"Bearer {token}"}).json()

@@ -5,19 +5,20 @@ from pathlib import Path
 import pytest
 
 from conftest import TinyRun
-from pneumonia.core.bundle import INT8, read_meta
+from pneumonia.core.bundle import INT8, ONNX, read_meta
 from pneumonia.core.errors import BundleError
 from pneumonia.inference.loading import choose_backend, load_bundle
 from pneumonia.inference.runtime import OnnxModel
 
 
 def test_auto_takes_the_fastest_model_the_bundle_has(tiny_run: TinyRun, exported: Path) -> None:
-    folder, meta = read_meta(None)  # the shipped model: int8 passed with its guard
-    assert choose_backend(folder, meta, "auto") == "int8"
+    folder, meta = read_meta(None)  # the shipped model: its int8 copy failed its rule
+    assert choose_backend(folder, meta, "auto") == "onnx"
     assert choose_backend(exported, read_meta(exported)[1], "auto") == "onnx"
     assert choose_backend(tiny_run.bundle, read_meta(tiny_run.bundle)[1], "auto") == "torch"
     shipped = load_bundle(None, "auto")
-    assert isinstance(shipped.model, OnnxModel) and shipped.model.path.name == INT8
+    assert isinstance(shipped.model, OnnxModel) and shipped.model.path.name == ONNX
+    assert INT8 not in meta.files and meta.exports["int8"]["passed"] is False
 
 
 def test_a_backend_the_bundle_lacks_is_refused_with_the_command_to_run(tiny_run: TinyRun) -> None:

@@ -1,13 +1,14 @@
 """int8 quantization: the parity rule on known answers, and a copy kept only when it passes."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TinyRun, unguarded_copy
+from conftest import TinyRun, band, unguarded_copy
 from pneumonia.cli import app
 from pneumonia.core.bundle import INT8
 from pneumonia.core.errors import BundleError, PneumoniaError
@@ -23,7 +24,7 @@ def _nudged(logits: np.ndarray, at: float, count: int) -> np.ndarray:
     return out
 
 
-def test_parity_rule_on_known_scores(tiny_run: TinyRun) -> None:
+def test_parity_rule_on_known_scores(tiny_run: TinyRun, tmp_path: Path) -> None:
     bundle = load_bundle(tiny_run.bundle)
     labels = np.array([0] * 100 + [1] * 100)
     logits = np.linspace(-6, 6, 200)
@@ -32,13 +33,32 @@ def test_parity_rule_on_known_scores(tiny_run: TinyRun) -> None:
     assert same["passed"] and same["same_labels"] == 1.0 and same["max_abs_diff_probability"] == 0
     at = float(np.log(bundle.threshold / (1 - bundle.threshold)) * bundle.temperature)
     two = quantize.parity(labels, clean, (_nudged(logits, at, 2)[None], None), bundle)
-    assert two["same_labels"] == pytest.approx(0.99) and not two["passed"]  # 99% < 99.5%
-    # clean views agree, a shifted view does not: the pooled shifted rate fails the rule
+    assert two["label_changes"] == 2 and not two["passed"]  # one image is one too many
+
+    # no label changes, but one image's P moves by more than 0.02
+    def logit(p: float) -> float:
+        return float(np.log(p / (1 - p)) * bundle.temperature)
+
+    high = (1 + bundle.threshold) / 2  # well above the threshold; P then moves by 0.04
+    pair = (np.array([[logit(high), -6.0]]), None), (np.array([[logit(high + 0.04), -6.0]]), None)
+    nudged = quantize.parity(np.array([1, 0]), *pair, bundle)
+    assert nudged["label_changes"] == 0 and nudged["max_abs_diff_probability"] > 0.02
+    assert not nudged["passed"]
+    # clean views agree, a shifted view does not
     views = np.stack([logits, logits])
     shifted = np.stack([logits, _nudged(logits, at, 2)])
     moved = quantize.parity(labels, (views, None), (shifted, None), bundle)
-    assert moved["same_labels"] == 1.0 and moved["shifted_same_labels"] == pytest.approx(0.99)
-    assert moved["worst_shift"] == quantize.PARITY_SHIFTS[0] and not moved["passed"]
+    assert moved["same_labels"] == 1.0 and moved["shifted_label_changes"] == 2
+    assert not moved["passed"]
+    # the same labels, but an answer leaves the borderline band: what users see changes
+    banded = load_bundle(band(shutil.copytree(tiny_run.bundle, tmp_path / "banded"), 1.0))
+    low, _ = banded.meta.borderline.limits(banded.threshold)  # type: ignore[union-attr]
+    edge = float(np.log(low / (1 - low)) * banded.temperature)
+    inside_band = np.array([edge + 0.004])
+    crossed = quantize.parity(np.array([1]), (inside_band[None], None),
+                              ((inside_band - 0.008)[None], None), banded)  # fmt: skip
+    assert crossed["label_changes"] == 0 and crossed["borderline_changes"] == 1
+    assert not crossed["passed"]
     # same labels everywhere, but the guard changes its verdict on 2% of the images
     assert bundle.guard is not None
     inside = np.full((2, 200), bundle.guard.threshold / 2)
@@ -52,7 +72,7 @@ def test_parity_rule_on_known_scores(tiny_run: TinyRun) -> None:
 def test_a_failing_copy_is_recorded_not_kept(
     tiny_run: TinyRun, exported: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(quantize, "SAME_LABELS", 1.01)  # no copy can pass
+    monkeypatch.setattr(quantize, "MAX_DP", -1.0)  # no copy can pass
     manifest = tiny_run.cfg.data.manifest
     result = quantize.quantize_bundle(load_bundle(exported, "onnx"), manifest, images=16)
     assert not result["passed"] and not (exported / INT8).exists()
@@ -73,9 +93,9 @@ def test_a_failing_copy_is_recorded_not_kept(
 def test_a_passing_copy_is_kept_hashed_and_chosen(
     tiny_run: TinyRun, exported: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(quantize, "SAME_LABELS", 0.0)  # any copy passes
-    monkeypatch.setattr(quantize, "AUC_LIMIT", 1.0)
-    monkeypatch.setattr(quantize, "SHIFT_AUC_LIMIT", 1.0)
+    rule = quantize.parity  # any copy passes
+
+    monkeypatch.setattr(quantize, "parity", lambda *args: {**rule(*args), "passed": True})
     manifest = str(tiny_run.cfg.data.manifest)
     result = CliRunner().invoke(app, ["export", str(exported), "--int8", "--data", manifest])
     assert result.exit_code == 0 and "kept: model.int8.onnx" in result.output, result.output

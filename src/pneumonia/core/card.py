@@ -138,10 +138,16 @@ def _exports(meta: BundleMeta) -> list[str]:
 
 def int8_summary(record: dict[str, Any]) -> str:
     """One sentence of an int8 attempt's parity numbers (`model.json` `exports.int8`)."""
-    text = (
-        f"On {record['judged_on']}: ROC-AUC {record['roc_auc_float']:.4f} (float) vs "
-        f"{record['roc_auc_int8']:.4f}, same labels {record['same_labels']:.4f}"
-    )
+    r, text = record, f"On {record['judged_on']}: "
+    if r.get("label_changes") is not None:  # the per-image rule's figures
+        text += (f"labels changed on {r['label_changes']} clean and {r['shifted_label_changes']} "
+                 f"shifted views, borderline verdicts on {r['borderline_changes']} and "
+                 f"{r['shifted_borderline_changes']}, largest |P change| "
+                 f"{r['max_abs_diff_probability']:.3f} clean and "
+                 f"{r['shifted_max_abs_diff_probability']:.3f} shifted "
+                 f"(mean {r['mean_abs_diff_probability']:.4f}); ")  # fmt: skip
+    text += f"ROC-AUC {r['roc_auc_float']:.4f} (float) vs {r['roc_auc_int8']:.4f}, same labels "
+    text += f"{r['same_labels']:.4f}"
     if record.get("shifted_same_labels") is not None:
         text += (
             f", shifted {record['shifted_same_labels']:.4f} (largest ROC-AUC change "

@@ -5,10 +5,13 @@ ONNX Runtime's static quantization (QDQ format, int8 weights per channel, uint8 
 the first convolution and the last convolution and linear layer left in float: `RECIPE`, the
 one of five candidates that passed in `benchmarks/int8_study.py`) is calibrated on training
 images of the manifest (never validation), then judged on the validation split against the
-float ONNX model, clean and under eight realistic shifts, by a parity rule: clean ROC-AUC
-within 0.002 and at least 99.5% of images given the same label at the bundle's threshold; on
-the shifted views, pooled, 99.5% same labels and no shift's ROC-AUC moved by more than 0.005;
-the guard's verdict the same for 99.5% of clean and shifted images. `model.json` records the
+float ONNX model, clean and under eight realistic shifts, by a parity rule that measures what a
+user sees on each image: on every image and every view, the same label at the bundle's
+threshold, the same borderline verdict (where the bundle records a band) and P(PNEUMONIA)
+within 0.02; the guard's verdict the same for 99.5% of clean and shifted images. (An earlier
+rule asked only for 99.5% same labels and ROC-AUC within 0.002: a copy that passed it
+answered 4 of 624 test images otherwise, and moved P by up to 0.13; ROC-AUC is still
+reported.) `model.json` records the
 attempt and its numbers either way (`exports.int8`, with the sha256 of the float model and
 guard it was judged with); the file `model.int8.onnx` is written, hashed and used by
 `--backend auto` only when the rule passes, and with the guard only while that guard is the
@@ -39,15 +42,13 @@ from pneumonia.inference.predictions import load_squares, network_scores, to_pro
 from pneumonia.inference.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
-AUC_LIMIT = 0.002
-SAME_LABELS = 0.995
-SHIFT_AUC_LIMIT = 0.005
+MAX_DP = 0.02  # the largest |P(int8) - P(float)| allowed on any image and view
+SAME_GUARD = 0.995
 PARITY_SHIFTS = ("wide_1.33", "tall_1.2", "crop_85", "gamma_0.6", "gamma_1.6", "blur_0.7",
                  "jpeg_30", "noise_8")  # fmt: skip
 RULE = (
-    f"clean: |ROC-AUC change| <= {AUC_LIMIT} and same labels >= {SAME_LABELS}; shifted views "
-    f"pooled: same labels >= {SAME_LABELS}, each |ROC-AUC change| <= {SHIFT_AUC_LIMIT}; "
-    f"guard verdicts (clean and shifted): same >= {SAME_LABELS}"
+    f"every image, clean and under each shift: the same label, the same borderline verdict and "
+    f"|P change| <= {MAX_DP}; guard verdicts (clean and shifted): same >= {SAME_GUARD}"
 )
 CHUNK = 512  # images decoded and shifted at a time (bounds memory on large splits)
 Outputs = tuple[np.ndarray, np.ndarray | None]
@@ -189,28 +190,37 @@ def parity(labels: np.ndarray, ref: Outputs, got: Outputs, bundle: Bundle) -> di
     ref_m = [binary_metrics(labels, p, threshold) for p in p_ref]
     got_m = [binary_metrics(labels, p, threshold) for p in p_got]
     auc_change = np.array([g["roc_auc"] - r["roc_auc"] for r, g in zip(ref_m, got_m, strict=True)])
-    same = (p_ref >= threshold) == (p_got >= threshold)
+    changed = (p_ref >= threshold) != (p_got >= threshold)  # (views, images)
+    band = bundle.meta.borderline
+    moved = np.zeros_like(changed) if band is None else (
+        band.contains(p_ref, threshold) != band.contains(p_got, threshold))  # fmt: skip
+    dp = np.abs(p_ref - p_got)
     worst = 1 + int(np.argmax(np.abs(auc_change[1:]))) if len(auc_change) > 1 else 0
     result: dict[str, Any] = {
+        "images": int(p_ref.shape[1]),
+        "views": int(p_ref.shape[0]),
         "roc_auc_float": ref_m[0]["roc_auc"],
         "roc_auc_int8": got_m[0]["roc_auc"],
-        "same_labels": float(same[0].mean()),
+        "same_labels": float(1 - changed[0].mean()),
         "sensitivity_float": ref_m[0]["sensitivity"],
         "sensitivity_int8": got_m[0]["sensitivity"],
-        "max_abs_diff_probability": float(np.abs(p_ref[0] - p_got[0]).max()),
+        "max_abs_diff_probability": float(dp[0].max()),
+        "mean_abs_diff_probability": float(dp[0].mean()),
+        "label_changes": int(changed[0].sum()),
+        "borderline_changes": int(moved[0].sum()),
         "shifts": list(PARITY_SHIFTS[: len(p_ref) - 1]),
-        "shifted_same_labels": float(same[1:].mean()) if len(same) > 1 else None,
+        "shifted_same_labels": float(1 - changed[1:].mean()) if len(changed) > 1 else None,
+        "shifted_label_changes": int(changed[1:].sum()),
+        "shifted_borderline_changes": int(moved[1:].sum()),
+        "shifted_max_abs_diff_probability": float(dp[1:].max()) if len(dp) > 1 else None,
         "worst_shift": PARITY_SHIFTS[worst - 1] if worst else None,
         "worst_shift_auc_change": float(abs(auc_change[worst])) if worst else None,
     }
-    passed = abs(auc_change[0]) <= AUC_LIMIT and result["same_labels"] >= SAME_LABELS
-    if worst:
-        passed &= result["shifted_same_labels"] >= SAME_LABELS
-        passed &= result["worst_shift_auc_change"] <= SHIFT_AUC_LIMIT
+    passed = not changed.any() and not moved.any() and float(dp.max()) <= MAX_DP
     if ref[1] is not None and got[1] is not None and bundle.guard is not None:
         inside = bundle.guard.in_distribution
         result["same_guard_verdict"] = float(np.mean(inside(ref[1]) == inside(got[1])))
-        passed &= result["same_guard_verdict"] >= SAME_LABELS
+        passed &= result["same_guard_verdict"] >= SAME_GUARD
     result["rule"] = RULE
     result["passed"] = bool(passed)
     return result
