@@ -214,6 +214,10 @@ def test_the_compose_file_runs_two_replicas_on_one_postgresql_log(
     assert env["PNEUMONIA_LOG"].startswith("postgresql://pneumonia@db")
 
 
+LOCAL_ONLY = {"Name", "StorageDirectory", "IndexDirectory", "RemoteAccessAllowed",
+              "DicomModalities", "LuaScripts"}  # fmt: skip
+
+
 def test_the_compose_files_orthanc_routes_to_its_dicom_node() -> None:
     """compose.yaml's PACS side: Orthanc built from deploy/orthanc, whose config names the
     `node` service as the modality its Lua route sends CR/DX to, and the node sending its
@@ -233,3 +237,11 @@ def test_the_compose_files_orthanc_routes_to_its_dicom_node() -> None:
         == f"{config['DicomAet']}@orthanc:{config['DicomPort']}"
     )
     assert "/modalities/pneumonia/store" in (ROOT / "deploy" / "orthanc" / "route.lua").read_text()
+    local = json.loads((ROOT / "deploy" / "orthanc" / "local.json").read_text())
+    assert local["DicomModalities"]["pneumonia"] == [aet, "127.0.0.1", int(port)]  # the host's
+    assert local["RemoteAccessAllowed"] is False and local["StorageDirectory"].startswith(
+        "../../work/"
+    )
+    assert {k: v for k, v in local.items() if k not in LOCAL_ONLY} == {
+        k: v for k, v in config.items() if k not in LOCAL_ONLY
+    }  # the same Orthanc otherwise

@@ -157,3 +157,19 @@ def test_the_capture_goes_with_the_report(
     kinds = sorted(str(ds.SOPClassUID.name) for ds in destination.received)
     assert kinds == ["Comprehensive SR Storage", "Secondary Capture Image Storage"]
     assert {ds.StudyInstanceUID for ds in destination.received} == {dcmread(film).StudyInstanceUID}
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path, shipped: Any) -> None:
+    import socket
+
+    from pneumonia.core.errors import PneumoniaError
+    from pneumonia.pacs.node import Node, NodeOptions
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        options = NodeOptions(("SENDER",), (), tmp_path / "spool", port=taken.getsockname()[1],
+                              capture=False)  # fmt: skip
+        node = Node(shipped, options)
+        with pytest.raises(PneumoniaError, match="cannot listen on .*--port"):
+            node.start()

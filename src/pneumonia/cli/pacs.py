@@ -61,12 +61,12 @@ def dicom_node_command(
     from pneumonia.pacs.outbox import Destination
 
     destinations = tuple(Destination.parse(d) for d in [*(store_to or []), *(stow_to or [])])
-    if not destinations:
-        console.print("[yellow]no --store-to or --stow-to: answers are journalled, sent nowhere")
     options = NodeOptions(
         allow=tuple(allow or ()), destinations=destinations, spool=spool, ae_title=ae_title,
         host=host, port=port, log=log, capture=capture, ages=AgeRange.parse(age_range),
     )  # fmt: skip
+    if not destinations:
+        console.print("[yellow]no --store-to or --stow-to: answers are journalled, sent nowhere")
     node = Node(load_bundle(bundle, backend), options)
     for name in ("highdicom", "pynetdicom"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -60,6 +60,7 @@ def _value(item: dict[str, Any], tag: str) -> str:
 def _client(target: Target) -> Any:
     from dicomweb_client.api import DICOMwebClient
 
+    logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # one line per request
     client = DICOMwebClient(url=target.base)
     client.set_http_retry_params(retry=False)
     return client

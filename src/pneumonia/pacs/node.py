@@ -142,7 +142,14 @@ class Node:
         ae.add_supported_context(VERIFICATION)
         handlers = [(evt.EVT_C_STORE, self.on_store)]
         where = (self.options.host, self.options.port)
-        self._server = ae.start_server(where, block=block, evt_handlers=handlers)  # type: ignore[arg-type]
+        try:
+            self._server = ae.start_server(where, block=block, evt_handlers=handlers)  # type: ignore[arg-type]
+        except OSError as exc:  # the port is taken, or not ours to bind
+            self.stop()
+            raise PneumoniaError(
+                f"cannot listen on {where[0]}:{where[1]} ({exc.strerror or exc}); "
+                "is another node or PACS using that port? Pick another with --port"
+            ) from None
 
     def on_store(self, event: Any) -> Any:
         """Answer one C-STORE (see the module's doc); never raises."""
