@@ -171,5 +171,5 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path, shipped: Any) -> None:
         options = NodeOptions(("SENDER",), (), tmp_path / "spool", port=taken.getsockname()[1],
                               capture=False)  # fmt: skip
         node = Node(shipped, options)
-        with pytest.raises(PneumoniaError, match="cannot listen on .*--port"):
+        with pytest.raises(PneumoniaError, match=r"cannot listen on .*--port"):
             node.start()
