@@ -122,3 +122,29 @@ def test_render_blur_evens_out_jpeg_noise_and_keeps_older_keys() -> None:
     assert '"render": {"blur": 1.0, "quality": 75, "side": 224}' in soft_meta.contract_record()
     with pytest.raises(ValueError):
         Render(blur=-1)
+
+
+def test_the_film_is_found_inside_a_black_canvas_and_wide_bars_only() -> None:
+    from pneumonia.core.preprocess import film_box
+
+    rng = np.random.default_rng(0)
+    film = rng.integers(20, 235, (100, 120)).astype(np.uint8)
+    canvas = np.zeros((120, 168), dtype=np.uint8)  # 1.2x as tall, 1.4x as wide
+    canvas[10:110, 24:144] = film
+    assert film_box(canvas) == (10, 110, 24, 144)
+    assert film_box(film) is None  # no border
+    strip = film.copy()
+    strip[:, -6:] = 0  # a dark strip of 5% at one edge, as some Kaggle copies have
+    assert film_box(strip) is None
+    assert film_box(np.zeros((50, 50), dtype=np.uint8)) is None  # all border: no film
+    trimmed = Preprocessing(image_size=32, resize="stretch", borders="trim")
+    assert np.array_equal(trimmed.square(canvas), trimmed.square(film))
+    kept = Preprocessing(image_size=32, resize="stretch")
+    assert not np.array_equal(kept.square(canvas), kept.square(film))
+
+
+def test_a_contract_that_keeps_borders_records_as_before() -> None:
+    kept, trimmed = Preprocessing(), Preprocessing(borders="trim")
+    assert "borders" not in kept.model_dump() and trimmed.model_dump()["borders"] == "trim"
+    assert kept.cache_key() != trimmed.cache_key()
+    assert Preprocessing.model_validate(trimmed.model_dump()) == trimmed

@@ -76,6 +76,20 @@ class Preprocessing(BaseModel):
     render: Render | None = Field(
         None, description="render every image as the training copies were, before the resize"
     )
+    borders: Literal["keep", "trim"] = Field(
+        "keep",
+        description="trim: find the film inside uniform borders (a viewer's black canvas, "
+        "shutter bars) and cut them off first; keep: the whole image",
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Without `borders` when it is "keep": contracts recorded before it existed keep
+        their model.json and cache key."""
+        data: dict[str, object] = handler(self)
+        if self.borders == "keep":
+            data.pop("borders", None)
+        return data
 
     def cache_key(self) -> str:
         """Short hash of the settings that change the cached pixels (not the normalisation)."""
@@ -84,12 +98,18 @@ class Preprocessing(BaseModel):
         }  # fmt: skip
         if self.render is not None:
             payload["render"] = self.render.model_dump()
+        if self.borders != "keep":
+            payload["borders"] = self.borders
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return f"{self.image_size}-{self.resize}-{digest[:10]}"
 
     def square(self, gray: np.ndarray) -> np.ndarray:
-        """A decoded 2-D uint8 image -> the model's uint8 square: `render`, then
-        `fit_to_square`."""
+        """A decoded 2-D uint8 image -> the model's uint8 square: the film inside its
+        borders (with `borders` trim), `render`, then `fit_to_square`."""
+        if self.borders == "trim":
+            box = film_box(gray)
+            if box is not None:
+                gray = gray[box[0] : box[1], box[2] : box[3]]
         if self.render is not None:
             gray = self.render.apply(gray, self.resize)
         return fit_to_square(gray, self.image_size, self.resize)
@@ -105,10 +125,60 @@ class Preprocessing(BaseModel):
             "mean": self.mean,
             "std": self.std,
             "render": None if self.render is None else self.render.describe(),
+            "borders": self.borders,
         }
 
 
 RESIZE_MODES = ("stretch", "pad", "crop")
+UNIFORM = 8  # grey levels a border line may span (JPEG leaves near-flat bars near-flat)
+LEAST_BORDERS = 0.15  # of a side, the two borders across it together: thinner are left alone
+LEAST_FILM = 0.25  # of each side the film must keep: else it is no film in bars
+
+
+RINGING = 0  # lines past a uniform border JPEG ringing may leave near-black (candidate C: 12)
+NEAR = 16  # grey levels from the border's own within which such a line's mean must lie
+
+
+def _extend(run: int, means: np.ndarray) -> int:
+    """A uniform border of `run` lines, extended over the next lines (at most `RINGING`)
+    whose mean stays within `NEAR` of the border's: what a JPEG's blocks leave of a bar."""
+    if run == 0:
+        return 0
+    level = float(np.median(means[:run]))
+    extra = 0
+    while extra < RINGING and run + extra < len(means) and abs(means[run + extra] - level) <= NEAR:
+        extra += 1
+    return run + extra
+
+
+def _edge_run(flat: np.ndarray, means: np.ndarray) -> tuple[int, int]:
+    """How many lines at the start and at the end are border: uniform (`flat`, bools) in a
+    row, then JPEG's ringing past them (`_extend`)."""
+    if flat.all():
+        return len(flat), 0
+    start, end = int(np.argmin(flat)), int(np.argmin(flat[::-1]))
+    return _extend(start, means), _extend(end, means[::-1])
+
+
+def film_box(gray: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of the film inside uniform borders: rows and columns at the
+    edges whose grey levels span at most `UNIFORM`; None unless the two borders across one
+    side together make `LEAST_BORDERS` of it (the Kaggle copies' own dark strips, 2-8% of the
+    width, are left alone: docs/robustness.md), or when less than `LEAST_FILM` of a side would
+    be left."""
+    h, w = gray.shape
+    rows = (gray.max(axis=1).astype(np.int16) - gray.min(axis=1)) <= UNIFORM
+    top, bottom = _edge_run(rows, gray.mean(axis=1))
+    if top + bottom >= h * (1 - LEAST_FILM):
+        return None
+    inner = gray[top : h - bottom]
+    cols = (inner.max(axis=0).astype(np.int16) - inner.min(axis=0)) <= UNIFORM
+    left, right = _edge_run(cols, inner.mean(axis=0))
+    if left + right >= w * (1 - LEAST_FILM):
+        return None
+    if top + bottom < h * LEAST_BORDERS and left + right < w * LEAST_BORDERS:
+        return None
+    return top, h - bottom, left, w - right
 
 
 def fit_to_square(gray: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
