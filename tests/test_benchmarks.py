@@ -549,3 +549,26 @@ def test_backend_agreement_judges_each_backend_by_the_per_image_rule(
     assert torch_row["passed"] and torch_row["label_changes"] == 0 and torch_row["views"] == 9
     assert set(found["images_per_s"]) == {"onnx", "torch"}
     assert "| torch |" in capsys.readouterr().out
+
+
+def test_border_study_judges_a_candidate_by_its_written_rule(
+    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import sys
+
+    train = next(p for p in tiny_run.data.rglob("train") if p.is_dir())  # originals = copies
+    out = tmp_path / "borders.json"
+    argv = ["border_study", "--data", str(tiny_run.cfg.data.manifest), "--originals", str(train),
+            "--copies", str(train), "--canvas", "3", "--out", str(out)]  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", argv)
+        load("border_study").main()
+    found = json.loads(out.read_text())
+    originals, copies = found["plain"]["originals"], found["plain"]["their copies"]
+    assert originals == copies and originals["images"] > 0  # the same files, the same answers
+    assert set(found["canvas"]) == {f"{s}, {k}" for s in ("validation copies", "originals")
+                                    for k in ("jpeg", "png16")}  # fmt: skip
+    assert all(row["trim"]["images"] == 3 for row in found["canvas"].values())
+    assert set(found["adopt"]) == {"rule 1", "rule 2", "trimmed", "of"}
+    assert "canvas originals png16" in capsys.readouterr().out
