@@ -211,11 +211,8 @@ def predict_command(
         parse(url)  # a malformed URL fails before the model loads
     bundle = load_bundle(bundle_path, backend)
     say_backend(bundle)
-    paths = (
-        expand_inputs([p for p in patterns if not is_dicomweb(p)])
-        if len(urls) < len(patterns)
-        else []
-    )
+    files = [p for p in patterns if not is_dicomweb(p)]
+    paths = expand_inputs(files) if files else []
     out_dir = fresh_dir(out, force)
     predictions = predict_paths(bundle, paths, batch_size, workers, tta=tta) if paths else []
     for url in urls:

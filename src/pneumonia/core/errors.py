@@ -40,3 +40,11 @@ class UnsupportedFormatError(ImageError):
 
 class OfflineError(PneumoniaError):
     """Something needs the network and there is none."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (of the database's own error under SQLAlchemy's,
+    without its background link), or its type's name when it says nothing."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__

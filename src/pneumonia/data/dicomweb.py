@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pneumonia.core.errors import DataError
+from pneumonia.core.errors import DataError, one_line
 from pneumonia.data.dicom_rules import AgeRange, refusal
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def instances(url: str, ages: AgeRange | None = None) -> Iterator[tuple[str, Any
     try:
         listing = _listing(client, target)
     except Exception as exc:  # requests' and the server's errors
-        raise DataError(f"{url}: the DICOMweb search failed ({_short(exc)})") from None
+        raise DataError(f"{url}: the DICOMweb search failed ({one_line(exc)[:200]})") from None
     if not listing:
         raise DataError(f"{url}: the archive has no instances there")
     for series, sop in listing:
@@ -96,12 +96,7 @@ def instances(url: str, ages: AgeRange | None = None) -> Iterator[tuple[str, Any
         try:
             ds = client.retrieve_instance(target.study, series, sop)
         except Exception as exc:  # one instance lost is one row, not the run
-            yield name, None, f"cannot retrieve the instance ({_short(exc)})"
+            yield name, None, f"cannot retrieve the instance ({one_line(exc)[:200]})"
             continue
         why = refusal(ds, ages)
         yield name, (None if why else ds), (f"not analysed: {why}" if why else None)
-
-
-def _short(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]

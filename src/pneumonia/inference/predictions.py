@@ -123,12 +123,12 @@ def guard_scores(
     return bundle.guard.scores(features, squares)
 
 
-def score_squares(bundle: Bundle, squares: list[np.ndarray]) -> np.ndarray:
+def score_squares(bundle: Bundle, squares: list[np.ndarray], tta: bool = False) -> np.ndarray:
     """(N, 3): calibrated P(PNEUMONIA), the guard's OOD score (NaN without a guard) and
     P(viral | pneumonia) (NaN without a subtype head) for contract squares, in one network
-    call (the service's batch function)."""
+    call (the service's batch function); with `tta` P is the mean over `tta_views`."""
     found, feats = batch_outputs(
-        bundle.model, bundle.contract, squares, False, bundle.guard is not None
+        bundle.model, bundle.contract, squares, tta, bundle.guard is not None
     )
     probs = to_probability(found[:, 0], bundle.temperature)
     ood = guard_scores(bundle, feats, squares)
@@ -309,14 +309,11 @@ def predict_datasets(
     pending: list[tuple[int, np.ndarray]] = []
 
     def flush() -> None:
-        squares = [sq for _, sq in pending]
-        found, feats = batch_outputs(bundle.model, bundle.contract, squares, tta,
-                                     bundle.guard is not None)  # fmt: skip
-        probs = to_probability(found[:, 0], bundle.temperature)
-        ood, viral = guard_scores(bundle, feats, squares), subtype_probability(bundle, found)
-        for k, (row, _) in enumerate(pending):
-            name = results[row].path
-            results[row] = prediction(bundle, name, float(probs[k]), float(ood[k]), float(viral[k]))
+        scored = score_squares(bundle, [sq for _, sq in pending], tta)
+        for (row, _), (p, score, viral) in zip(pending, scored, strict=True):
+            results[row] = prediction(
+                bundle, results[row].path, float(p), float(score), float(viral)
+            )
         pending.clear()
 
     for name, ds, why in items:

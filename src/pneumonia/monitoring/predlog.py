@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -54,8 +54,16 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.bundle import model_version
+from pneumonia.core.errors import PneumoniaError, one_line
+from pneumonia.core.preprocess import square_stats
 from pneumonia.monitoring.log_target import describe, log_url
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from pneumonia.inference.loading import Bundle
+    from pneumonia.inference.predictions import Prediction
 
 log = logging.getLogger(__name__)
 TABLE = "predictions"
@@ -108,11 +116,24 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def one_line(exc: BaseException) -> str:
-    """The first line of a database error, without SQLAlchemy's background link."""
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    return lines[0] if lines else type(cause).__name__
+def answer_records(
+    bundle: Bundle, answers: Sequence[Prediction], squares: np.ndarray,
+    inputs: Sequence[tuple[str, int, int]], started: float, token_id: str | None = None,
+) -> list[Record]:  # fmt: skip
+    """One row per answer: its input's (sha256, width, height), its contract square's
+    statistics (`squares`, N x S x S), the bundle's model and backend, and the latency since
+    `started` (a `time.perf_counter()` reading), all at one time."""
+    latency = round(1000 * (time.perf_counter() - started), 2)
+    version, when, stats = model_version(bundle.meta), now(), square_stats(squares)
+    return [
+        Record(
+            when, sha, width, height, round(float(stats["brightness"][k]), 6),
+            round(float(stats["contrast"][k]), 6), version, bundle.backend,
+            float(a.probability or 0.0), str(a.label), a.in_distribution, a.ood_score,
+            latency, a.subtype, a.subtype_probability, token_id, a.borderline,
+        )
+        for k, (a, (sha, width, height)) in enumerate(zip(answers, inputs, strict=True))
+    ]  # fmt: skip
 
 
 def while_locked(call: Callable[[], T]) -> T:

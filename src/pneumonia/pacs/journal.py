@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy import Column, Integer, MetaData, Table, Text, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.errors import PneumoniaError, one_line
 from pneumonia.monitoring.log_target import describe, log_url
-from pneumonia.monitoring.predlog import now, one_line, open_engine, while_locked
+from pneumonia.monitoring.predlog import now, open_engine, while_locked
 
 ANSWERED, NOT_ANALYSED, FAILED = "answered", "not analysed", "failed"
 QUEUED, DELIVERED = "queued", "delivered"

@@ -36,16 +36,14 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 
-from pneumonia.core.bundle import model_version
 from pneumonia.core.errors import ImageError, PneumoniaError
-from pneumonia.core.preprocess import square_stats
 from pneumonia.data.dicom import decode_dataset
 from pneumonia.data.dicom_codecs import preload, syntax_name
 from pneumonia.data.dicom_rules import AgeRange, refusal
 from pneumonia.inference.loading import Bundle, load_bundle
 from pneumonia.inference.predictions import Prediction, prediction, score_squares
 from pneumonia.inference.runtime import lanes, torch_available
-from pneumonia.monitoring.predlog import PredictionLog, Record, now
+from pneumonia.monitoring.predlog import PredictionLog, answer_records
 from pneumonia.pacs.journal import ANSWERED, FAILED, NOT_ANALYSED, Journal, instance_key
 from pneumonia.pacs.outbox import Destination, Outbox
 from pneumonia.pacs.report import reference, secondary_capture, structured_report
@@ -214,16 +212,9 @@ class Node:
     def _log(
         self, key: str, gray: np.ndarray, square: np.ndarray, a: Prediction, t0: float
     ) -> None:
-        if self.predlog is None:
-            return
-        stats = square_stats(square[None])
-        latency = round(1000 * (time.perf_counter() - t0), 2)
-        self.predlog.append([Record(
-            now(), key, gray.shape[1], gray.shape[0], round(float(stats["brightness"][0]), 6),
-            round(float(stats["contrast"][0]), 6), model_version(self.bundle.meta),
-            self.bundle.backend, float(a.probability or 0.0), str(a.label), a.in_distribution,
-            a.ood_score, latency, a.subtype, a.subtype_probability, None, a.borderline,
-        )])  # fmt: skip
+        if self.predlog is not None:
+            inputs = [(key, gray.shape[1], gray.shape[0])]
+            self.predlog.append(answer_records(self.bundle, [a], square[None], inputs, t0))
 
     def stop(self) -> None:
         """Stop listening and delivering (queued results stay on disk), close the logs."""

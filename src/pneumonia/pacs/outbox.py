@@ -23,7 +23,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pynetdicom import AE
 
-from pneumonia.core.errors import PneumoniaError
+from pneumonia.core.errors import PneumoniaError, one_line
 from pneumonia.pacs.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -173,11 +173,7 @@ class Outbox:
             try:
                 self._send(dest, files)
             except Exception as exc:  # network, refusals, a destination's own errors
-                error = (
-                    str(exc).strip().splitlines()[0][:300]
-                    if str(exc).strip()
-                    else type(exc).__name__
-                )
+                error = one_line(exc)[:300]
                 log.warning("queued: destination %s down or refusing (%s); retry in %.0f s; "
                             "%d result(s) waiting", dest.text, error, delay, len(keys))  # fmt: skip
                 self.journal.attempted(key, dest.text, error)

@@ -60,16 +60,10 @@ def _code(value: str, meaning: str, scheme: str = SCHEME) -> Any:
     return Code(value, scheme, meaning)
 
 
-def _uid(source: Any, bundle: Bundle, what: str) -> str:
-    """A UID that is the same for the same source instance, model and object."""
-    return str(
-        generate_uid(entropy_srcs=[str(source.SOPInstanceUID), model_version(bundle.meta), what])
-    )
-
-
-def _series_uid(source: Any, bundle: Bundle, what: str) -> str:
-    study = str(source.StudyInstanceUID)
-    return str(generate_uid(entropy_srcs=[study, model_version(bundle.meta), what]))
+def _uid(anchor: Any, bundle: Bundle, what: str) -> str:
+    """A UID that is the same for the same anchor (the source's instance UID for an object,
+    its study UID for a series), model and object."""
+    return str(generate_uid(entropy_srcs=[str(anchor), model_version(bundle.meta), what]))
 
 
 def reference(source: Any) -> Any:
@@ -151,7 +145,7 @@ def structured_report(source: Any, answer: Prediction, bundle: Bundle) -> Any:
         qualitative_evaluations=_evaluations(answer),
     )
     device = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=_series_uid(source, bundle, "device"), name="pneumonia",
+        uid=_uid(source.StudyInstanceUID, bundle, "device"), name="pneumonia",
         manufacturer_name=MANUFACTURER, model_name=bundle.meta.architecture.name,
     )  # fmt: skip
     context = hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
@@ -164,8 +158,8 @@ def structured_report(source: Any, answer: Prediction, bundle: Bundle) -> Any:
     )
     report = hd.sr.ComprehensiveSR(
         evidence=[source], content=content[0],
-        series_instance_uid=_series_uid(source, bundle, "sr"), series_number=SR_SERIES,
-        sop_instance_uid=_uid(source, bundle, "sr"), instance_number=1,
+        series_instance_uid=_uid(source.StudyInstanceUID, bundle, "sr"), series_number=SR_SERIES,
+        sop_instance_uid=_uid(source.SOPInstanceUID, bundle, "sr"), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
     )  # fmt: skip
     report.SeriesDescription = f"pneumonia AI result ({INTENDED_USE})"
@@ -197,8 +191,8 @@ def secondary_capture(source: Any, overlay: Image.Image, bundle: Bundle) -> Any:
         ref_dataset=source, pixel_array=_burn_in(overlay),
         photometric_interpretation=hd.PhotometricInterpretationValues.YBR_FULL_422,
         bits_allocated=8, coordinate_system=hd.CoordinateSystemNames.PATIENT,
-        series_instance_uid=_series_uid(source, bundle, "sc"), series_number=SC_SERIES,
-        sop_instance_uid=_uid(source, bundle, "sc"), instance_number=1,
+        series_instance_uid=_uid(source.StudyInstanceUID, bundle, "sc"), series_number=SC_SERIES,
+        sop_instance_uid=_uid(source.SOPInstanceUID, bundle, "sc"), instance_number=1,
         manufacturer=MANUFACTURER, patient_orientation=("L", "F"),
         transfer_syntax_uid=JPEGBaseline8Bit,
     )  # fmt: skip

@@ -45,7 +45,6 @@ from pneumonia.core import __version__
 from pneumonia.core.bundle import TRAIN_EXTRA
 from pneumonia.core.bundle import model_version as version_of
 from pneumonia.core.card import model_card
-from pneumonia.core.preprocess import square_stats
 from pneumonia.inference.loading import Bundle, load_bundle
 from pneumonia.inference.predictions import (
     Prediction,
@@ -54,7 +53,7 @@ from pneumonia.inference.predictions import (
     score_squares,
 )
 from pneumonia.inference.runtime import lanes, torch_available
-from pneumonia.monitoring.predlog import PredictionLog, Record, now
+from pneumonia.monitoring.predlog import PredictionLog, answer_records
 from pneumonia.serving.batching import Batching, MicroBatcher
 from pneumonia.serving.predict import borderline_summary, guard_summary
 from pneumonia.serving.problems import ERRORS, add_handlers, api_description, error
@@ -114,20 +113,9 @@ class Service:
         """Append one log row per answered upload (a failed write is logged, not raised)."""
         if self.log is None:
             return
-        latency = round(1000 * (time.perf_counter() - started), 2)
-        version, when = model_version(self.bundle), now()
-        stats = square_stats(np.stack([u.square for u in uploads]))
-        rows = []
-        for k, (u, a) in enumerate(zip(uploads, answers, strict=True)):
-            rows.append(
-                Record(
-                    when, u.sha256, u.width, u.height, round(float(stats["brightness"][k]), 6),
-                    round(float(stats["contrast"][k]), 6), version, self.bundle.backend,
-                    float(a.probability or 0.0), str(a.label), a.in_distribution, a.ood_score,
-                    latency, a.subtype, a.subtype_probability, token, a.borderline,
-                )
-            )  # fmt: skip
-        self.log.append(rows)
+        squares = np.stack([u.square for u in uploads])
+        inputs = [(u.sha256, u.width, u.height) for u in uploads]
+        self.log.append(answer_records(self.bundle, answers, squares, inputs, started, token))
 
     def health(self) -> dict[str, Any]:
         """Up or not, which model on which backend, whether the log is writing: nothing else."""
