@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
@@ -111,3 +112,24 @@ def test_unreadable_image_is_named_and_the_rest_checked(tmp_path: Path, dataset:
 def test_version_and_help() -> None:
     assert "pneumonia" in invoke("--version").output
     assert "check" in invoke("data", "--help").output
+
+
+def _command_paths(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and group under `group` (typer's own click), as the words that reach it."""
+    paths = [prefix]
+    for name, command in getattr(group, "commands", {}).items():
+        if hasattr(command, "commands"):
+            paths += _command_paths(command, (*prefix, name))
+        else:
+            paths.append((*prefix, name))
+    return paths
+
+
+def test_every_help_page_renders() -> None:
+    """A docstring's square brackets are rich markup: one stray tag breaks `--help` for all."""
+    paths = _command_paths(typer.main.get_command(app))
+    assert ("predict",) in paths and ("data", "check") in paths
+    for words in paths:
+        result = runner.invoke(app, [*words, "--help"])
+        assert result.exit_code == 0, (words, result.output, result.exception)
+        assert "Usage" in result.output, words

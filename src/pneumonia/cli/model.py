@@ -195,8 +195,8 @@ def predict_command(
     force: ForceOpt = False,
 ) -> None:
     """P(PNEUMONIA) and label for images; without a BUNDLE the shipped default model. A
-    DICOMweb study or series URL (http://host/dicom-web/studies/UID[/series/UID]) is read
-    from the archive, its instances chosen by the DICOM node's header rules."""
+    DICOMweb study or series URL (http://host/dicom-web/studies/UID, or .../series/UID
+    below it) is read from the archive, its instances chosen by the DICOM node's header rules."""
     from pneumonia.core.outputs import fresh_dir
     from pneumonia.data.dicomweb import instances, is_dicomweb, parse
     from pneumonia.inference.loading import load_bundle
