@@ -82,8 +82,9 @@ def today(probs: np.ndarray, ref: Reference, curve: list[dict], bias: tuple[floa
         sens, spec = expected_rates(draws, w, np.full(len(draws), row["threshold"]))
         sens, spec = np.clip(sens - bias[0], 0, 1), np.clip(spec - bias[1], 0, 1)
         si, pi = np.quantile(sens[1:], [0.025, 0.975]), np.quantile(spec[1:], [0.025, 0.975])
-        rows.append({**row, "sensitivity_interval": list(si), "specificity_interval": list(pi),
-                     "identified": pi[1] - pi[0] <= 0.25})  # fmt: skip
+        rows.append({**row, "sensitivity": float(sens[0]), "specificity": float(spec[0]),
+                     "sensitivity_interval": list(si), "specificity_interval": list(pi),
+                     "specificity_bounds": None, "identified": pi[1] - pi[0] <= 0.25})  # fmt: skip
     return rows
 
 
@@ -103,7 +104,8 @@ def score(rows: list[dict], probs: np.ndarray, labels: np.ndarray) -> list[dict]
     for row in rows:
         called = probs >= row["threshold"]
         sens, spec = called[labels == 1].mean(), (~called[labels == 0]).mean()
-        s, p = row["sensitivity_interval"], row["specificity_interval"]
+        s = row["sensitivity_interval"]
+        p = row.get("specificity_bounds") or row["specificity_interval"]  # unanswered: bounds
         out.append({
             "target": row["target"], "answered": bool(row["identified"]),
             "sens_in": bool(s[0] - 0.01 <= sens <= s[1] + 0.01), "sens_width": s[1] - s[0],
@@ -125,7 +127,9 @@ def summary(results: list[dict], kinds: tuple[str, ...]) -> dict:
         "answered": float(np.mean([r["answered"] for r in low])) if low else 0.0,
         "sens_narrow": float(np.mean([r["sens_width"] <= 0.06 for r in rows])),
         "spec_width_median": float(np.median([r["spec_width"] for r in rows])),
-        "spec_error_mean": float(np.mean([r["spec_claimed"] - r["spec_true"] for r in rows])),
+        "spec_error_mean": float(np.mean([r["spec_claimed"] - r["spec_true"] for r in answered]))
+        if answered
+        else 0.0,
     }
 
 

@@ -235,7 +235,8 @@ def adapt_to_site(
     biases: float | list[float] = bias
     if reference.labels is not None:  # anchored at every target, on validation's labels
         biases = target_biases(reference, targets)
-        aim = aim_with_bias(target, biases[targets.index(target)])
+        bias = biases[targets.index(target)]
+        aim = aim_with_bias(target, bias)
     fit = fit_site(probs, validation_prevalence(bundle), aim, n_boot)
     curve = operating_curve(probs, reference, targets, biases, n_boot)
     detail = {
@@ -262,4 +263,5 @@ def adapt_to_site(
     folder = copy_bundle(bundle, out)
     write_meta(bundle.meta.model_copy(update={"threshold": threshold}), folder)
     return {"bundle": str(folder), "fit": fit, "counts": counts, "previous": previous.value,
-            "validation_estimate": reference_estimate, "curve": curve}  # fmt: skip
+            "validation_estimate": reference_estimate, "curve": curve,
+            "target": target}  # fmt: skip

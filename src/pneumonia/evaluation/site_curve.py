@@ -14,8 +14,9 @@ then what a site can expect there, claimed only as far as its images support it:
 
 Intervals: 95%, over bootstrap resamples of the site's images and of validation's PNEUMONIA
 films (the sensitivity's also over the binomial spread of the site's own PNEUMONIA films);
-the specificity's spans every bound of pi. A row whose specificity interval
-is wider than `MAX_SPEC_WIDTH` says so (`identified` false): this batch cannot tell.
+the specificity's spans every bound of pi (`specificity_bounds`). A row whose specificity
+bounds are wider than `MAX_SPEC_WIDTH` claims no specificity (`specificity` and its interval
+null, `identified` false): this batch cannot tell.
 Study and adopt rule: docs/robustness.md, "A site curve that claims only what holds".
 """
 
@@ -190,6 +191,7 @@ def operating_curve(
             float(min(np.quantile(spec[:, boot, j].min(0), 0.025), point_spec[j])),
             float(max(np.quantile(spec[:, boot, j].max(0), 0.975), point_spec[j])),
         ]
+        identified = spec_interval[1] - spec_interval[0] <= MAX_SPEC_WIDTH
         rows.append({
             "target": target,
             "aim": aims[j],
@@ -197,8 +199,9 @@ def operating_curve(
             "threshold_interval": _interval(chosen[boot, j]),
             "sensitivity": float(sens[0, j]),
             "sensitivity_interval": [float(s_low), float(s_high)],
-            "specificity": float(point_spec[j]),
-            "specificity_interval": spec_interval,
-            "identified": spec_interval[1] - spec_interval[0] <= MAX_SPEC_WIDTH,
+            "specificity": float(point_spec[j]) if identified else None,
+            "specificity_interval": spec_interval if identified else None,
+            "specificity_bounds": spec_interval,
+            "identified": identified,
         })  # fmt: skip
     return rows
