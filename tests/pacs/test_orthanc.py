@@ -28,10 +28,22 @@ from conftest import wait_until
 from pacs.conftest import Destination, Orthanc, chest_film, echo, free_port, running_node, send
 from pneumonia.pacs.report import read_report
 
+
+def dcmtk(tool: str) -> str | None:
+    """DCMTK's `tool` on PATH, not pynetdicom's Python app of the same name that this
+    environment's bin/ also holds (first on PATH in an activated virtual environment)."""
+    own = Path(sys.executable).parent.resolve()
+    dirs = [
+        d for d in os.environ.get("PATH", "").split(os.pathsep) if d and Path(d).resolve() != own
+    ]
+    return shutil.which(tool, path=os.pathsep.join(dirs))
+
+
+STORESCU = dcmtk("storescu") or "storescu"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not shutil.which("storescu"), reason="DCMTK is not installed (apt-get install dcmtk)"
+        not dcmtk("storescu"), reason="DCMTK is not installed (apt-get install dcmtk)"
     ),
 ]
 CLI = [str(Path(sys.executable).parent / "pneumonia")]  # the installed command
@@ -74,7 +86,7 @@ def archive_films(folder: Path) -> dict[str, list[Path]]:
 
 
 def storescu(port: int, paths: list[Path], options: list[str], calling: str = "ORTHANC") -> int:
-    command = ["storescu", *options, "-aet", calling, "-aec", "PNEUMONIA", "127.0.0.1", str(port)]
+    command = [STORESCU, *options, "-aet", calling, "-aec", "PNEUMONIA", "127.0.0.1", str(port)]
     done = subprocess.run([*command, *map(str, paths)], capture_output=True, timeout=120)
     return done.returncode
 
@@ -227,7 +239,7 @@ def test_orthanc_as_compose_configures_it_routes_films_to_the_node(tmp_path: Pat
                 "--spool", str(tmp_path / "spool"), "--no-capture"]  # fmt: skip
         film, ct = chest_film(tmp_path / "cr.dcm"), chest_film(tmp_path / "ct.dcm", Modality="CT")
         with node_process(*args, port=port):
-            command = ["storescu", "-aet", "MODALITY", "-aec", "ORTHANC", "127.0.0.1"]
+            command = [STORESCU, "-aet", "MODALITY", "-aec", "ORTHANC", "127.0.0.1"]
             subprocess.run(
                 [*command, str(orthanc.dicom_port), str(film), str(ct)], check=True, timeout=60
             )

@@ -19,6 +19,7 @@ from pneumonia.cli.common import (
     user_errors,
 )
 from pneumonia.cli.model import metrics_table
+from pneumonia.core.card import curve_cell
 from pneumonia.core.options import Scoring
 
 
@@ -147,37 +148,33 @@ def _site(
         f"{fit.threshold_interval[0]:.4g}-{fit.threshold_interval[1]:.4g}): expected "
         f"sensitivity {fit.expected_sensitivity:.4f}, aimed at {fit.aim:.4f} (the target plus "
         "the estimator's bias on validation)\n"
-        "assumes only the prevalence moved and the posteriors are calibrated; check it on "
-        "labelled cases when you have them",
+        "the threshold assumes only the prevalence moved (calibrated posteriors); the curve's "
+        "specificity allows the NORMAL films to differ; check both on labelled cases when you "
+        "have them",
         highlight=False,
     )
-    console.print(curve_table(result["curve"], fit.aim))
+    console.print(curve_table(result["curve"], result["target"]))
     console.print(f"site bundle: {result['bundle']}")
 
 
-def curve_table(curve: list[dict[str, Any]], chosen_aim: float) -> Table:
+def curve_table(curve: list[dict[str, Any]], stored_target: float) -> Table:
     """The site's estimated operating curve: per target, threshold and expected rates with
-    their 95% bootstrap intervals; the row the site bundle stores is marked."""
+    their 95% intervals; the row the site bundle stores is marked."""
     table = Table(
         title="Estimated for this site, without labels (choose with --target-sensitivity)",
-        caption="expected rates from the posteriors adjusted to the site's prevalence, less "
-        "the estimator's bias on validation; 95% bootstrap intervals",
+        caption="sensitivity: validation's PNEUMONIA films at the threshold; specificity: "
+        "from this batch's own calls, over every prevalence it allows (its NORMAL films may "
+        "look unlike validation's); 'cannot tell': bounds wider than 0.25; 95% intervals",
     )
     for col in ("target", "threshold", "expected sensitivity", "expected specificity", ""):
         table.add_column(col, justify="right")
-
-    def cell(row: dict[str, Any], key: str, digits: int) -> str:
-        low, high = row[f"{key}_interval"]
-        return f"{row[key]:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
-
     for row in curve:
-        stored = "stored" if abs(row["aim"] - chosen_aim) < 1e-12 else ""
         table.add_row(
             f"{row['target']:.2f}",
-            cell(row, "threshold", 4),
-            cell(row, "sensitivity", 3),
-            cell(row, "specificity", 3),
-            stored,
+            curve_cell(row, "threshold", 4),
+            curve_cell(row, "sensitivity", 3),
+            curve_cell(row, "specificity", 3),
+            "stored" if abs(row["target"] - stored_target) < 1e-12 else "",
         )
     return table
 

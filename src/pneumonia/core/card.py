@@ -83,31 +83,31 @@ def _site(meta: BundleMeta) -> list[str]:
         f"(95% bootstrap {t_low:.4g}-{t_high:.4g}), was {d['previous']['value']:.4g}; it aims the "
         f"site's expected sensitivity at {d['aim']:.4f}, the target plus the estimator's bias "
         f"on validation ({d['estimator_bias']:+.4f}).",
-        f"- It assumes {d['assumptions']}. Check it on labelled cases of the site when you "
-        "have them (`pneumonia threshold BUNDLE --data LABELLED`).",
+        f"- It assumes {d['assumptions']}; the curve's rates assume "
+        f"{d.get('curve_assumptions', 'the same')}. Check it on labelled cases of the site when "
+        "you have them (`pneumonia threshold BUNDLE --data LABELLED`).",
         *_curve(d.get("curve", [])),
     ]
+
+
+def curve_cell(row: dict[str, Any], key: str, digits: int) -> str:
+    """A site curve row's rate and interval, or "cannot tell" and its bounds (none kept)."""
+    if row.get(key) is None:
+        low, high = row.get(f"{key}_bounds") or (0.0, 1.0)
+        return f"cannot tell ({low:.{digits}f}-{high:.{digits}f})"
+    low, high = row[f"{key}_interval"]
+    return f"{row[key]:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 def _curve(curve: list[dict[str, Any]]) -> list[str]:
     """The site's estimated operating curve as a markdown table (none recorded: nothing)."""
     if not curve:
         return []
-
-    def cell(row: dict[str, Any], key: str, digits: int) -> str:
-        low, high = row[f"{key}_interval"]
-        return f"{row[key]:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
-
-    lines = [
-        "",
-        "Estimated for the site without labels (95% bootstrap intervals):",
-        "",
-        "| target | threshold | expected sensitivity | expected specificity |",
-        "|---|---|---|---|",
-    ]
+    head = "| target | threshold | expected sensitivity | expected specificity |\n|---|---|---|---|"
+    lines = ["", "Estimated for the site without labels (95% intervals):", "", head]
     for row in curve:
-        rates = " | ".join(cell(row, k, 3) for k in ("sensitivity", "specificity"))
-        lines.append(f"| {row['target']:.2f} | {cell(row, 'threshold', 4)} | {rates} |")
+        rates = " | ".join(curve_cell(row, k, 3) for k in ("sensitivity", "specificity"))
+        lines.append(f"| {row['target']:.2f} | {curve_cell(row, 'threshold', 4)} | {rates} |")
     return lines
 
 

@@ -35,14 +35,25 @@ from pneumonia.evaluation.prior import (
     expected_sensitivity,
     thresholds_for_sensitivity,
 )
+from pneumonia.evaluation.site_curve import (
+    ASSUMPTIONS as CURVE_ASSUMPTIONS,
+)
+from pneumonia.evaluation.site_curve import (
+    CURVE_TARGETS,
+    LABEL_SHIFT_ONLY,
+    Reference,
+    aim_with_bias,
+    operating_curve,
+    target_biases,
+)
 from pneumonia.inference.loading import Bundle
 
 log = logging.getLogger(__name__)
 MIN_IMAGES = 200  # fewer: the prevalence estimate is too loose to move a threshold
 MAX_FLAGGED = 0.10  # a larger share flagged by the guard: not the population the model knows
 ASSUMPTIONS = (
-    "label shift: only the prevalence differs from validation, each class looks the same; "
-    "the posteriors are calibrated (temperature scaling on validation)"
+    "the threshold: label shift (only the prevalence differs from validation, each class "
+    "looks the same) and calibrated posteriors; the curve's rates: see curve_assumptions"
 )
 
 
@@ -101,63 +112,6 @@ def fit_site(
     )
 
 
-CURVE_TARGETS = (0.95, 0.97, 0.98, 0.99)
-
-
-def aim_with_bias(target: float, bias: float) -> float:
-    """The expected sensitivity to aim at for `target`: raised by the estimator's
-    overstatement `bias` (never lowered), below 1."""
-    return float(min(target + max(bias, 0.0), 1 - 1e-4))
-
-
-def expected_rates(
-    probs: np.ndarray, weights: np.ndarray, thresholds: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(expected sensitivity, expected specificity) at one threshold per row of 2-D `probs`,
-    with `weights` each image's probability of being positive (the soft labels):
-    sensitivity = sum(w [p >= t]) / sum(w), specificity = sum((1 - w) [p < t]) / sum(1 - w)."""
-    p, w = np.atleast_2d(probs), np.atleast_2d(weights)
-    called = p >= np.asarray(thresholds, dtype=np.float64).reshape(-1, 1)
-    sens = (w * called).sum(1) / np.maximum(w.sum(1), 1e-12)
-    spec = ((1 - w) * ~called).sum(1) / np.maximum((1 - w).sum(1), 1e-12)
-    return sens, spec
-
-
-def operating_curve(
-    probs: np.ndarray,
-    old_prior: float,
-    targets: tuple[float, ...] = CURVE_TARGETS,
-    bias: tuple[float, float] = (0.0, 0.0),
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> list[dict[str, Any]]:
-    """The trade a site chooses from: for each target sensitivity, the threshold whose
-    expected sensitivity reaches it plus `bias[0]` (the estimator's overstatement on
-    validation), and the expected sensitivity and specificity there, each less its `bias`,
-    from the posteriors adjusted to the site's EM prevalence; with 95% bootstrap intervals
-    (images resampled with replacement, the same resamples for every target)."""
-    p = np.asarray(probs, dtype=np.float64)[None]
-    draws = p
-    if n_boot:
-        rng = np.random.default_rng(seed)
-        draws = np.concatenate([p, p[0][rng.integers(0, p.shape[1], (n_boot, p.shape[1]))]])
-    prior, _ = em_priors(draws, old_prior)
-    weights = adjust_posteriors(draws, old_prior, prior[:, None])
-    rows = []
-    for target in targets:
-        aim = aim_with_bias(target, bias[0])
-        value, _ = thresholds_for_sensitivity(draws, weights, aim)
-        sens, spec = expected_rates(draws, weights, value)
-        sens, spec = np.clip(sens - bias[0], 0, 1), np.clip(spec - bias[1], 0, 1)
-        row: dict[str, Any] = {"target": target, "aim": aim}
-        for key, x in (("threshold", value), ("sensitivity", sens), ("specificity", spec)):
-            row[key] = float(x[0])
-            boot = x[1:] if n_boot else x
-            row[f"{key}_interval"] = [float(q) for q in np.quantile(boot, [0.025, 0.975])]
-        rows.append(row)
-    return rows
-
-
 def anchored_aim(bundle: Bundle, target: float) -> tuple[float, float, float | None]:
     """(the expected sensitivity to aim a site at, the bias correction in it, the EM
     prevalence estimate on validation). Soft labels made of the model's own posteriors
@@ -177,18 +131,18 @@ def anchored_aim(bundle: Bundle, target: float) -> tuple[float, float, float | N
     return aim_with_bias(target, bias), bias, float(prior[0])
 
 
-def specificity_bias(bundle: Bundle) -> float:
-    """How far the soft-label estimator's specificity at the stored threshold, on the bundle's
-    validation reference, lies above the specificity measured there with labels (0 when
-    either is not recorded)."""
-    reference = np.asarray(bundle.meta.reference.get("probability", []), dtype=np.float64)
-    measured = bundle.meta.validation.get("specificity")
-    if not len(reference) or measured is None:
-        return 0.0
-    old = validation_prevalence(bundle)
-    prior, _ = em_priors(reference[None], old)
-    weights = adjust_posteriors(reference, old, prior[0])
-    return float(expected_rates(reference, weights, np.array([bundle.threshold]))[1][0] - measured)
+def site_reference(bundle: Bundle) -> Reference | None:
+    """The bundle's validation answers for the site curve (None when not recorded)."""
+    recorded = bundle.meta.reference
+    probs = np.asarray(recorded.get("probability", []), dtype=np.float64)
+    if not len(probs):
+        return None
+    labels = recorded.get("label")
+    if labels is not None and len(labels) != len(probs):
+        log.warning("%s: reference labels do not match its answers; not used", bundle.path)
+        labels = None
+    y = None if labels is None else np.asarray(labels, dtype=int)
+    return Reference(probs, y, validation_prevalence(bundle))
 
 
 def validation_prevalence(bundle: Bundle) -> float:
@@ -274,10 +228,17 @@ def adapt_to_site(
     previous = bundle.meta.threshold
     target = target or float(previous.detail.get("target_sensitivity", 0.99))
     aim, bias, reference_estimate = anchored_aim(bundle, target)
-    fit = fit_site(probs, validation_prevalence(bundle), aim, n_boot)
     targets = tuple(sorted({*CURVE_TARGETS, target}))
-    biases = (bias, specificity_bias(bundle))
-    curve = operating_curve(probs, validation_prevalence(bundle), targets, biases, n_boot)
+    reference = site_reference(bundle) or Reference(
+        np.empty(0), None, validation_prevalence(bundle)
+    )
+    biases: float | list[float] = bias
+    if reference.labels is not None:  # anchored at every target, on validation's labels
+        biases = target_biases(reference, targets)
+        bias = biases[targets.index(target)]
+        aim = aim_with_bias(target, bias)
+    fit = fit_site(probs, validation_prevalence(bundle), aim, n_boot)
+    curve = operating_curve(probs, reference, targets, biases, n_boot)
     detail = {
         "target_sensitivity": target,
         "on": "unlabelled site images",
@@ -292,6 +253,9 @@ def adapt_to_site(
         f"validation reference; {n_boot} bootstrap resamples for the intervals",
         "assumptions": ASSUMPTIONS,
         "curve": curve,
+        "curve_assumptions": CURVE_ASSUMPTIONS
+        if reference.labels is not None
+        else LABEL_SHIFT_ONLY,
         "previous": previous.model_dump(),
     }
     value = float(np.clip(fit.threshold, 1e-7, 1 - 1e-7))
@@ -299,4 +263,5 @@ def adapt_to_site(
     folder = copy_bundle(bundle, out)
     write_meta(bundle.meta.model_copy(update={"threshold": threshold}), folder)
     return {"bundle": str(folder), "fit": fit, "counts": counts, "previous": previous.value,
-            "validation_estimate": reference_estimate, "curve": curve}  # fmt: skip
+            "validation_estimate": reference_estimate, "curve": curve,
+            "target": target}  # fmt: skip

@@ -98,16 +98,19 @@ def _scores(
 def _refitted(
     meta: BundleMeta,
     fitted: tuple[Threshold, Calibration | None, dict[str, Any]],
-    probs: np.ndarray,
+    answers: tuple[np.ndarray, np.ndarray],
     source: str,
     left_out: dict[str, Any],
 ) -> BundleMeta:
     """`meta` with the new threshold, calibration and validation record, the monitoring
-    reference's answers at the new calibration, and the audit's record of this fit."""
+    reference's answers (`answers`: probabilities at the new calibration, labels), and the
+    audit's record of this fit."""
     threshold, calibration, validation = fitted
+    probs, labels = answers
     reference = dict(meta.reference)
-    if reference:  # what `monitor` compares answers with: now at the new calibration
+    if reference:  # what `monitor` and the site curve compare with: at the new calibration
         reference["probability"] = [round(float(p), 6) for p in probs]
+        reference["label"] = [int(y) for y in labels]
         reference["split"] = source
     data_record = dict(meta.data)  # the training record stays; the fit's is replaced
     earlier = data_record.pop("left_out", {})
@@ -160,7 +163,8 @@ def retune(
     probs = to_probability(raw, temperature)
     metrics = binary_metrics(labels, probs, threshold.value)  # every validation image
     validation = validation_record(metrics, split, source)
-    meta = _refitted(bundle.meta, (threshold, calibration, validation), probs, source, left_out)
+    fitted = (threshold, calibration, validation)
+    meta = _refitted(bundle.meta, fitted, (probs, labels), source, left_out)
     folder = bundle.path if out is None else copy_bundle(bundle, out)
     write_meta(meta, folder)
     return {

@@ -167,6 +167,7 @@ def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 
         "inputs": "train",  # input statistics: the training squares
         "train_prevalence": float(np.mean(labels)),
         "probability": _rounded(to_probability(val_logits, bundle.temperature)),
+        "label": [int(y) for y in val.labels],  # the site curve's class-conditional rates
         "ood_score": _rounded(val_scores),
         **{k: _rounded(v, 4) for k, v in training_stats(train).items()},
     }
