@@ -66,7 +66,7 @@ from pneumonia.data.split import read_manifest
 from pneumonia.evaluation.pairs import find_pairs
 from pneumonia.inference.guard import Guard, Layout, thumbnails, top_threshold
 from pneumonia.inference.loading import load_bundle
-from pneumonia.training.guard_fit import square_outputs
+from pneumonia.training.guard_fit import layout_from, square_outputs
 
 BUDGET = 0.002
 GENUINE_SHIFT_MAX = 0.03
@@ -98,8 +98,6 @@ def refit_layout(train: np.ndarray, contract: Any, seed: int = 7, views: bool = 
     """H2's layout check: whole training squares against their negatives, quarters, turns,
     pieces and generated non-films (threshold set later); with `views` (H3), `film_views` of
     them join the whole films, and their negatives the non-films."""
-    from sklearn.linear_model import LogisticRegression
-
     rng = np.random.default_rng(seed)
     good = thumbnails(train)
     if views:
@@ -111,13 +109,9 @@ def refit_layout(train: np.ndarray, contract: Any, seed: int = 7, views: bool = 
     corpus = ood_corpus(len(train) // 10, list(train), seed=seed)
     bad_images += [im for kind, im in corpus if kind != "inverted"]
     bad = np.concatenate([1 - good, thumbnails([contract.square(b) for b in bad_images])])
-    x = np.concatenate([good, bad])
     y = np.repeat([0, 1], [len(good), len(bad)])
-    mean, scale = x.mean(0), x.std(0) + 1e-6
     weights = np.where(y == 0, len(bad) / len(good), 1.0)  # the classes weigh alike
-    fitted = LogisticRegression(C=0.1, max_iter=3000).fit((x - mean) / scale, y, weights)
-    coef = fitted.coef_[0].astype(np.float32)
-    return Layout(mean, scale, coef, float(fitted.intercept_[0]), 0.0)
+    return layout_from(np.concatenate([good, bad]), y, weights, max_iter=3000)
 
 
 def fit_film_check(bundle: Any, train: np.ndarray, seed: int = 7) -> Any:

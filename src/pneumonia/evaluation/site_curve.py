@@ -159,12 +159,11 @@ def operating_curve(
     aims = [aim_with_bias(t, b) for t, b in zip(targets, biases, strict=True)]
     chosen = np.array([thresholds_for_sensitivity(draws, weights, a)[0] for a in aims]).T
     t = chosen[0]  # the thresholds the site would store: rates are claimed at these
-    soft = np.stack([expected_rates(draws, weights, x)[0] for x in t], 1)
-    soft = np.clip(soft - np.maximum(biases, 0), 0, 1)
     q = called_share(draws, t)
     estimate = float(em[0])  # the point's prevalence: EM, or adjusted counting with labels
-    if reference.labels is None:
-        sens = soft
+    if reference.labels is None:  # the soft-label sensitivity, less the estimator's bias
+        sens = np.stack([expected_rates(draws, weights, x)[0] for x in t], 1)
+        sens = np.clip(sens - np.maximum(biases, 0), 0, 1)
         priors = em[:, None, None]
     else:
         positives = reference.probs[reference.labels == 1]

@@ -189,6 +189,18 @@ def add_guard(bundle: Bundle, dm: XrayDataModule, cfg: GuardConfig, seed: int = 
     return record
 
 
+def layout_from(
+    x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, max_iter: int = 2000
+) -> Layout:
+    """A layout check (threshold 0, set later) from thumbnails `x` and labels `y` (1: not a
+    whole film): a logistic regression on the standardised thumbnails."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    fitted = LogisticRegression(C=0.1, max_iter=max_iter).fit((x - mean) / scale, y, weights)
+    return Layout(mean, scale, fitted.coef_[0].astype(np.float32), float(fitted.intercept_[0]), 0)
+
+
 def fit_layout(
     thumbs: np.ndarray,
     squares: np.ndarray,
@@ -201,15 +213,11 @@ def fit_layout(
     thumbnails (`thumbs`: clean and augmented views) from their negatives and from a small
     piece of each training square (`ood_corpus.cropped`, put through the contract); its
     threshold flags at most half of `max_flag_rate` of the validation squares."""
-    from sklearn.linear_model import LogisticRegression
-
     rng = np.random.default_rng(seed)
     pieces = thumbnails([contract.square(cropped(sq, rng)) for sq in squares])
     x = np.concatenate([thumbs, 1 - thumbs, pieces])  # a thumbnail's negative: 1 - thumbnail
     y = np.repeat([0, 1, 1], [len(thumbs), len(thumbs), len(pieces)])
-    mean, scale = x.mean(0), x.std(0) + 1e-6
-    fitted = LogisticRegression(C=0.1, max_iter=2000).fit((x - mean) / scale, y)
-    layout = Layout(mean, scale, fitted.coef_[0].astype(np.float32), float(fitted.intercept_[0]), 0)
+    layout = layout_from(x, y)
     val_logits = layout.logits(val_squares)
     allowed = int(np.floor(cfg.max_flag_rate / 2 * len(val_logits)))
     layout = replace(layout, threshold=top_threshold(val_logits, allowed))
