@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit
@@ -42,7 +43,9 @@ from pneumonia.core import LABELS
 from pneumonia.data.shifts import SHIFTS
 from pneumonia.data.split import read_manifest
 from pneumonia.evaluation.prior import adjust_posteriors, em_priors
+from pneumonia.evaluation.site import site_reference
 from pneumonia.evaluation.site_curve import (
+    TAIL_SHARE,
     Reference,
     expected_rates,
     operating_curve,
@@ -101,9 +104,7 @@ def reference_bias(ref: Reference, threshold: float, target: float) -> tuple[flo
 def score(rows: list[dict], probs: np.ndarray, labels: np.ndarray) -> list[dict]:
     """Each row's truth on the site and whether its intervals hold it (±0.01)."""
     out = []
-    for row in rows:
-        called = probs >= row["threshold"]
-        sens, spec = called[labels == 1].mean(), (~called[labels == 0]).mean()
+    for row, (sens, spec) in zip(rows, score_rates(rows, probs, labels), strict=True):
         s = row["sensitivity_interval"]
         p = row.get("specificity_bounds") or row["specificity_interval"]  # unanswered: bounds
         out.append({
@@ -202,6 +203,34 @@ def main(argv: list[str] | None = None) -> None:
         print(f"halving {h + 1}/{args.halvings} done; reference {len(a)} images "
               f"({int(labels[a].sum())} PNEUMONIA), pool {len(b)}", flush=True)  # fmt: skip
     report(results, args)
+    whole_validation(bundle, views, labels)
+
+
+def whole_validation(bundle: Any, views: dict, labels: np.ndarray) -> None:
+    """The shipped case, printed: the tail level h on the bundle's whole validation reference
+    and the share of NORMAL films above it in each view; then validation's clean films as one
+    unlabelled batch, as `threshold --unlabelled` sees them (1000 resamples, seed 0), each
+    row beside its true rates."""
+    ref = site_reference(bundle)
+    assert ref is not None and ref.labels is not None
+    h = float(np.quantile(ref.probs[ref.labels == 1], 1 - TAIL_SHARE))
+    above = {n: float((v[labels == 0] >= h).mean()) for n, v in views.items()}
+    worst = max(above, key=above.__getitem__)
+    print(f"\ntail level h {h:.3f}: NORMAL films above it, clean {above['clean']:.3f} "
+          f"({int(above['clean'] * (labels == 0).sum())} of {(labels == 0).sum()}); "
+          f"worst view {worst} {above[worst]:.3f}")  # fmt: skip
+    targets = (0.95, 0.97, 0.98, 0.99)
+    curve = operating_curve(ref.probs, ref, targets, target_biases(ref, targets), 1000)
+    for row, (sens, spec) in zip(curve, score_rates(curve, ref.probs, ref.labels), strict=True):
+        print(f"whole validation, target {row['target']}: threshold {row['threshold']:.4f}, "
+              f"sens {row['sensitivity_interval']} (true {sens:.3f}), spec "
+              f"{row['specificity']} {row['specificity_bounds']} (true {spec:.3f})")  # fmt: skip
+
+
+def score_rates(rows: list[dict], probs: np.ndarray, labels: np.ndarray) -> list[tuple]:
+    """(sensitivity, specificity) on labelled `probs` at each row's threshold."""
+    called = [probs >= row["threshold"] for row in rows]
+    return [(c[labels == 1].mean(), (~c[labels == 0]).mean()) for c in called]
 
 
 def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
